@@ -1,0 +1,87 @@
+/**
+ * The command line: parses arguments (commander) and dispatches to one file per command.
+ * `main(args)` returns the exit code instead of exiting, so tests can call it.
+ */
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { reportError } from "./errors.ts";
+import { inspectCommand } from "./inspect.ts";
+import { scanCommand } from "./scan.ts";
+import { snapshotCreateCommand, snapshotDiffCommand, snapshotListCommand } from "./snapshot.ts";
+
+export const VERSION = "0.1.0";
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+
+/** Build the command tree; each action stores its exit code in `result`. */
+function buildProgram(result: { code: number }): Command {
+  const program = new Command("filesync")
+    .description("Keep a directory identical across the nodes of a cluster.")
+    .version(VERSION)
+    .exitOverride()
+    .showHelpAfterError("(run filesync --help for usage)");
+
+  program.command("scan")
+    .description("index a directory: chunk changed files, record chunk locations, print the root")
+    .argument("<dir>", "directory to scan")
+    .option("--json", "print a machine-readable summary")
+    .option("--workers <n>", "hash worker threads (default: number of cores)", positiveInt)
+    .action(async (dir: string, opts) => {
+      result.code = await scanCommand(dir, opts);
+    });
+
+  program.command("inspect")
+    .description("print a file's chunks and Merkle root")
+    .argument("<file>", "file to inspect")
+    .option("--json", "print JSON")
+    .action(async (file: string, opts) => {
+      result.code = await inspectCommand(file, opts);
+    });
+
+  const snapshot = program.command("snapshot").description("named snapshots of a directory");
+  snapshot.command("create")
+    .description("scan the directory and record its tree as a snapshot")
+    .argument("<dir>")
+    .argument("[label]", "a unique name for the snapshot")
+    .option("--json", "print JSON")
+    .action(async (dir: string, label: string | undefined, opts) => {
+      result.code = await snapshotCreateCommand(dir, label, opts);
+    });
+  snapshot.command("list")
+    .description("list snapshots, oldest first")
+    .argument("<dir>")
+    .option("--json", "print JSON")
+    .action(async (dir: string, opts) => {
+      result.code = await snapshotListCommand(dir, opts);
+    });
+  snapshot.command("diff")
+    .description("paths added, removed and changed between two snapshots (label or id)")
+    .argument("<dir>")
+    .argument("<a>")
+    .argument("<b>")
+    .option("--json", "print JSON")
+    .action(async (dir: string, a: string, b: string, opts) => {
+      result.code = await snapshotDiffCommand(dir, a, b, opts);
+    });
+
+  return program;
+}
+
+/** Run the CLI with `args` (without the program name); resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const result = { code: 0 };
+  const program = buildProgram(result);
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return result.code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander has printed its own message (usage errors, --help, --version).
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    return reportError(e);
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The wire codec of every FileSync protocol: CBOR (cbor-x) checked against a per-message
+ * schema (schema.ts), inside length-prefixed frames (frame.ts).
+ *
+ * Why CBOR and not protobuf: cbor-x is already a dependency and needs no code generation
+ * (protons would add a generate step and generated files to keep in sync); byte strings are
+ * native, which matters for hashes and chunks; and strictness comes from our schema check,
+ * which is stricter than protobuf's (exact arity and types, bounded lengths, no silently
+ * ignored unknown fields). Messages are positional arrays `[tag, ...fields]`, so they are as
+ * compact as protobuf and there are no map keys to abuse (`__proto__` and friends).
+ *
+ * Each protocol has its own message set and tag range, so a frame of one protocol fed to
+ * another's decoder is an "unknown-type" error rather than a misread.
+ */
+import { Decoder, Encoder } from "cbor-x";
+import { HASH_LENGTH } from "../chunk/hash.ts";
+import type { Hash } from "../chunk/hash.ts";
+import { WireDecodeError, WireEncodeError } from "./errors.ts";
+import { encodeFrame, FRAME_HEADER_LENGTH } from "./frame.ts";
+import {
+  arrayOf,
+  bytes,
+  fixedBytes,
+  type MessageSet as MessageSetType,
+  MessageSet,
+  text,
+  tuple,
+  uint,
+} from "./schema.ts";
+
+// ---------------------------------------------------------------------------------------------
+// CBOR
+
+const encoder = new Encoder({
+  useRecords: false,
+  tagUint8Array: false,
+  structuredClone: false,
+  bundleStrings: false,
+  pack: false,
+});
+
+const decoder = new Decoder({
+  useRecords: false,
+  structuredClone: false,
+  bundleStrings: false,
+  mapsAsObjects: true,
+});
+
+/** CBOR-encode a value laid out by a schema (only arrays, ints, text, bytes, booleans). */
+function cborEncode(value: unknown): Uint8Array {
+  try {
+    return encoder.encode(value);
+  } catch (err) {
+    throw new WireEncodeError(`CBOR encoding failed: ${(err as Error)?.message ?? err}`);
+  }
+}
+
+/** CBOR-decode exactly one item filling all of `bytes`; any failure is a WireDecodeError. */
+function cborDecode(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) throw new WireDecodeError("malformed", "empty message");
+  try {
+    return decoder.decode(bytes);
+  } catch (err) {
+    const e = err as { incomplete?: boolean; message?: string } | undefined;
+    throw new WireDecodeError(
+      e?.incomplete ? "truncated" : "malformed",
+      `invalid CBOR: ${String(e?.message ?? err).slice(0, 200)}`,
+    );
+  }
+}
+
+/** A protocol's codec: message set plus frame limit, for both directions. */
+export class ProtocolCodec<M extends { type: string }> {
+  constructor(readonly messages: MessageSetType<M>, readonly maxFrame: number) {}
+
+  /** Encode a message to its CBOR payload (no frame header). */
+  encode(msg: M): Uint8Array {
+    return cborEncode(this.messages.toWire(msg));
+  }
+
+  /** Encode a message as one length-prefixed frame. */
+  encodeFrame(msg: M): Uint8Array {
+    return encodeFrame(this.encode(msg), this.maxFrame);
+  }
+
+  /** Decode one frame payload; throws WireDecodeError for anything but a valid message. */
+  decode(payload: Uint8Array): M {
+    if (payload.length > this.maxFrame) {
+      throw new WireDecodeError(
+        "frame-too-large",
+        `message of ${payload.length} bytes exceeds the limit of ${this.maxFrame}`,
+      );
+    }
+    return this.messages.fromWire(cborDecode(payload));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Join: /filesync/join/1
+
+/** Version of the join handshake carried in the hello, for clear errors on mismatch. */
+export const JOIN_VERSION = 1;
+/** Bytes of the nonces each side contributes to the join handshake. */
+export const NONCE_LENGTH = 32;
+/** Bytes of an HMAC-SHA256 proof. */
+export const PROOF_LENGTH = 32;
+/** Bytes of an invite id (public; it names the invite, the secret stays secret). */
+export const INVITE_ID_LENGTH = 16;
+/** Most members listed in a join acceptance. */
+export const MAX_MEMBERS = 1024;
+/** Most addresses listed per member. */
+export const MAX_ADDRS_PER_MEMBER = 16;
+/** Longest multiaddr string accepted. */
+export const MAX_ADDR_LENGTH = 256;
+/** Longest cluster id. */
+export const MAX_CLUSTER_ID_LENGTH = 128;
+/** Largest opaque payload an acceptance may carry for the daemon. */
+export const MAX_JOIN_DATA = 256 * 1024;
+/** Frame limit for what a server reads from a (not yet trusted) joiner. */
+export const JOIN_REQUEST_MAX_FRAME = 4 * 1024;
+/** Frame limit for what a joiner reads from the server (the member list). */
+export const JOIN_RESPONSE_MAX_FRAME = 1024 * 1024 + MAX_JOIN_DATA;
+
+/** A member as told to a joiner: who it is and where to reach it. */
+export interface MemberInfo {
+  peerId: string;
+  addrs: string[];
+}
+
+/** Messages of /filesync/join/1, in handshake order. */
+export type JoinMessage =
+  | {
+    type: "hello";
+    version: number;
+    clusterId: string;
+    inviteId: Uint8Array;
+    nonce: Uint8Array;
+  }
+  | { type: "challenge"; nonce: Uint8Array; proof: Uint8Array }
+  | { type: "proof"; proof: Uint8Array }
+  | { type: "accepted"; members: MemberInfo[]; data: Uint8Array }
+  | { type: "rejected"; reason: string };
+
+const memberSpec = tuple(
+  ["peerId", text(1, 128)],
+  ["addrs", arrayOf(text(1, MAX_ADDR_LENGTH), MAX_ADDRS_PER_MEMBER)],
+);
+
+const joinMessages = new MessageSet<JoinMessage>("join", [
+  {
+    tag: 1,
+    type: "hello",
+    fields: [
+      ["version", uint(0xffff)],
+      ["clusterId", text(1, MAX_CLUSTER_ID_LENGTH)],
+      ["inviteId", fixedBytes(INVITE_ID_LENGTH)],
+      ["nonce", fixedBytes(NONCE_LENGTH)],
+    ],
+  },
+  {
+    tag: 2,
+    type: "challenge",
+    fields: [["nonce", fixedBytes(NONCE_LENGTH)], ["proof", fixedBytes(PROOF_LENGTH)]],
+  },
+  { tag: 3, type: "proof", fields: [["proof", fixedBytes(PROOF_LENGTH)]] },
+  {
+    tag: 4,
+    type: "accepted",
+    fields: [["members", arrayOf(memberSpec, MAX_MEMBERS)], ["data", bytes(0, MAX_JOIN_DATA)]],
+  },
+  { tag: 5, type: "rejected", fields: [["reason", text(0, 512)]] },
+]);
+
+/** Codec for what a joiner sends (hello, proof); small frames, read from strangers. */
+export const joinRequestCodec = new ProtocolCodec(joinMessages, JOIN_REQUEST_MAX_FRAME);
+/** Codec for what a server sends (challenge, accepted, rejected). */
+export const joinResponseCodec = new ProtocolCodec(joinMessages, JOIN_RESPONSE_MAX_FRAME);
+
+// ---------------------------------------------------------------------------------------------
+// Raft: /filesync/raft/1
+
+/** Most messages in one raft batch. */
+export const MAX_RAFT_BATCH = 4096;
+/** Frame limit of the raft channel (a batch of opaque raft messages). */
+export const RAFT_MAX_FRAME = 16 * 1024 * 1024;
+
+/** Messages of /filesync/raft/1: a batch of opaque, already-encoded raft messages. */
+export type RaftMessage = { type: "batch"; msgs: Uint8Array[] };
+
+const raftMessages = new MessageSet<RaftMessage>("raft", [
+  { tag: 16, type: "batch", fields: [["msgs", arrayOf(bytes(1, RAFT_MAX_FRAME), MAX_RAFT_BATCH)]] },
+]);
+
+/** Codec of /filesync/raft/1. */
+export const raftCodec = new ProtocolCodec(raftMessages, RAFT_MAX_FRAME);
+
+// ---------------------------------------------------------------------------------------------
+// Objects: /filesync/objects/1
+
+/** Largest object (chunk or Merkle node) carried; chunks are at most 256 KiB by default. */
+export const MAX_OBJECT_SIZE = 4 * 1024 * 1024;
+/** Most hashes in one `have` query. */
+export const MAX_HAVE_HASHES = 4096;
+/** Most hashes in one `want` request. */
+export const MAX_WANT_HASHES = 1024;
+/** Frame limit of the objects protocol: one object plus its envelope. */
+export const OBJECTS_MAX_FRAME = MAX_OBJECT_SIZE + 64;
+
+/**
+ * Messages of /filesync/objects/1. Requests (`have`, `want`) are answered strictly in order on
+ * the same stream: `have` by one `haveReply` (bit i set = hash i held), `want` by one `object`
+ * or `missing` per hash, in the order asked.
+ */
+export type ObjectsMessage =
+  | { type: "have"; hashes: Hash[] }
+  | { type: "haveReply"; bits: Uint8Array }
+  | { type: "want"; hashes: Hash[] }
+  | { type: "object"; hash: Hash; data: Uint8Array }
+  | { type: "missing"; hash: Hash };
+
+const objectsMessages = new MessageSet<ObjectsMessage>("objects", [
+  { tag: 32, type: "have", fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_HAVE_HASHES)]] },
+  { tag: 33, type: "haveReply", fields: [["bits", bytes(0, Math.ceil(MAX_HAVE_HASHES / 8))]] },
+  { tag: 34, type: "want", fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_WANT_HASHES)]] },
+  {
+    tag: 35,
+    type: "object",
+    fields: [["hash", fixedBytes(HASH_LENGTH)], ["data", bytes(0, MAX_OBJECT_SIZE)]],
+  },
+  { tag: 36, type: "missing", fields: [["hash", fixedBytes(HASH_LENGTH)]] },
+]);
+
+/** Codec of /filesync/objects/1. */
+export const objectsCodec = new ProtocolCodec(objectsMessages, OBJECTS_MAX_FRAME);
+
+/** Bytes a frame adds around an object's data (header plus CBOR envelope), an upper bound. */
+export const OBJECT_FRAME_OVERHEAD = FRAME_HEADER_LENGTH + 64;
+
+// ---------------------------------------------------------------------------------------------
+// Invites (not a wire protocol, but the same codec: an invite string is a CBOR message)
+
+/** Bytes of an invite secret. */
+export const SECRET_LENGTH = 32;
+/** Most addresses in an invite. */
+export const MAX_INVITE_ADDRS = 32;
+
+/** The payload of an invite string (see invite.ts). */
+export type InviteMessage = {
+  type: "invite";
+  clusterId: string;
+  inviteId: Uint8Array;
+  secret: Uint8Array;
+  /** Unix ms after which the invite is refused; 0 = never. */
+  expiresAt: number;
+  addrs: string[];
+};
+
+const inviteMessages = new MessageSet<InviteMessage>("invite", [
+  {
+    tag: 64,
+    type: "invite",
+    fields: [
+      ["clusterId", text(1, MAX_CLUSTER_ID_LENGTH)],
+      ["inviteId", fixedBytes(INVITE_ID_LENGTH)],
+      ["secret", fixedBytes(SECRET_LENGTH)],
+      ["expiresAt", uint()],
+      ["addrs", arrayOf(text(1, MAX_ADDR_LENGTH), MAX_INVITE_ADDRS)],
+    ],
+  },
+]);
+
+/** Codec of invite payloads. */
+export const inviteCodec = new ProtocolCodec(inviteMessages, 16 * 1024);

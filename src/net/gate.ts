@@ -1,0 +1,127 @@
+/**
+ * Who may talk to this node.
+ *
+ * Members (as the injected `isAllowedPeer` says, i.e. the Raft membership) may connect and use
+ * every protocol. A stranger must be able to reach `/filesync/join/1` to become a member, so
+ * the connection gater lets strangers in on probation, under three bounds:
+ *  - per remote IP, a token bucket (a stranger cannot knock more than `strangerRate` allows);
+ *  - at most `maxStrangers` stranger connections open at once;
+ *  - a stranger's connection lives at most `strangerTtlMs` (the host's sweeper closes it),
+ *    which is plenty for a join handshake and nothing more.
+ * On such a connection only the join protocol answers: every other FileSync protocol handler
+ * is registered as members-only and resets streams from non-members (checked again on every
+ * message of long-lived streams, so a removed member loses access at once). Outbound, we dial
+ * only members, except the server named by an invite while we join it.
+ */
+import type { ConnectionGater, MultiaddrConnection, PeerId } from "@libp2p/interface";
+import type { Multiaddr } from "@multiformats/multiaddr";
+import { type RateLimit, RateLimiter } from "./rate_limit.ts";
+
+/** Bounds on connections from peers that are not members (joiners). */
+export interface AdmissionLimits {
+  /** Accept non-member connections at all (needed to be joined). Default true. */
+  acceptStrangers: boolean;
+  /** Longest a non-member connection may stay open, ms. Default 15,000. */
+  strangerTtlMs: number;
+  /** Most non-member connections open at once. Default 16. */
+  maxStrangers: number;
+  /** Non-member connections per remote IP. Default burst 10, then one per 2 s. */
+  strangerRate: RateLimit;
+  /** Join attempts per remote IP (checked by the join handler). Default burst 5, one per 5 s. */
+  joinRate: RateLimit;
+}
+
+/** Defaults of AdmissionLimits. */
+export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
+  acceptStrangers: true,
+  strangerTtlMs: 15_000,
+  maxStrangers: 16,
+  strangerRate: { burst: 10, perSecond: 0.5 },
+  joinRate: { burst: 5, perSecond: 0.2 },
+};
+
+/** The IP of a multiaddr (`/ip4/x/...` or `/ip6/x/...`), or its full text if it has none. */
+export function remoteIp(addr: Multiaddr): string {
+  for (const c of addr.getComponents()) {
+    if ((c.name === "ip4" || c.name === "ip6") && c.value !== undefined) return c.value;
+  }
+  return addr.toString();
+}
+
+/** The peer id named by a multiaddr's last /p2p component, if any. */
+function peerOf(addr: Multiaddr): string | undefined {
+  return addr.getComponents().findLast((c) => c.name === "p2p")?.value;
+}
+
+/** Membership-based admission decisions, shared by the gater and the protocol handlers. */
+export class PeerGate {
+  readonly limits: AdmissionLimits;
+  readonly #connRate: RateLimiter;
+  readonly joinRate: RateLimiter;
+  readonly #dialExceptions = new Map<string, number>();
+
+  constructor(
+    private readonly isAllowedPeer: (peerId: string) => boolean,
+    limits: Partial<AdmissionLimits>,
+    /** Current number of open connections from non-members (the host counts them). */
+    private readonly strangerCount: () => number,
+  ) {
+    this.limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
+    this.#connRate = new RateLimiter(this.limits.strangerRate);
+    this.joinRate = new RateLimiter(this.limits.joinRate);
+  }
+
+  /** Is this peer a member right now? Exceptions in the callback count as "no". */
+  isMember(peerId: string): boolean {
+    try {
+      return this.isAllowedPeer(peerId) === true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** May we dial this peer? Members, and a peer we are currently joining through. */
+  mayDial(peerId: string): boolean {
+    return this.isMember(peerId) || this.#dialExceptions.has(peerId);
+  }
+
+  /**
+   * Permit dialing a non-member for the duration of `fn` (joining a cluster through an
+   * invite: the invite's /p2p id authenticates that server, membership cannot yet).
+   */
+  async withDialException<T>(peerId: string, fn: () => Promise<T>): Promise<T> {
+    this.#dialExceptions.set(peerId, (this.#dialExceptions.get(peerId) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      const n = (this.#dialExceptions.get(peerId) ?? 1) - 1;
+      if (n <= 0) this.#dialExceptions.delete(peerId);
+      else this.#dialExceptions.set(peerId, n);
+    }
+  }
+
+  /** Decide on an inbound connection whose peer id is authenticated. */
+  admitInbound(peerId: string, remoteAddr: Multiaddr): boolean {
+    if (this.isMember(peerId)) return true;
+    if (!this.limits.acceptStrangers) return false;
+    if (this.strangerCount() >= this.limits.maxStrangers) return false;
+    return this.#connRate.tryTake(remoteIp(remoteAddr));
+  }
+
+  /** The libp2p ConnectionGater enforcing these rules (`true` means deny). */
+  connectionGater(): ConnectionGater {
+    return {
+      denyDialPeer: (peerId: PeerId) => !this.mayDial(peerId.toString()),
+      denyDialMultiaddr: (ma: Multiaddr) => {
+        const peer = peerOf(ma);
+        return peer !== undefined && !this.mayDial(peer);
+      },
+      denyOutboundConnection: (peerId: PeerId) => !this.mayDial(peerId.toString()),
+      denyOutboundEncryptedConnection: (peerId: PeerId) => !this.mayDial(peerId.toString()),
+      denyInboundEncryptedConnection: (peerId: PeerId, maConn: MultiaddrConnection) =>
+        !this.admitInbound(peerId.toString(), maConn.remoteAddr),
+      // Peers learn addresses only from us (no discovery); keep what the daemon records.
+      filterMultiaddrForPeer: () => true,
+    };
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * A node's local data, all under `<dir>/.filesync/` (never synced): the Deno KV database
+ * (file index, chunk locator, object index, snapshots) and the pack files.
+ */
+import { ChunkLocator } from "./locator.ts";
+import { FileIndex } from "./file_index.ts";
+import { PackStore } from "./packs.ts";
+import { Snapshots } from "./snapshots.ts";
+
+/** Name of the per-directory data folder; always excluded from scans and sync. */
+export const DATA_DIR_NAME = ".filesync";
+
+/** Everything a node keeps locally about one synced directory. */
+export class LocalStore {
+  private constructor(
+    /** Absolute path of the synced directory. */
+    readonly root: string,
+    /** Absolute path of its data folder. */
+    readonly dataDir: string,
+    readonly kv: Deno.Kv,
+    readonly packs: PackStore,
+    readonly files: FileIndex,
+    readonly locator: ChunkLocator,
+    readonly snapshots: Snapshots,
+  ) {}
+
+  /** Open (creating if needed) the store of the synced directory `root`. */
+  static async open(root: string): Promise<LocalStore> {
+    const absRoot = await Deno.realPath(root);
+    const dataDir = `${absRoot}/${DATA_DIR_NAME}`;
+    await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const kv = await Deno.openKv(`${dataDir}/index.kv`);
+    try {
+      const packs = await PackStore.open(kv, `${dataDir}/packs`);
+      return new LocalStore(
+        absRoot,
+        dataDir,
+        kv,
+        packs,
+        new FileIndex(kv),
+        new ChunkLocator(kv, absRoot),
+        new Snapshots(kv),
+      );
+    } catch (e) {
+      kv.close();
+      throw e;
+    }
+  }
+
+  /** Flush pending objects and close the database. */
+  async close(): Promise<void> {
+    try {
+      await this.packs.close();
+    } finally {
+      this.kv.close();
+    }
+  }
+
+  /** Bytes used by the data folder (database and packs). */
+  async diskUsage(): Promise<number> {
+    let total = 0;
+    const walk = async (dir: string) => {
+      for await (const e of Deno.readDir(dir)) {
+        const p = `${dir}/${e.name}`;
+        if (e.isDirectory) await walk(p);
+        else if (e.isFile) total += (await Deno.stat(p)).size;
+      }
+    };
+    await walk(this.dataDir);
+    return total;
+  }
+}

@@ -1,0 +1,19 @@
+/**
+ * The local store: content-addressed pack files, the chunk locator that points into the
+ * synced tree itself, and the Deno KV schema for the file index and snapshots.
+ */
+export { CorruptObjectError, MissingObjectError, StaleLocationError } from "./errors.ts";
+export { KV_MAX_VALUE_BYTES, KvBatch } from "./kv_batch.ts";
+export { MAX_OBJECT_BYTES, PackStore } from "./packs.ts";
+export { ChunkLocator } from "./locator.ts";
+export { FileIndex, type ScanSummary } from "./file_index.ts";
+export { Snapshots, UnknownSnapshotError } from "./snapshots.ts";
+export { DATA_DIR_NAME, LocalStore } from "./local_store.ts";
+export {
+  type ChunkLocation,
+  type EntryKind,
+  type LocalFileRecord,
+  type ObjectLocation,
+  SchemaError,
+  type SnapshotRecord,
+} from "./schema.ts";

@@ -1,0 +1,236 @@
+/**
+ * The scanner: brings the local index up to date with the directory. It walks the tree,
+ * re-chunks only files whose size, mtime or inode changed since the last scan (so a rescan of
+ * an unchanged tree reads no file content), records where each chunk lies (copying no file
+ * content), stores the Merkle nodes of files and of the directory tree, and returns the
+ * directory root.
+ *
+ * Write order keeps a crash harmless: tree nodes reach the pack files (fsynced) before any KV
+ * entry refers to them (KvBatch's beforeCommit hook), chunk locations and file records come
+ * next, and the scan summary is written last.
+ */
+import { type ChunkerOptions, DEFAULT_CHUNKER_OPTIONS, type Hash } from "../chunk/mod.ts";
+import {
+  buildDirTree,
+  comparePaths,
+  type DirEntry,
+  EMPTY_FILE_ROOT,
+  walkFileChunks,
+} from "../merkle/mod.ts";
+import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
+import { type HashedFile, HashFileError } from "./hash_file.ts";
+import { HashPool } from "./hash_pool.ts";
+import { type WalkEntry, type WalkProblem, walkTree } from "./walk.ts";
+
+/** Progress of a running scan, for progress bars. */
+export interface ScanProgress {
+  filesDone: number;
+  filesTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+/** Options of one scan. */
+export interface ScanOptions {
+  chunker?: Partial<ChunkerOptions>;
+  /** Hash workers; defaults to the number of cores. */
+  workers?: number;
+  onProgress?: (p: ScanProgress) => void;
+}
+
+/** What a scan found and did. */
+export interface ScanResult {
+  /** Root of the directory tree. */
+  root: Hash;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  /** Bytes in all files. */
+  bytes: number;
+  /** Files (and bytes) whose content was read this time. */
+  hashedFiles: number;
+  hashedBytes: number;
+  /** Paths that were in the index but are gone. */
+  removed: number;
+  /** Entries that could not be taken in; the scan still covers everything else. */
+  problems: WalkProblem[];
+  durationMs: number;
+}
+
+/**
+ * Index record of a symlink or directory: no content to chunk, so the root is the empty
+ * file's; a symlink's target is kept inline and its size is the target's UTF-8 length.
+ */
+function recordOf(e: WalkEntry): LocalFileRecord {
+  const base = { mtime: e.mtime, mode: e.mode, ino: e.ino, root: EMPTY_FILE_ROOT };
+  if (e.kind === "symlink") {
+    const size = new TextEncoder().encode(e.target!).byteLength;
+    return { kind: "symlink", ...base, size, target: e.target };
+  }
+  return { kind: "dir", ...base, size: 0 };
+}
+
+/** Whether the index record still describes the file, so its content need not be read. */
+function unchanged(prev: LocalFileRecord | undefined, e: WalkEntry, lastScanStart: number): boolean {
+  return prev !== undefined && prev.kind === "file" && prev.size === e.size &&
+    prev.mtime === e.mtime && prev.ino === e.ino &&
+    // A file modified after the previous scan started may have changed again within the same
+    // mtime tick after it was read ("racily clean", as git calls it): read it again.
+    prev.mtime < lastScanStart;
+}
+
+/** Scan the store's directory and update its index. */
+export async function scanTree(store: LocalStore, options: ScanOptions = {}): Promise<ScanResult> {
+  const start = Date.now();
+  const chunker = { ...DEFAULT_CHUNKER_OPTIONS, ...options.chunker };
+  const problems: WalkProblem[] = [];
+  const previous = await store.files.loadAll();
+  const lastScanStart = (await store.files.lastScan())?.start ?? 0;
+  const entries: WalkEntry[] = [];
+  for await (const e of walkTree(store.root, problems)) entries.push(e);
+
+  const batch = new KvBatch(store.kv, () => store.packs.flush());
+  const records = new Map<string, LocalFileRecord>();
+  const toHash: WalkEntry[] = [];
+  for (const e of entries) {
+    const prev = previous.get(e.path);
+    if (e.kind !== "file") {
+      const rec = recordOf(e);
+      records.set(e.path, rec);
+      if (prev && prev.kind === "file") await forgetChunks(store, batch, e.path, prev.root);
+      await store.files.put(batch, e.path, rec);
+    } else if (unchanged(prev, e, lastScanStart)) {
+      const rec = { ...prev!, mode: e.mode };
+      records.set(e.path, rec);
+      if (prev!.mode !== e.mode) await store.files.put(batch, e.path, rec);
+    } else {
+      toHash.push(e);
+    }
+  }
+
+  const progress: ScanProgress = {
+    filesDone: 0,
+    filesTotal: toHash.length,
+    bytesDone: 0,
+    bytesTotal: toHash.reduce((n, e) => n + e.size, 0),
+  };
+  options.onProgress?.(progress);
+  let hashedFiles = 0;
+  let hashedBytes = 0;
+  const pool = new HashPool(options.workers ?? navigator.hardwareConcurrency ?? 2, chunker);
+  try {
+    // Keep a bounded number of files in flight so memory does not grow with the tree.
+    const inFlight = new Set<Promise<void>>();
+    const maxInFlight = 64;
+    for (const e of toHash) {
+      const job = pool.hash(`${store.root}/${e.path}`).then(
+        async (hashed) => {
+          hashedFiles++;
+          hashedBytes += hashed.size;
+          const rec = await recordHashed(store, batch, e.path, hashed, previous.get(e.path));
+          records.set(e.path, rec);
+        },
+        (err) => {
+          if (err instanceof HashFileError && err.code === "gone") return;
+          problems.push({ path: e.path, message: (err as Error).message });
+        },
+      ).finally(() => {
+        progress.filesDone++;
+        progress.bytesDone += e.size;
+        options.onProgress?.(progress);
+        inFlight.delete(job);
+      });
+      inFlight.add(job);
+      if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    pool.close();
+  }
+
+  // A file that could not be read this time keeps its previous record, so one unreadable
+  // file does not look like a deletion.
+  for (const p of problems) {
+    const prev = previous.get(p.path);
+    if (prev && !records.has(p.path)) records.set(p.path, prev);
+  }
+  let removed = 0;
+  for (const [path, prev] of previous) {
+    if (records.has(path)) continue;
+    removed++;
+    if (prev.kind === "file") await forgetChunks(store, batch, path, prev.root);
+    await store.files.remove(batch, path);
+  }
+
+  const sorted = [...records.entries()].sort(([a], [b]) => comparePaths(a, b));
+  const dirEntries: DirEntry[] = sorted.map(([path, r]) => ({
+    path,
+    kind: r.kind,
+    root: r.root,
+    size: r.size,
+    mode: r.mode,
+    mtime: r.mtime,
+    ...(r.kind === "symlink" ? { target: r.target } : {}),
+  }));
+  const tree = buildDirTree(dirEntries, store.packs);
+  let files = 0, dirs = 0, symlinks = 0, bytes = 0;
+  for (const [, r] of sorted) {
+    if (r.kind === "file") {
+      files++;
+      bytes += r.size;
+    } else if (r.kind === "dir") dirs++;
+    else symlinks++;
+  }
+  await store.files.setLastScan(batch, { root: tree.root, files, bytes, time: Date.now(), start });
+  await batch.flush();
+  await store.packs.flush();
+  return {
+    root: tree.root,
+    files,
+    dirs,
+    symlinks,
+    bytes,
+    hashedFiles,
+    hashedBytes,
+    removed,
+    problems,
+    durationMs: Date.now() - start,
+  };
+}
+
+/** Store a freshly hashed file: its tree nodes, chunk locations and index record. */
+async function recordHashed(
+  store: LocalStore,
+  batch: KvBatch,
+  path: string,
+  hashed: HashedFile,
+  prev: LocalFileRecord | undefined,
+): Promise<LocalFileRecord> {
+  for (const [hash, bytes] of hashed.nodes) store.packs.put(hash, bytes);
+  if (prev && prev.kind === "file") await forgetChunks(store, batch, path, prev.root);
+  for (const c of hashed.chunks) {
+    await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+  }
+  const rec: LocalFileRecord = {
+    kind: "file",
+    size: hashed.size,
+    mtime: hashed.mtime,
+    mode: hashed.mode,
+    ino: hashed.ino,
+    root: hashed.root,
+  };
+  await store.files.put(batch, path, rec);
+  return rec;
+}
+
+/** Drop the chunk locations that point into the old content of `path`. */
+async function forgetChunks(store: LocalStore, batch: KvBatch, path: string, oldRoot: Hash) {
+  try {
+    for await (const c of walkFileChunks(oldRoot, store.packs)) {
+      await store.locator.forget(batch, c.hash, path);
+    }
+  } catch {
+    // The old tree is unreadable; its locations stay, and every read through them re-verifies
+    // the bytes, so a stale one is detected when used.
+  }
+}

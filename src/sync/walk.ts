@@ -1,0 +1,105 @@
+/**
+ * Walks a synced directory without following symlinks, honouring ignore rules, and reports
+ * what it finds with the metadata a rescan compares (size, mtime, mode, inode). Unreadable
+ * directories and special files are reported as problems, not thrown, so one bad entry does
+ * not stop a scan of a large tree.
+ */
+import { IGNORE_FILE_NAME, IgnoreRules } from "./ignore_rules.ts";
+import type { EntryKind } from "../store/mod.ts";
+
+/** One entry of the tree as the file system shows it now. */
+export interface WalkEntry {
+  /** Relative POSIX path. */
+  path: string;
+  kind: EntryKind;
+  size: number;
+  /** Integer milliseconds since the epoch. */
+  mtime: number;
+  /** Permission bits (mode & 0o7777). */
+  mode: number;
+  ino: number;
+  /** Symlink target, as stored in the link (never followed). */
+  target?: string;
+}
+
+/** Something the walk could not take in. */
+export interface WalkProblem {
+  path: string;
+  message: string;
+}
+
+/** Metadata of a stat result in the form the index stores. */
+export function statFields(info: Deno.FileInfo): Pick<WalkEntry, "size" | "mtime" | "mode" | "ino"> {
+  return {
+    size: info.size,
+    mtime: info.mtime ? Math.trunc(info.mtime.getTime()) : 0,
+    mode: (info.mode ?? 0o644) & 0o7777,
+    ino: info.ino ?? 0,
+  };
+}
+
+async function readIgnoreFile(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
+ * Every entry under `root` that is not ignored, directories before their contents, each
+ * directory's children in code-unit order. Problems go to `problems`.
+ */
+export async function* walkTree(
+  root: string,
+  problems: WalkProblem[],
+): AsyncGenerator<WalkEntry> {
+  yield* walkDir(root, "", IgnoreRules.root(), problems);
+}
+
+async function* walkDir(
+  root: string,
+  rel: string,
+  parentRules: IgnoreRules,
+  problems: WalkProblem[],
+): AsyncGenerator<WalkEntry> {
+  const abs = rel === "" ? root : `${root}/${rel}`;
+  let rules = parentRules;
+  const names: string[] = [];
+  try {
+    rules = parentRules.child(rel, await readIgnoreFile(`${abs}/${IGNORE_FILE_NAME}`));
+    for await (const e of Deno.readDir(abs)) names.push(e.name);
+  } catch (e) {
+    problems.push({ path: rel || ".", message: `cannot read directory: ${(e as Error).message}` });
+    return;
+  }
+  names.sort();
+  for (const name of names) {
+    const path = rel === "" ? name : `${rel}/${name}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(`${root}/${path}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue; // deleted while we walked
+      problems.push({ path, message: `cannot stat: ${(e as Error).message}` });
+      continue;
+    }
+    if (rules.ignores(path, info.isDirectory)) continue;
+    if (info.isSymlink) {
+      try {
+        const target = await Deno.readLink(`${root}/${path}`);
+        yield { path, kind: "symlink", ...statFields(info), target };
+      } catch (e) {
+        problems.push({ path, message: `cannot read symlink: ${(e as Error).message}` });
+      }
+    } else if (info.isDirectory) {
+      yield { path, kind: "dir", ...statFields(info), size: 0 };
+      yield* walkDir(root, path, rules, problems);
+    } else if (info.isFile) {
+      yield { path, kind: "file", ...statFields(info) };
+    } else {
+      problems.push({ path, message: "not a regular file, directory or symlink; skipped" });
+    }
+  }
+}
