@@ -361,8 +361,14 @@ export async function* chunkFile(
   }
 }
 
-/** Successive reads of a file into the same buffer (safe: chunkStream consumes each first). */
-async function* readPieces(file: Deno.FsFile, buffer: Uint8Array): AsyncGenerator<Uint8Array> {
+/**
+ * Successive reads of an open file into the same buffer (safe: chunkStream consumes each piece
+ * before it pulls the next). For callers that open the file themselves, e.g. to stat it.
+ */
+export async function* readPieces(
+  file: Deno.FsFile,
+  buffer: Uint8Array,
+): AsyncGenerator<Uint8Array> {
   for (;;) {
     const n = await file.read(buffer);
     if (n === null) return;

@@ -21,5 +21,6 @@ export {
   chunkStream,
   ContentChunker,
   MAX_CHUNK_SIZE_LIMIT,
+  readPieces,
   validateChunkerOptions,
 } from "./chunker.ts";

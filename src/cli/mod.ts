@@ -12,7 +12,9 @@ export const VERSION = "0.1.0";
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new InvalidArgumentError("must be a positive integer");
+  }
   return n;
 }
 

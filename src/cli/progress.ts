@@ -13,7 +13,8 @@ export class ByteProgress {
   constructor(private readonly label: string, enabled = Deno.stderr.isTerminal()) {
     if (!enabled) return;
     this.#bar = new cliProgress.SingleBar({
-      format: `${label} [{bar}] {percentage}% | {files} files | {done} of {all} | ETA {eta_formatted}`,
+      format:
+        `${label} [{bar}] {percentage}% | {files} files | {done} of {all} | ETA {eta_formatted}`,
       stream: process.stderr,
       hideCursor: true,
       clearOnComplete: true,

@@ -27,8 +27,8 @@
  * (as the chunk locator does) or when no chunk repeats within the remote file. Making it exact
  * otherwise would mean reading the whole local tree, which is what the diff exists to avoid.
  */
-import type { Hash } from "../chunk/hash.ts";
-import { hashEquals } from "../chunk/hash.ts";
+import type { Hash } from "../chunk/mod.ts";
+import { hashEquals } from "../chunk/mod.ts";
 import { checkDirChild } from "./dir_tree.ts";
 import { MerkleIntegrityError } from "./errors.ts";
 import { checkFileChild } from "./file_tree.ts";

@@ -5,7 +5,7 @@
  * Boundaries are decided by path hashes (tree_stack.ts: dirKeyIsBoundary), so the same set of
  * entries always gives the same tree and the shape depends only on the set of paths.
  */
-import type { Hash } from "../chunk/hash.ts";
+import type { Hash } from "../chunk/mod.ts";
 import { MerkleInputError, MerkleIntegrityError } from "./errors.ts";
 import { DIR_NODE_KIND } from "./format.ts";
 import { writeDirEntry } from "./node.ts";

@@ -3,8 +3,8 @@
  * them apart to decide what to report: malformed bytes, bytes that do not match their hash, a
  * node that is simply absent, or a bad argument from our own code.
  */
-import { toHex } from "../chunk/hash.ts";
-import type { Hash } from "../chunk/hash.ts";
+import { toHex } from "../chunk/mod.ts";
+import type { Hash } from "../chunk/mod.ts";
 
 /** Bytes that are not a well-formed node of a known format version (truncated, oversized, ...). */
 export class MerkleDecodeError extends Error {

@@ -3,8 +3,8 @@
  * references to the level below with the number of file bytes under each. Node boundaries are
  * content-defined (format.ts), so an edit early in a file changes O(log n) nodes.
  */
-import { HASH_LENGTH } from "../chunk/hash.ts";
-import type { Hash } from "../chunk/hash.ts";
+import { HASH_LENGTH } from "../chunk/mod.ts";
+import type { Hash } from "../chunk/mod.ts";
 import { MerkleInputError, MerkleIntegrityError } from "./errors.ts";
 import { FILE_NODE_KIND, isBoundaryHash } from "./format.ts";
 import { writeChunkRef } from "./node.ts";

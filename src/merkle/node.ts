@@ -2,8 +2,8 @@
  * Tree nodes as content-addressed objects: their decoded shapes, the canonical encoder and the
  * strict decoder (see format.ts for the byte layout). A node's id is SHA-256 of its bytes.
  */
-import { HASH_LENGTH, hashEquals, sha256 } from "../chunk/hash.ts";
-import type { Hash } from "../chunk/hash.ts";
+import { HASH_LENGTH, hashEquals, sha256 } from "../chunk/mod.ts";
+import type { Hash } from "../chunk/mod.ts";
 import { ByteReader, MAX_UVARINT, unzigzag, writeUvarint, zigzag } from "./bytes.ts";
 import { MerkleDecodeError, MerkleInputError } from "./errors.ts";
 import {

@@ -4,8 +4,8 @@
  * or, later, a peer. Sources are not trusted: every fetch goes through fetchNode, which checks
  * the bytes against the hash before decoding them.
  */
-import { assertHash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
-import type { Hash } from "../chunk/hash.ts";
+import { assertHash, hashEquals, sha256, toHex } from "../chunk/mod.ts";
+import type { Hash } from "../chunk/mod.ts";
 import { MerkleDecodeError, MerkleIntegrityError, MerkleMissingNodeError } from "./errors.ts";
 import {
   decodeNode,

@@ -10,8 +10,8 @@
  * it lands in (and maybe its neighbour, when a boundary entry appears or disappears), the
  * sequence of node hashes above differs in one or two places, and so on up: O(height) nodes.
  */
-import { HASH_LENGTH, Sha256, sha256 } from "../chunk/hash.ts";
-import type { Hash } from "../chunk/hash.ts";
+import { HASH_LENGTH, Sha256, sha256 } from "../chunk/mod.ts";
+import type { Hash } from "../chunk/mod.ts";
 import { MerkleInputError } from "./errors.ts";
 import {
   DIR_NODE_KIND,

@@ -12,7 +12,11 @@
  * Each protocol has its own message set and tag range, so a frame of one protocol fed to
  * another's decoder is an "unknown-type" error rather than a misread.
  */
-import { Decoder, Encoder } from "cbor-x";
+// The pure-JS, no-eval build: the default "cbor-x" entry loads the cbor-extract native addon,
+// which is built against Node's V8 ABI and kills a Deno process (undefined symbol
+// v8::Isolate::GetCurrent) the first time it decodes a long string; and a decoder of untrusted
+// input should not compile code from that input (cbor-x's record readers use new Function).
+import { Decoder, Encoder } from "cbor-x/index-no-eval";
 import { HASH_LENGTH } from "../chunk/hash.ts";
 import type { Hash } from "../chunk/hash.ts";
 import { WireDecodeError, WireEncodeError } from "./errors.ts";

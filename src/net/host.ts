@@ -5,7 +5,7 @@
  * members-only rule, and open streams with `openStream()`.
  */
 import "./deno_compat_install.ts";
-import { createLibp2p, type Libp2p } from "libp2p";
+import { createLibp2p, type Libp2p, type Libp2pOptions } from "libp2p";
 import { quic } from "@chainsafe/libp2p-quic";
 import { tcp } from "@libp2p/tcp";
 import { noise } from "@chainsafe/libp2p-noise";
@@ -17,6 +17,8 @@ import { NotMemberError } from "./errors.ts";
 import { type AdmissionLimits, PeerGate } from "./gate.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { consoleLogger, type NetLogger } from "./log.ts";
+
+type MuxerFactory = NonNullable<Libp2pOptions["streamMuxers"]>[number];
 
 /** Default listen address: QUIC on every IPv4 interface, UDP port 4001. */
 export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/4001/quic-v1"];
@@ -122,6 +124,8 @@ export interface Host {
   rememberPeer(peerId: string, addrs: string[]): Promise<void>;
   /** Register a protocol handler (see HandleOptions.membersOnly). */
   handle(protocol: string, handler: ProtocolHandler, options: HandleOptions): Promise<void>;
+  /** Remove a protocol handler. */
+  unhandle(protocol: string): Promise<void>;
   /** Open a stream to a peer (dialing it if needed); members only, see PeerGate. */
   openStream(
     peerId: string,
@@ -178,7 +182,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     addresses: { listen: options.enableTcp ? withTcp(listen) : listen },
     transports: options.enableTcp ? [quic(tuning), tcp()] : [quic(tuning)],
     connectionEncrypters: options.enableTcp ? [noise()] : [],
-    streamMuxers: options.enableTcp ? [yamux()] : [],
+    // yamux's types reference a second copy of uint8arraylist in node_modules; the runtime
+    // objects are compatible, only the declarations differ.
+    streamMuxers: options.enableTcp ? [yamux() as unknown as MuxerFactory] : [],
     connectionGater: gate.connectionGater(),
     // No ping protocol is served (only FileSync protocols are), so the monitor must not run;
     // QUIC keep-alives detect dead peers.
@@ -235,6 +241,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
         maxInboundStreams: opts.maxInboundStreams ?? 64,
         maxOutboundStreams: opts.maxOutboundStreams ?? 64,
       });
+    },
+    async unhandle(protocol) {
+      await libp2p.unhandle(protocol);
     },
     async openStream(peerId, protocol, opts = {}) {
       if (opts.addrs !== undefined && opts.addrs.length > 0) {

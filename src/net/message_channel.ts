@@ -136,7 +136,7 @@ export class MessageChannel {
     for (const s of this.#inbound) s.abort(new Error("channel closed"));
     this.#links.clear();
     await Promise.all(closing);
-    await this.host.libp2p.unhandle(this.#protocol).catch(() => {});
+    await this.host.unhandle(this.#protocol).catch(() => {});
   }
 
   #drop(): false {

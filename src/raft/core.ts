@@ -224,6 +224,15 @@ export class RaftCore {
     };
   }
 
+  /** Leader only: what it knows of each member's log (empty on followers). */
+  progress(): Map<NodeId, { match: number; next: number; state: string; paused: boolean }> {
+    const out = new Map<NodeId, { match: number; next: number; state: string; paused: boolean }>();
+    for (const [id, pr] of this.#prs) {
+      out.set(id, { match: pr.match, next: pr.next, state: pr.state, paused: pr.isPaused() });
+    }
+    return out;
+  }
+
   /** Advance logical time by one tick. */
   tick(): void {
     if (this.#role === RaftRole.Leader) this.#tickLeader();
@@ -801,7 +810,14 @@ export class RaftCore {
     const updated = pr.maybeUpdate(m.index);
     if (!updated && !(pr.match === m.index && pr.state === "probe")) return;
     if (pr.state === "probe") pr.becomeReplicate();
-    else if (pr.state === "snapshot" && pr.match + 1 >= this.log.firstIndex()) pr.becomeProbe();
+    else if (
+      pr.state === "snapshot" &&
+      (pr.match + 1 >= this.log.firstIndex() || pr.match >= pr.snap!.snapshot.meta.index)
+    ) {
+      // The snapshot landed (or is no longer needed). If we compacted past it meanwhile, the
+      // next append finds the gap and starts a newer snapshot.
+      pr.becomeProbe();
+    }
     else if (pr.state === "replicate") pr.freeTo(m.index);
 
     if (this.#maybeCommit()) {
@@ -819,6 +835,9 @@ export class RaftCore {
   #handleHeartbeatResp(m: Message, pr: Progress): void {
     pr.recentActive = true;
     if (pr.state === "probe") pr.paused = false;
+    // The follower is alive: if the window is full, an append was probably lost. Freeing one
+    // slot lets the next append go out; a gap makes the follower reject it and we probe.
+    if (pr.state === "replicate" && pr.isPaused()) pr.inflight.shift();
     if (m.index > pr.readAck) pr.readAck = m.index;
     if (pr.match < this.log.lastIndex()) this.#sendAppend(m.from, pr, true);
     this.#releaseReads();

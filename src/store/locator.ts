@@ -8,7 +8,7 @@
 import { type Hash, hashEquals, sha256 } from "../chunk/hash.ts";
 import { StaleLocationError } from "./errors.ts";
 import type { KvBatch } from "./kv_batch.ts";
-import { chunkLocationKey, type ChunkLocation, parseChunkLocation } from "./schema.ts";
+import { type ChunkLocation, chunkLocationKey, parseChunkLocation } from "./schema.ts";
 
 /** Maps chunk hashes to their place in the tree rooted at `root`. */
 export class ChunkLocator {

@@ -12,7 +12,7 @@
  *
  * Every read re-hashes the bytes: a corrupt pack is reported, never served.
  */
-import { assertHash, HASH_LENGTH, type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
+import { assertHash, type Hash, HASH_LENGTH, hashEquals, sha256, toHex } from "../chunk/hash.ts";
 import { CorruptObjectError, MissingObjectError } from "./errors.ts";
 import { KvBatch } from "./kv_batch.ts";
 import { objectKey, type ObjectLocation, parseObjectLocation } from "./schema.ts";

@@ -2,7 +2,12 @@
  * Named snapshots of the directory tree: a label, a time and the tree root. The tree's nodes
  * live in the object store, so two snapshots can be diffed long after the files changed.
  */
-import { parseSnapshotRecord, SNAPSHOT_PREFIX, snapshotKey, type SnapshotRecord } from "./schema.ts";
+import {
+  parseSnapshotRecord,
+  SNAPSHOT_PREFIX,
+  snapshotKey,
+  type SnapshotRecord,
+} from "./schema.ts";
 
 /** A snapshot was asked for by a name that matches none. */
 export class UnknownSnapshotError extends Error {
@@ -33,9 +38,7 @@ export class Snapshots {
         throw new RangeError(`a snapshot labelled ${JSON.stringify(fields.label)} exists already`);
       }
     }
-    const id = `${String(fields.time).padStart(15, "0")}-${
-      crypto.randomUUID().slice(0, 8)
-    }`;
+    const id = `${String(fields.time).padStart(15, "0")}-${crypto.randomUUID().slice(0, 8)}`;
     const rec: SnapshotRecord = { ...fields, id, label: fields.label ?? "" };
     const result = await this.kv.atomic().check({ key: snapshotKey(id), versionstamp: null })
       .set(snapshotKey(id), rec).commit();

@@ -2,9 +2,11 @@
  * Chunks one file and builds its Merkle tree, checking that the file did not change while it
  * was read. Runs in a scan worker (or inline): pure computation over one file, no database.
  */
-import { chunkStream, type ChunkerOptions, type Hash } from "../chunk/mod.ts";
+import { type ChunkerOptions, chunkStream, type Hash, readPieces } from "../chunk/mod.ts";
 import { FileTreeBuilder } from "../merkle/mod.ts";
 import { statFields } from "./walk.ts";
+
+const READ_SIZE = 1 << 20;
 
 /** The result of hashing one file. */
 export interface HashedFile {
@@ -45,16 +47,15 @@ export async function hashFile(
   const builder = new FileTreeBuilder({ put: (hash, bytes) => nodes.push([hash, bytes]) });
   try {
     before = statFields(await file.stat());
-    // file.readable closes the file when the stream ends or fails.
-    for await (const chunk of chunkStream(file.readable, options)) {
+    // 1 MiB reads into one reused buffer: large enough to amortize each read's cost.
+    for await (const chunk of chunkStream(readPieces(file, new Uint8Array(READ_SIZE)), options)) {
       chunks.push(chunk);
       builder.add(chunk.hash, chunk.length);
     }
   } catch (e) {
-    try {
-      file.close();
-    } catch { /* already closed by the stream */ }
     throw new HashFileError("unreadable", `read failed: ${(e as Error).message}`);
+  } finally {
+    file.close();
   }
   let after: ReturnType<typeof statFields>;
   try {

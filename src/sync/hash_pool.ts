@@ -3,7 +3,7 @@
  * many files keeps every core busy while the main thread writes the index.
  */
 import type { ChunkerOptions } from "../chunk/mod.ts";
-import { type HashedFile, HashFileError } from "./hash_file.ts";
+import { type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
 
 interface Job {
   id: number;
@@ -12,7 +12,7 @@ interface Job {
   reject: (e: Error) => void;
 }
 
-/** Hashes files on worker threads. */
+/** Hashes files on worker threads, or inline on the calling thread when `size` is 0. */
 export class HashPool {
   #workers: Worker[] = [];
   #idle: Worker[] = [];
@@ -21,9 +21,12 @@ export class HashPool {
   #busy = new Map<Worker, Job>();
   #nextId = 1;
 
-  /** Start `size` workers (at least one). */
-  constructor(size: number, private readonly options: Partial<ChunkerOptions>) {
-    for (let i = 0; i < Math.max(1, size); i++) {
+  /**
+   * Start `size` workers. With 0, files are hashed inline: starting a worker costs more than
+   * hashing a few small files.
+   */
+  constructor(private readonly size: number, private readonly options: Partial<ChunkerOptions>) {
+    for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./scan_worker.ts", import.meta.url).href, { type: "module" });
       w.onmessage = (e: MessageEvent) => this.#done(w, e.data);
       w.onerror = (e: ErrorEvent) => {
@@ -37,6 +40,7 @@ export class HashPool {
 
   /** Hash one file; rejects with HashFileError. */
   hash(absPath: string): Promise<HashedFile> {
+    if (this.size === 0) return hashFile(absPath, this.options);
     return new Promise((resolve, reject) => {
       this.#queue.push({ id: this.#nextId++, absPath, resolve, reject });
       this.#pump();

@@ -40,13 +40,17 @@ export class IgnoreRules {
   ignores(path: string, isDir: boolean): boolean {
     const name = path.slice(path.lastIndexOf("/") + 1);
     if (name === DATA_DIR_NAME) return true;
-    for (let rules: IgnoreRules | null = this; rules; rules = rules.parent) {
-      if (!rules.matcher) continue;
-      const rel = rules.base === "" ? path : path.slice(rules.base.length + 1);
-      const result = rules.matcher.test(isDir ? `${rel}/` : rel);
+    return this.#decide(path, isDir) ?? false;
+  }
+
+  /** The innermost rule set's verdict on `path`, deferring to the parent when it has none. */
+  #decide(path: string, isDir: boolean): boolean | null {
+    if (this.matcher) {
+      const rel = this.base === "" ? path : path.slice(this.base.length + 1);
+      const result = this.matcher.test(isDir ? `${rel}/` : rel);
       if (result.ignored) return true;
       if (result.unignored) return false;
     }
-    return false;
+    return this.parent ? this.parent.#decide(path, isDir) : null;
   }
 }

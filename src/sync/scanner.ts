@@ -33,7 +33,7 @@ export interface ScanProgress {
 /** Options of one scan. */
 export interface ScanOptions {
   chunker?: Partial<ChunkerOptions>;
-  /** Hash workers; defaults to the number of cores. */
+  /** Hash workers (0: hash on the calling thread); default: cores, or 0 for small jobs. */
   workers?: number;
   onProgress?: (p: ScanProgress) => void;
 }
@@ -57,6 +57,10 @@ export interface ScanResult {
   durationMs: number;
 }
 
+/** Below these, files are hashed on the main thread: a worker's start-up costs more. */
+const INLINE_HASH_BYTES = 8 * 1024 * 1024;
+const INLINE_HASH_FILES = 100;
+
 /**
  * Index record of a symlink or directory: no content to chunk, so the root is the empty
  * file's; a symlink's target is kept inline and its size is the target's UTF-8 length.
@@ -71,7 +75,11 @@ function recordOf(e: WalkEntry): LocalFileRecord {
 }
 
 /** Whether the index record still describes the file, so its content need not be read. */
-function unchanged(prev: LocalFileRecord | undefined, e: WalkEntry, lastScanStart: number): boolean {
+function unchanged(
+  prev: LocalFileRecord | undefined,
+  e: WalkEntry,
+  lastScanStart: number,
+): boolean {
   return prev !== undefined && prev.kind === "file" && prev.size === e.size &&
     prev.mtime === e.mtime && prev.ino === e.ino &&
     // A file modified after the previous scan started may have changed again within the same
@@ -117,7 +125,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   options.onProgress?.(progress);
   let hashedFiles = 0;
   let hashedBytes = 0;
-  const pool = new HashPool(options.workers ?? navigator.hardwareConcurrency ?? 2, chunker);
+  const smallJob = progress.bytesTotal < INLINE_HASH_BYTES && toHash.length < INLINE_HASH_FILES;
+  const workers = options.workers ?? (smallJob ? 0 : navigator.hardwareConcurrency ?? 2);
+  const pool = new HashPool(workers, chunker);
   try {
     // Keep a bounded number of files in flight so memory does not grow with the tree.
     const inFlight = new Set<Promise<void>>();

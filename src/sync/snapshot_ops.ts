@@ -28,7 +28,15 @@ export async function diffSnapshots(
   store: LocalStore,
   a: string,
   b: string,
-): Promise<{ from: SnapshotRecord; to: SnapshotRecord; added: string[]; removed: string[]; changed: string[] }> {
+): Promise<
+  {
+    from: SnapshotRecord;
+    to: SnapshotRecord;
+    added: string[];
+    removed: string[];
+    changed: string[];
+  }
+> {
   const from = await store.snapshots.resolve(a);
   const to = await store.snapshots.resolve(b);
   const d = await diffDirTrees(from.root, to.root, store.packs);

@@ -29,7 +29,9 @@ export interface WalkProblem {
 }
 
 /** Metadata of a stat result in the form the index stores. */
-export function statFields(info: Deno.FileInfo): Pick<WalkEntry, "size" | "mtime" | "mode" | "ino"> {
+export function statFields(
+  info: Deno.FileInfo,
+): Pick<WalkEntry, "size" | "mtime" | "mode" | "ino"> {
   return {
     size: info.size,
     mtime: info.mtime ? Math.trunc(info.mtime.getTime()) : 0,

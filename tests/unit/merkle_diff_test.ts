@@ -5,8 +5,8 @@
  * (a million chunk hashes) fetches fewer than 50 nodes and changes O(log n) nodes.
  */
 import assert from "node:assert/strict";
-import { sha256 } from "../../src/chunk/hash.ts";
-import type { Hash } from "../../src/chunk/hash.ts";
+import { sha256 } from "../../src/chunk/mod.ts";
+import type { Hash } from "../../src/chunk/mod.ts";
 import {
   buildDirTree,
   buildFileTree,
@@ -136,7 +136,13 @@ Deno.test("diffFileTrees equals brute-force set difference on random edits", asy
     // With the local side's chunk knowledge the answer is exact, repeats or not.
     const exact = await diffFileTrees(ra.root, rb.root, sa, sb, (h) => setA.has(key(h)));
     assert.deepEqual(hexes(exact), want, ctx);
-    const back = await diffFileTrees(rb.root, ra.root, sb, sa, async (h) => setB.has(key(h)));
+    const back = await diffFileTrees(
+      rb.root,
+      ra.root,
+      sb,
+      sa,
+      (h) => Promise.resolve(setB.has(key(h))),
+    );
     assert.deepEqual(hexes(back), bruteMissing(b, a), ctx);
 
     // From the trees alone: exact when no chunk repeats, else never missing one.

@@ -5,8 +5,8 @@
  * per level, found with O(height) fetches.
  */
 import assert from "node:assert/strict";
-import { sha256, toHex } from "../../src/chunk/hash.ts";
-import type { Hash } from "../../src/chunk/hash.ts";
+import { sha256, toHex } from "../../src/chunk/mod.ts";
+import type { Hash } from "../../src/chunk/mod.ts";
 import {
   buildDirTree,
   comparePaths,

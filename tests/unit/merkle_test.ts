@@ -5,8 +5,8 @@
  * truncation, mutation and garbage, and verification of fetched nodes.
  */
 import assert from "node:assert/strict";
-import { sha256, toHex } from "../../src/chunk/hash.ts";
-import type { Hash } from "../../src/chunk/hash.ts";
+import { sha256, toHex } from "../../src/chunk/mod.ts";
+import type { Hash } from "../../src/chunk/mod.ts";
 import {
   buildDirTree,
   buildFileTree,

@@ -1,0 +1,79 @@
+/**
+ * The network layer: a libp2p + QUIC host with a persistent identity and a membership gate,
+ * the wire codec, and the three FileSync protocols (join, raft message channel, objects).
+ * Other folders import only this file.
+ */
+export {
+  createHost,
+  DEFAULT_LISTEN,
+  DEFAULT_QUIC_TUNING,
+  type ConnectionInfo,
+  type HandleOptions,
+  type Host,
+  type HostOptions,
+  type ProtocolHandler,
+  type QuicTuning,
+} from "./host.ts";
+export { type Identity, loadOrCreateIdentity } from "./identity.ts";
+export { type AdmissionLimits, DEFAULT_ADMISSION_LIMITS, PeerGate } from "./gate.ts";
+export type { RateLimit } from "./rate_limit.ts";
+export { consoleLogger, memoryLogger, type NetLogger } from "./log.ts";
+export {
+  FetchError,
+  IdentityError,
+  InviteError,
+  JoinError,
+  NotMemberError,
+  WireDecodeError,
+  WireEncodeError,
+} from "./errors.ts";
+export {
+  joinRequestCodec,
+  joinResponseCodec,
+  MAX_OBJECT_SIZE,
+  type MemberInfo,
+  objectsCodec,
+  ProtocolCodec,
+  raftCodec,
+} from "./codec.ts";
+export { FrameDecoder } from "./frame.ts";
+export {
+  createInvite,
+  type CreateInviteOptions,
+  formatInvite,
+  type Invite,
+  INVITE_PREFIX,
+  parseInvite,
+} from "./invite.ts";
+export {
+  JOIN_PROTOCOL,
+  type JoinAdmission,
+  joinCluster,
+  type JoinOptions,
+  JoinRefusal,
+  type JoinRequest,
+  type JoinResult,
+  type InviteSecret,
+  type JoinServerOptions,
+  serveJoin,
+} from "./join.ts";
+export {
+  type BatchHandler,
+  MessageChannel,
+  type MessageChannelOptions,
+  type MessageChannelStats,
+  openMessageChannel,
+  RAFT_PROTOCOL,
+} from "./message_channel.ts";
+export {
+  OBJECTS_PROTOCOL,
+  type ObjectProvider,
+  type ObjectServerOptions,
+  serveObjects,
+} from "./objects_server.ts";
+export {
+  type FetchOptions,
+  type FetchResult,
+  ObjectFetcher,
+  type ObjectSink,
+} from "./objects_client.ts";

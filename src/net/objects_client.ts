@@ -1,0 +1,417 @@
+/**
+ * Client side of /filesync/objects/1: fetch many objects from several members at once, with
+ * every object verified (SHA-256 of the bytes = the requested hash) before the caller sees it.
+ *
+ * One QUIC stream carries only ~30 MiB/s here (the transport reads 4 KiB per native call), so
+ * throughput comes from parallelism: each peer gets `streamsPerPeer` streams, and each stream
+ * keeps up to `window` objects requested ahead (pipelined `want`s, answered in order). All
+ * streams pull batches from one shared queue, so faster peers and streams simply take more.
+ *
+ * Failure handling:
+ *  - a peer that sends an object whose hash does not match is logged, all its streams are
+ *    dropped, and it is avoided (by this fetcher, for `avoidMs`); what it owed is requeued
+ *    for the other peers;
+ *  - a peer that says `missing` is not asked for that object again in this fetch;
+ *  - a stream that fails or stalls for `stallMs` is dropped and its work requeued; a peer
+ *    whose streams keep failing is given up for this fetch;
+ *  - objects that no usable peer has are returned in `missing`.
+ */
+import { type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
+import { MAX_HAVE_HASHES, MAX_WANT_HASHES, objectsCodec, type ObjectsMessage } from "./codec.ts";
+import { FetchError, WireDecodeError } from "./errors.ts";
+import { FramedStream } from "./framed_stream.ts";
+import type { Host } from "./host.ts";
+import { OBJECTS_PROTOCOL } from "./objects_server.ts";
+
+/** Called with each verified object; the fetch waits for it (backpressure to the store). */
+export type ObjectSink = (hash: Hash, bytes: Uint8Array) => Promise<void> | void;
+
+/** Options of one fetch. */
+export interface FetchOptions {
+  /** Streams opened to each peer (default 8). */
+  streamsPerPeer?: number;
+  /** Objects requested ahead per stream (default 16). */
+  window?: number;
+  /** Hashes per `want` request (default 8, at most MAX_WANT_HASHES). */
+  batch?: number;
+  /** A stream with requests outstanding and no answer for this long is dropped, ms (30,000). */
+  stallMs?: number;
+  /** Times a peer's stream may fail before the peer is given up for this fetch (default 3). */
+  maxPeerFailures?: number;
+  signal?: AbortSignal;
+}
+
+/** Outcome of a fetch. */
+export interface FetchResult {
+  /** Objects delivered to the sink. */
+  fetched: number;
+  /** Bytes delivered to the sink. */
+  bytes: number;
+  /** Requested objects that no usable peer could provide. */
+  missing: Hash[];
+  /** Peers caught sending a bad object during this fetch. */
+  badPeers: string[];
+}
+
+interface Entry {
+  hash: Hash;
+  lackedBy: Set<string> | null;
+  done: boolean;
+}
+
+interface PeerState {
+  id: string;
+  usable: boolean;
+  failures: number;
+  streams: Set<Worker>;
+}
+
+interface Worker {
+  peer: PeerState;
+  fs: ObjectsStream | null;
+  inflight: Entry[];
+  lastProgress: number;
+}
+
+type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
+
+/** Fetches objects from members; remembers peers that served bad data. */
+export class ObjectFetcher {
+  readonly #avoidUntil = new Map<string, number>();
+
+  constructor(
+    private readonly host: Host,
+    private readonly opts: { avoidMs?: number } = {},
+  ) {}
+
+  /** Is this peer currently avoided for having sent a bad object? */
+  isAvoided(peerId: string, now: number = Date.now()): boolean {
+    const until = this.#avoidUntil.get(peerId);
+    if (until === undefined) return false;
+    if (until <= now) {
+      this.#avoidUntil.delete(peerId);
+      return false;
+    }
+    return true;
+  }
+
+  /** Stop avoiding a peer (e.g. after an operator fixed its store). */
+  forgive(peerId: string): void {
+    this.#avoidUntil.delete(peerId);
+  }
+
+  /** Ask a peer which of `hashes` it holds (any number; sent in chunks). */
+  async has(peerId: string, hashes: Hash[], signal?: AbortSignal): Promise<boolean[]> {
+    const stream = await this.host.openStream(peerId, OBJECTS_PROTOCOL, { signal });
+    const fs: ObjectsStream = new FramedStream(stream, objectsCodec, objectsCodec);
+    try {
+      const out: boolean[] = [];
+      for (let i = 0; i < hashes.length; i += MAX_HAVE_HASHES) {
+        const part = hashes.slice(i, i + MAX_HAVE_HASHES);
+        await fs.write({ type: "have", hashes: part }, signal);
+        const reply = await fs.expect("haveReply", signal);
+        if (reply.type !== "haveReply" || reply.bits.length !== Math.ceil(part.length / 8)) {
+          throw new WireDecodeError("invalid-field", `bad reply to have from ${peerId}`);
+        }
+        for (let j = 0; j < part.length; j++) out.push((reply.bits[j >> 3] & (1 << (j & 7))) !== 0);
+      }
+      await fs.close();
+      return out;
+    } catch (err) {
+      fs.abort(err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * Fetch `hashes` from `peers` (members), calling `onObject` once per distinct hash with
+   * verified bytes. Resolves when every hash was delivered or is known to be unavailable;
+   * rejects if `onObject` throws or the signal aborts (FetchError), after closing all streams.
+   */
+  async fetch(
+    hashes: Hash[],
+    peers: string[],
+    onObject: ObjectSink,
+    opts: FetchOptions = {},
+  ): Promise<FetchResult> {
+    const run = new FetchRun(this, this.host, onObject, opts);
+    return await run.run(hashes, peers.filter((p) => p !== this.host.peerId));
+  }
+
+  /** Record a bad peer (called by a fetch run). */
+  avoid(peerId: string): void {
+    this.#avoidUntil.set(peerId, Date.now() + (this.opts.avoidMs ?? 10 * 60_000));
+  }
+}
+
+/** The state of one fetch() call. */
+class FetchRun {
+  readonly #fresh: Entry[] = [];
+  #freshPos = 0;
+  readonly #retry: Entry[] = [];
+  readonly #peers: PeerState[] = [];
+  readonly #badPeers: string[] = [];
+  readonly #missing: Hash[] = [];
+  #remaining = 0;
+  #fetched = 0;
+  #bytes = 0;
+  #fatal: Error | null = null;
+  #wakers: (() => void)[] = [];
+  readonly #streamsPerPeer: number;
+  readonly #window: number;
+  readonly #batch: number;
+  readonly #stallMs: number;
+  readonly #maxFailures: number;
+
+  constructor(
+    private readonly fetcher: ObjectFetcher,
+    private readonly host: Host,
+    private readonly onObject: ObjectSink,
+    private readonly opts: FetchOptions,
+  ) {
+    this.#streamsPerPeer = Math.max(1, opts.streamsPerPeer ?? 8);
+    this.#window = Math.max(1, opts.window ?? 16);
+    this.#batch = Math.min(MAX_WANT_HASHES, Math.max(1, opts.batch ?? 8), this.#window);
+    this.#stallMs = opts.stallMs ?? 30_000;
+    this.#maxFailures = opts.maxPeerFailures ?? 3;
+  }
+
+  async run(hashes: Hash[], peerIds: string[]): Promise<FetchResult> {
+    const seen = new Set<string>();
+    for (const h of hashes) {
+      const key = toHex(h);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      this.#fresh.push({ hash: h, lackedBy: null, done: false });
+    }
+    this.#remaining = this.#fresh.length;
+    for (const id of new Set(peerIds)) {
+      if (!this.fetcher.isAvoided(id)) {
+        this.#peers.push({ id, usable: true, failures: 0, streams: new Set() });
+      }
+    }
+    if (this.#remaining > 0) {
+      const onAbort = () => this.#fail(new FetchError(`fetch aborted: ${this.opts.signal?.reason}`));
+      this.opts.signal?.addEventListener("abort", onAbort, { once: true });
+      const watchdog = setInterval(() => this.#checkStalls(), Math.min(1000, this.#stallMs / 2));
+      try {
+        this.#checkUnfetchable();
+        const workers: Promise<void>[] = [];
+        for (const peer of this.#peers) {
+          for (let i = 0; i < this.#streamsPerPeer; i++) workers.push(this.#work(peer));
+        }
+        await Promise.all(workers);
+      } finally {
+        clearInterval(watchdog);
+        this.opts.signal?.removeEventListener("abort", onAbort);
+      }
+      if (this.#fatal !== null) throw this.#fatal;
+      // Workers exit when their peer becomes unusable; anything left is unavailable.
+      this.#checkUnfetchable();
+    }
+    return {
+      fetched: this.#fetched,
+      bytes: this.#bytes,
+      missing: this.#missing,
+      badPeers: this.#badPeers,
+    };
+  }
+
+  /** One stream's loop: open, keep `window` requests in flight, verify and deliver answers. */
+  async #work(peer: PeerState): Promise<void> {
+    while (peer.usable && this.#remaining > 0 && this.#fatal === null) {
+      if (!this.#hasWorkFor(peer)) {
+        await this.#waitForChange();
+        continue;
+      }
+      const worker: Worker = { peer, fs: null, inflight: [], lastProgress: Date.now() };
+      peer.streams.add(worker);
+      try {
+        const stream = await this.host.openStream(peer.id, OBJECTS_PROTOCOL, {
+          signal: AbortSignal.timeout(Math.min(this.#stallMs, 10_000)),
+        });
+        worker.fs = new FramedStream(stream, objectsCodec, objectsCodec);
+        await this.#pump(worker);
+        await worker.fs.close();
+      } catch (err) {
+        worker.fs?.abort(err as Error);
+        this.#requeue(worker.inflight);
+        worker.inflight = [];
+        if (peer.usable && this.#fatal === null) {
+          peer.failures++;
+          if (peer.failures >= this.#maxFailures) {
+            this.host.logger.warn(
+              `giving up on ${peer.id} for this fetch: ${(err as Error).message}`,
+            );
+            this.#dropPeer(peer);
+          }
+        }
+      } finally {
+        peer.streams.delete(worker);
+      }
+    }
+  }
+
+  /** Request and receive on one open stream until there is no work left for it. */
+  async #pump(w: Worker): Promise<void> {
+    const fs = w.fs!;
+    while (w.peer.usable && this.#fatal === null) {
+      // Top up the pipeline in whole batches (a partial one only when it would otherwise idle).
+      while (w.inflight.length + this.#batch <= this.#window || w.inflight.length === 0) {
+        const batch = this.#take(w.peer, Math.min(this.#batch, this.#window - w.inflight.length));
+        if (batch.length === 0) break;
+        w.inflight.push(...batch);
+        await fs.write({ type: "want", hashes: batch.map((e) => e.hash) });
+      }
+      if (w.inflight.length === 0) return;
+      const msg = await fs.read();
+      if (msg === null) throw new FetchError(`${w.peer.id} closed the stream`);
+      if (!w.peer.usable || this.#fatal !== null) return; // dropped while we waited
+      w.lastProgress = Date.now();
+      const entry = w.inflight.shift();
+      if (entry === undefined) {
+        this.#badPeer(w.peer, `sent an unrequested ${msg.type}`);
+        return;
+      }
+      if (msg.type === "missing" && hashEquals(msg.hash, entry.hash)) {
+        (entry.lackedBy ??= new Set()).add(w.peer.id);
+        this.#requeue([entry]);
+        this.#checkUnfetchable();
+        continue;
+      }
+      if (msg.type !== "object" || !hashEquals(msg.hash, entry.hash)) {
+        w.inflight.unshift(entry);
+        this.#badPeer(w.peer, `answered out of order (${msg.type})`);
+        return;
+      }
+      if (!hashEquals(sha256(msg.data), entry.hash)) {
+        w.inflight.unshift(entry);
+        this.#badPeer(w.peer, `sent corrupt object ${toHex(entry.hash)}`);
+        return;
+      }
+      if (entry.done) continue; // delivered by another stream after a requeue
+      entry.done = true;
+      this.#remaining--;
+      this.#fetched++;
+      this.#bytes += msg.data.length;
+      try {
+        await this.onObject(entry.hash, msg.data);
+      } catch (err) {
+        this.#fail(new FetchError(`storing ${toHex(entry.hash)} failed: ${(err as Error).message}`));
+        throw err;
+      }
+      if (this.#remaining === 0) this.#wake();
+    }
+  }
+
+  /** Up to n not-done entries this peer has not said it lacks; retries first. */
+  #take(peer: PeerState, n: number): Entry[] {
+    const out: Entry[] = [];
+    for (let i = 0; i < this.#retry.length && out.length < n;) {
+      const e = this.#retry[i];
+      if (e.done) {
+        this.#retry.splice(i, 1);
+      } else if (e.lackedBy?.has(peer.id)) {
+        i++;
+      } else {
+        this.#retry.splice(i, 1);
+        out.push(e);
+      }
+    }
+    while (out.length < n && this.#freshPos < this.#fresh.length) {
+      const e = this.#fresh[this.#freshPos++];
+      if (!e.done) out.push(e);
+    }
+    return out;
+  }
+
+  #hasWorkFor(peer: PeerState): boolean {
+    if (this.#freshPos < this.#fresh.length) return true;
+    return this.#retry.some((e) => !e.done && !e.lackedBy?.has(peer.id));
+  }
+
+  #requeue(entries: Entry[]): void {
+    let any = false;
+    for (const e of entries) {
+      if (!e.done) {
+        this.#retry.push(e);
+        any = true;
+      }
+    }
+    if (any) this.#wake();
+  }
+
+  #badPeer(peer: PeerState, what: string): void {
+    this.host.logger.warn(`peer ${peer.id} ${what}; avoiding it`);
+    this.fetcher.avoid(peer.id);
+    if (!this.#badPeers.includes(peer.id)) this.#badPeers.push(peer.id);
+    this.#dropPeer(peer);
+  }
+
+  /** Stop using a peer: abort its streams (their work is requeued by their workers). */
+  #dropPeer(peer: PeerState): void {
+    if (!peer.usable) return;
+    peer.usable = false;
+    for (const w of peer.streams) {
+      this.#requeue(w.inflight);
+      w.inflight = [];
+      w.fs?.abort(new FetchError(`dropped peer ${peer.id}`));
+    }
+    this.#checkUnfetchable();
+    this.#wake();
+  }
+
+  /** Entries no usable peer can provide become `missing`. */
+  #checkUnfetchable(): void {
+    const usable = this.#peers.filter((p) => p.usable);
+    const unavailable = (e: Entry) =>
+      !e.done && usable.every((p) => e.lackedBy !== null && e.lackedBy.has(p.id));
+    const give = (e: Entry) => {
+      e.done = true;
+      this.#remaining--;
+      this.#missing.push(e.hash);
+    };
+    if (usable.length === 0) {
+      for (const e of this.#retry) if (!e.done) give(e);
+      for (let i = this.#freshPos; i < this.#fresh.length; i++) {
+        if (!this.#fresh[i].done) give(this.#fresh[i]);
+      }
+      this.#freshPos = this.#fresh.length;
+      // In-flight entries of dropped peers were requeued into #retry before this point.
+    } else {
+      for (const e of this.#retry) if (unavailable(e)) give(e);
+    }
+    this.#retry.splice(0, this.#retry.length, ...this.#retry.filter((e) => !e.done));
+    if (this.#remaining === 0) this.#wake();
+  }
+
+  #checkStalls(): void {
+    const now = Date.now();
+    for (const p of this.#peers) {
+      for (const w of p.streams) {
+        if (w.inflight.length > 0 && now - w.lastProgress > this.#stallMs) {
+          w.fs?.abort(new FetchError(`no answer from ${p.id} for ${this.#stallMs} ms`));
+        }
+      }
+    }
+  }
+
+  #fail(err: Error): void {
+    if (this.#fatal !== null) return;
+    this.#fatal = err;
+    for (const p of this.#peers) {
+      for (const w of p.streams) w.fs?.abort(err);
+    }
+    this.#wake();
+  }
+
+  #waitForChange(): Promise<void> {
+    return new Promise((resolve) => this.#wakers.push(resolve));
+  }
+
+  #wake(): void {
+    const w = this.#wakers;
+    this.#wakers = [];
+    for (const f of w) f();
+  }
+}

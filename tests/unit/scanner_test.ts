@@ -1,0 +1,245 @@
+/**
+ * The scanner: a rescan of an unchanged tree reads no file content; changes, removals, ignore
+ * rules, symlinks and the "file changed while read" case behave as documented; the directory
+ * root depends only on the tree.
+ */
+import assert from "node:assert/strict";
+import { sha256, toHex } from "../../src/chunk/mod.ts";
+import { walkDirTree, walkFileChunks } from "../../src/merkle/mod.ts";
+import { LocalStore, StaleLocationError } from "../../src/store/mod.ts";
+import { hashFile, HashFileError, scanTree } from "../../src/sync/mod.ts";
+
+function bytesOf(seed: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+async function tempTree(files: Record<string, Uint8Array | string>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-scan-" });
+  for (const [path, content] of Object.entries(files)) {
+    const abs = `${dir}/${path}`;
+    await Deno.mkdir(abs.slice(0, abs.lastIndexOf("/")), { recursive: true });
+    if (typeof content === "string") await Deno.writeTextFile(abs, content);
+    else await Deno.writeFile(abs, content);
+  }
+  return dir;
+}
+
+async function scanOnce(dir: string, workers = 2) {
+  const store = await LocalStore.open(dir);
+  try {
+    return await scanTree(store, { workers });
+  } finally {
+    await store.close();
+  }
+}
+
+async function indexedPaths(dir: string): Promise<string[]> {
+  const store = await LocalStore.open(dir);
+  try {
+    const summary = await store.files.lastScan();
+    const out: string[] = [];
+    for await (const e of walkDirTree(summary!.root, store.packs)) out.push(e.path);
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+Deno.test("scan: a second scan of an unchanged tree reads no file content", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 40; i++) files[`d${i % 4}/f${i}.bin`] = bytesOf(i + 1, 1000 + i * 3000);
+  files["big.bin"] = bytesOf(99, 3_000_000);
+  const dir = await tempTree(files);
+  try {
+    const first = await scanOnce(dir);
+    assert.equal(first.files, 41);
+    assert.equal(first.hashedFiles, 41);
+    assert.equal(first.problems.length, 0);
+    const second = await scanOnce(dir);
+    assert.equal(second.hashedFiles, 0);
+    assert.equal(second.hashedBytes, 0);
+    assert.equal(toHex(second.root), toHex(first.root));
+    assert.equal(second.bytes, first.bytes);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan: only changed files are re-read; removals and stale locations are handled", async () => {
+  const dir = await tempTree({
+    "a.bin": bytesOf(1, 200_000),
+    "b.bin": bytesOf(2, 200_000),
+    "c.txt": "gone soon",
+  });
+  try {
+    const first = await scanOnce(dir);
+    const oldChunks: Uint8Array[] = [];
+    {
+      const store = await LocalStore.open(dir);
+      const rec = await store.files.get("a.bin");
+      for await (const c of walkFileChunks(rec!.root, store.packs)) oldChunks.push(c.hash);
+      await store.close();
+    }
+    const edited = bytesOf(1, 200_000);
+    edited[150_000] ^= 0xff;
+    await Deno.writeFile(`${dir}/a.bin`, edited);
+    await Deno.remove(`${dir}/c.txt`);
+    const second = await scanOnce(dir);
+    assert.equal(second.hashedFiles, 1);
+    assert.equal(second.removed, 1);
+    assert.equal(second.files, 2);
+    assert.notEqual(toHex(second.root), toHex(first.root));
+    assert.deepEqual(await indexedPaths(dir), ["a.bin", "b.bin"]);
+
+    const store = await LocalStore.open(dir);
+    try {
+      // Every current chunk of a.bin is served, verified, from the file itself.
+      const rec = await store.files.get("a.bin");
+      let offset = 0;
+      for await (const c of walkFileChunks(rec!.root, store.packs)) {
+        const bytes = await store.locator.read(c.hash);
+        assert.deepEqual(bytes, edited.subarray(offset, offset + c.length));
+        offset += c.length;
+      }
+      assert.equal(offset, edited.length);
+      // The chunk that changed is no longer located anywhere.
+      const newHashes = new Set<string>();
+      for await (const c of walkFileChunks(rec!.root, store.packs)) newHashes.add(toHex(c.hash));
+      const dropped = oldChunks.filter((h) => !newHashes.has(toHex(h)));
+      assert.ok(dropped.length >= 1);
+      for (const h of dropped) assert.equal(await store.locator.lookup(h), null);
+      // A change behind the scanner's back is caught on read, not served.
+      const [firstChunk] = [...newHashes];
+      await Deno.writeFile(`${dir}/a.bin`, bytesOf(5, 200_000));
+      await assert.rejects(
+        store.locator.read(Uint8Array.from(firstChunk.match(/../g)!.map((h) => parseInt(h, 16)))),
+        StaleLocationError,
+      );
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan: ignore files (nested, negated), .filesync/ and symlinks are not followed", async () => {
+  const outside = await tempTree({ "secret.txt": "outside the synced tree" });
+  const dir = await tempTree({
+    ".filesyncignore": "*.log\nbuild/\n",
+    "keep.txt": "k",
+    "x.log": "ignored",
+    "build/out.o": "ignored dir",
+    "sub/.filesyncignore": "!important.log\n*.tmp\n",
+    "sub/important.log": "re-included by the deeper file",
+    "sub/other.log": "still ignored",
+    "sub/t.tmp": "ignored by the deeper file",
+    "top.tmp": "not ignored at the top",
+  });
+  try {
+    await Deno.symlink(outside, `${dir}/link-out`);
+    await Deno.symlink("keep.txt", `${dir}/link-in`);
+    const r = await scanOnce(dir);
+    assert.equal(r.problems.length, 0);
+    assert.deepEqual(await indexedPaths(dir), [
+      ".filesyncignore",
+      "keep.txt",
+      "link-in",
+      "link-out",
+      "sub",
+      "sub/.filesyncignore",
+      "sub/important.log",
+      "top.tmp",
+    ]);
+    assert.equal(r.symlinks, 2);
+    const store = await LocalStore.open(dir);
+    try {
+      const link = await store.files.get("link-out");
+      assert.equal(link?.kind, "symlink");
+      assert.equal(link?.target, outside);
+      assert.equal(await store.files.get("link-out/secret.txt"), null);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("scan: the root depends on content and paths, not on the scan's history", async () => {
+  const files = { "x/1": bytesOf(1, 70_000), "x/2": "two", "y": bytesOf(3, 10) };
+  const a = await tempTree(files);
+  const b = await tempTree(files);
+  try {
+    // Same mtimes on both sides: the root covers mtime and mode too.
+    for (const p of Object.keys(files)) {
+      await Deno.utime(`${a}/${p}`, 1_700_000_000, 1_700_000_000);
+      await Deno.utime(`${b}/${p}`, 1_700_000_000, 1_700_000_000);
+    }
+    for (const d of ["x"]) {
+      await Deno.utime(`${a}/${d}`, 1_700_000_000, 1_700_000_000);
+      await Deno.utime(`${b}/${d}`, 1_700_000_000, 1_700_000_000);
+    }
+    const ra = await scanOnce(a, 1);
+    const rb = await scanOnce(b, 2);
+    assert.equal(toHex(ra.root), toHex(rb.root));
+  } finally {
+    await Deno.remove(a, { recursive: true });
+    await Deno.remove(b, { recursive: true });
+  }
+});
+
+Deno.test("hashFile: a file changing while it is read is reported, never mis-hashed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-race-" });
+  const path = `${dir}/growing.bin`;
+  try {
+    const base = bytesOf(42, 48 * 1024 * 1024);
+    let detected = 0;
+    for (let trial = 0; trial < 4; trial++) {
+      await Deno.writeFile(path, base);
+      const hashing = hashFile(path).then((r) => r, (e) => e);
+      // Append while the read is under way.
+      await new Promise((r) => setTimeout(r, 5));
+      const f = await Deno.open(path, { append: true });
+      await f.write(new Uint8Array([1, 2, 3]));
+      f.close();
+      const result = await hashing;
+      if (result instanceof HashFileError) {
+        assert.equal(result.code, "changed");
+        assert.match(result.message, /changed while it was read/);
+        detected++;
+      } else {
+        // If the read finished first, the result must describe the bytes it read.
+        assert.ok(!(result instanceof Error), String(result));
+        assert.equal(result.size, base.length);
+      }
+    }
+    assert.ok(detected >= 1, "the concurrent append was never detected");
+    await assert.rejects(hashFile(`${dir}/missing`), HashFileError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("hashFile: the root equals the file tree over the chunk list", async () => {
+  const dir = await tempTree({ "f": bytesOf(8, 500_000), "empty": new Uint8Array() });
+  try {
+    const r = await hashFile(`${dir}/f`);
+    assert.equal(r.size, 500_000);
+    assert.equal(r.chunks.reduce((n, c) => n + c.length, 0), 500_000);
+    const empty = await hashFile(`${dir}/empty`);
+    assert.equal(empty.chunks.length, 0);
+    assert.equal(toHex(sha256(new Uint8Array())).length, 64);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

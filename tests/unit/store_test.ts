@@ -1,0 +1,158 @@
+/**
+ * The local store: pack files round-trip and detect corruption, the chunk locator never serves
+ * bytes that no longer match, KV batches respect Deno KV's limits, snapshots resolve by label.
+ */
+import assert from "node:assert/strict";
+import { sha256, toHex } from "../../src/chunk/mod.ts";
+import {
+  CorruptObjectError,
+  KvBatch,
+  LocalStore,
+  MissingObjectError,
+  StaleLocationError,
+  UnknownSnapshotError,
+} from "../../src/store/mod.ts";
+
+function bytesOf(seed: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+async function withStore(fn: (dir: string, store: LocalStore) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-store-" });
+  const store = await LocalStore.open(dir);
+  try {
+    await fn(dir, store);
+  } finally {
+    await store.close().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("packs: objects round-trip, survive a reopen, and live in pack files", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-store-" });
+  try {
+    const objects = Array.from({ length: 300 }, (_, i) => bytesOf(i + 1, 100 + i * 37));
+    let store = await LocalStore.open(dir);
+    for (const o of objects) store.packs.put(sha256(o), o);
+    // Readable before the flush, from memory.
+    assert.deepEqual(await store.packs.get(sha256(objects[5])), objects[5]);
+    await store.close();
+    store = await LocalStore.open(dir);
+    for (const o of objects) assert.deepEqual(await store.packs.get(sha256(o)), o);
+    assert.equal(await store.packs.has(sha256(new Uint8Array([1, 2, 3]))), false);
+    await assert.rejects(store.packs.get(sha256(new Uint8Array([9]))), MissingObjectError);
+    await store.close();
+    const packFiles = [...Deno.readDirSync(`${dir}/.filesync/packs`)].map((e) => e.name);
+    assert.deepEqual(packFiles, ["pack-000001.pack"], "300 objects share one pack file");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("packs: a corrupt pack is detected and never served", async () => {
+  await withStore(async (dir, store) => {
+    const a = bytesOf(7, 5000);
+    const b = bytesOf(8, 5000);
+    store.packs.put(sha256(a), a);
+    store.packs.put(sha256(b), b);
+    await store.packs.flush();
+    // Flip one byte in the middle of the second object's payload.
+    const path = `${dir}/.filesync/packs/pack-000001.pack`;
+    const raw = await Deno.readFile(path);
+    raw[raw.length - 2500] ^= 0xff;
+    await Deno.writeFile(path, raw);
+    await store.close();
+    const reopened = await LocalStore.open(dir);
+    try {
+      assert.deepEqual(await reopened.packs.get(sha256(a)), a);
+      await assert.rejects(reopened.packs.get(sha256(b)), (e) => {
+        assert.ok(e instanceof CorruptObjectError);
+        assert.match(e.message, new RegExp(toHex(sha256(b))));
+        return true;
+      });
+      // A truncated pack is corrupt too.
+      await Deno.truncate(path, 100);
+      await assert.rejects(reopened.packs.get(sha256(b)), CorruptObjectError);
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+
+Deno.test("packs: putVerified refuses bytes that do not match their hash", async () => {
+  await withStore(async (_dir, store) => {
+    const a = bytesOf(3, 100);
+    assert.throws(() => store.packs.putVerified(sha256(bytesOf(4, 100)), a), CorruptObjectError);
+    assert.equal(await store.packs.has(sha256(bytesOf(4, 100))), false);
+  });
+});
+
+Deno.test("locator: reads verify; a file changed or removed behind its back is an error", async () => {
+  await withStore(async (dir, store) => {
+    const content = bytesOf(11, 10_000);
+    await Deno.writeFile(`${dir}/f.bin`, content);
+    const chunk = content.subarray(2000, 6000);
+    const hash = sha256(chunk);
+    const batch = new KvBatch(store.kv);
+    await store.locator.record(batch, hash, { path: "f.bin", offset: 2000, length: 4000 });
+    await batch.flush();
+    assert.deepEqual(await store.locator.read(hash), chunk);
+    assert.equal(await store.locator.read(sha256(new Uint8Array([1]))), null);
+
+    const changed = content.slice();
+    changed[3000] ^= 1;
+    await Deno.writeFile(`${dir}/f.bin`, changed);
+    await assert.rejects(store.locator.read(hash), (e) => {
+      assert.ok(e instanceof StaleLocationError);
+      assert.match(e.message, new RegExp(toHex(hash)));
+      return true;
+    });
+    await Deno.writeFile(`${dir}/f.bin`, content.subarray(0, 3000));
+    await assert.rejects(store.locator.read(hash), StaleLocationError);
+    await Deno.remove(`${dir}/f.bin`);
+    await assert.rejects(store.locator.read(hash), StaleLocationError);
+  });
+});
+
+Deno.test("KvBatch: thousands of mutations commit across several atomic operations", async () => {
+  await withStore(async (_dir, store) => {
+    const batch = new KvBatch(store.kv);
+    await Promise.all(
+      Array.from({ length: 2500 }, (_, i) => batch.set(["t", i], { v: "x".repeat(200) })),
+    );
+    await batch.flush();
+    assert.ok(batch.commits >= 5, `expected several commits, got ${batch.commits}`);
+    let n = 0;
+    for await (const _ of store.kv.list({ prefix: ["t"] })) n++;
+    assert.equal(n, 2500);
+    await assert.rejects(batch.set(["big"], new Uint8Array(70_000)), RangeError);
+  });
+});
+
+Deno.test("snapshots: unique labels, lookup by label or id, clear error otherwise", async () => {
+  await withStore(async (_dir, store) => {
+    const root = sha256(new Uint8Array([1]));
+    const a = await store.snapshots.create({ label: "v1", root, time: 1000, files: 1, bytes: 2 });
+    const b = await store.snapshots.create({ root, time: 2000, files: 3, bytes: 4 });
+    assert.equal((await store.snapshots.resolve("v1")).id, a.id);
+    assert.equal((await store.snapshots.resolve(b.id)).id, b.id);
+    assert.deepEqual((await store.snapshots.list()).map((s) => s.id), [a.id, b.id]);
+    await assert.rejects(
+      store.snapshots.create({ label: "v1", root, time: 3000, files: 0, bytes: 0 }),
+      /exists already/,
+    );
+    await assert.rejects(
+      store.snapshots.create({ label: "../x", root, time: 3000, files: 0, bytes: 0 }),
+      RangeError,
+    );
+    await assert.rejects(store.snapshots.resolve("nope"), UnknownSnapshotError);
+  });
+});
