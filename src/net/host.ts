@@ -17,6 +17,7 @@ import { NotMemberError } from "./errors.ts";
 import { type AdmissionLimits, PeerGate } from "./gate.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { consoleLogger, type NetLogger } from "./log.ts";
+import { installQuicReadSize, QUIC_READ_SIZE } from "./quic_read_size.ts";
 
 type MuxerFactory = NonNullable<Libp2pOptions["streamMuxers"]>[number];
 
@@ -46,6 +47,11 @@ export interface QuicTuning {
   keepAliveInterval: number;
   /** Handshake timeout, ms. */
   handshakeTimeout: number;
+  /**
+   * Bytes asked of the native stream per read (see quic_read_size.ts). Process-wide: the
+   * last host created sets it for all. The library's own value is 4 KiB.
+   */
+  readSize: number;
 }
 
 /** Our defaults for QuicTuning (see bench/transport_bench.ts for the measurements). */
@@ -58,6 +64,7 @@ export const DEFAULT_QUIC_TUNING: QuicTuning = {
   maxIdleTimeout: 10_000,
   keepAliveInterval: 3_000,
   handshakeTimeout: 5_000,
+  readSize: QUIC_READ_SIZE,
 };
 
 /** Options of createHost. */
@@ -163,21 +170,24 @@ function withTcp(listen: string[]): string[] {
 
 /** Create and start a host. */
 export async function createHost(options: HostOptions): Promise<Host> {
+  const { readSize, ...tuning } = { ...DEFAULT_QUIC_TUNING, ...options.quic };
+  await installQuicReadSize(readSize);
   const identity = await loadOrCreateIdentity(options.identityPath);
   const logger = options.logger ?? consoleLogger();
-  const tuning = { ...DEFAULT_QUIC_TUNING, ...options.quic };
   const listen = options.listen ?? DEFAULT_LISTEN;
   for (const a of listen) multiaddr(a); // throws a clear error for a malformed address
 
-  let node: Libp2p | undefined;
+  // The gate counts stranger connections through the node, which needs the gate to be built.
+  const ref: { node?: Libp2p } = {};
   const gate = new PeerGate(options.isAllowedPeer, options.admission ?? {}, () => {
-    if (node === undefined) return 0;
     let n = 0;
-    for (const c of node.getConnections()) if (!gate.isMember(c.remotePeer.toString())) n++;
+    for (const c of ref.node?.getConnections() ?? []) {
+      if (!gate.isMember(c.remotePeer.toString())) n++;
+    }
     return n;
   });
 
-  node = await createLibp2p({
+  const libp2p = await createLibp2p({
     privateKey: identity.privateKey,
     addresses: { listen: options.enableTcp ? withTcp(listen) : listen },
     transports: options.enableTcp ? [quic(tuning), tcp()] : [quic(tuning)],
@@ -191,7 +201,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     connectionMonitor: { enabled: false },
     connectionManager: { maxConnections: 1024, maxIncomingPendingConnections: 64 },
   });
-  const libp2p = node;
+  ref.node = libp2p;
 
   // The sweeper enforces the stranger time limit (and removes ex-members' connections).
   const sweep = async () => {

@@ -131,7 +131,12 @@ function decodePiece(v: unknown): SnapshotPiece {
   const offset = uint(a[5], "snapshot offset");
   const data = a[6] as Uint8Array;
   if (offset + data.length > size) fail("snapshot: piece extends past the snapshot's size");
-  return { meta: { index: uint(a[0], "snapshot index"), term: uint(a[1], "snapshot term"), config }, size, offset, data };
+  return {
+    meta: { index: uint(a[0], "snapshot index"), term: uint(a[1], "snapshot term"), config },
+    size,
+    offset,
+    data,
+  };
 }
 
 function uint(v: unknown, what: string): number {
@@ -149,7 +154,9 @@ function id(v: unknown, what: string): string {
 function ids(v: unknown, what: string): string[] {
   if (!Array.isArray(v) || v.length > MAX_MEMBERS) fail(`snapshot ${what} must be an array`);
   return (v as unknown[]).map((x) => {
-    if (typeof x !== "string" || x.length === 0 || x.length > MAX_ID) fail(`snapshot ${what}: bad id`);
+    if (typeof x !== "string" || x.length === 0 || x.length > MAX_ID) {
+      fail(`snapshot ${what}: bad id`);
+    }
     return x as string;
   });
 }

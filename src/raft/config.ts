@@ -8,7 +8,13 @@
  * and then promoted, which is the "one voter at a time" step.
  */
 import { decode as cborDecode, encode as cborEncode } from "cbor-x";
-import { type ConfChange, EMPTY_CONFIG, type MembershipConfig, type NodeId, RaftError } from "./types.ts";
+import {
+  type ConfChange,
+  EMPTY_CONFIG,
+  type MembershipConfig,
+  type NodeId,
+  RaftError,
+} from "./types.ts";
 
 /** Why a change cannot be applied to a configuration, or null if it can. */
 export function validateConfChange(config: MembershipConfig, cc: ConfChange): string | null {
@@ -76,7 +82,8 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   }
   if (typeof v !== "object" || v === null) throw new RaftError("Decode", "conf change: not a map");
   const o = v as Record<string, unknown>;
-  const isId = (x: unknown): x is string => typeof x === "string" && x.length > 0 && x.length <= 256;
+  const isId = (x: unknown): x is string =>
+    typeof x === "string" && x.length > 0 && x.length <= 256;
   if (o.type === "init") {
     if (!Array.isArray(o.voters) || !o.voters.every(isId)) {
       throw new RaftError("Decode", "conf change: bad voters");

@@ -50,7 +50,10 @@ import {
 
 /** Deliberately wrong rules, for proving that the simulation's checkers catch them. */
 export interface UnsafeOptions {
-  /** Commit an entry of an earlier term once a majority holds it (Raft paper, Figure 8). */
+  /**
+   * Commit an entry of an earlier term once a majority holds it, and skip the new leader's
+   * empty entry: the leader of the Raft paper's Figure 8.
+   */
   readonly commitPreviousTerm?: boolean;
   /** Grant votes without checking that the candidate's log is at least as up to date. */
   readonly voteWithoutLogCheck?: boolean;
@@ -262,7 +265,11 @@ export class RaftCore {
   proposeConfChange(cc: ConfChange): void {
     const e: Entry = { index: 0, term: 0, type: EntryType.ConfChange, data: encodeConfChange(cc) };
     if (this.#role === RaftRole.Leader) {
-      const why = this.#confChangeBlocker(this.log.config(), cc);
+      const busy = this.#confChangeBusy();
+      if (busy) throw new RaftError("ProposalDropped", busy);
+      const why = cc.type === "init"
+        ? "init cannot be proposed"
+        : validateConfChange(this.log.config(), cc);
       if (why) throw new RaftError("ConfChangeRejected", why);
     }
     this.#proposeEntries([e]);
@@ -355,7 +362,10 @@ export class RaftCore {
    */
   compact(index: number, data: Uint8Array, keepEntries = 0): Compaction {
     if (index > this.log.applied) {
-      throw new RaftError("InvalidState", `snapshot at ${index} beyond applied ${this.log.applied}`);
+      throw new RaftError(
+        "InvalidState",
+        `snapshot at ${index} beyond applied ${this.log.applied}`,
+      );
     }
     const term = this.log.term(index);
     if (term === undefined) {
@@ -426,6 +436,12 @@ export class RaftCore {
     this.#rebuildProgress();
     // The empty entry commits the new term, which also commits everything before it
     // (the current-term commit rule) and unlocks ReadIndex and membership changes.
+    // The unsafe Figure-8 leader skips it, as in the paper's figure: with the empty entry the
+    // wrong commit rule is only exposed for one round trip after each election.
+    if (this.#unsafe.commitPreviousTerm) {
+      this.#bcastAppend();
+      return;
+    }
     this.#appendAsLeader([{ index: 0, term: 0, type: EntryType.Normal, data: new Uint8Array() }]);
   }
 
@@ -707,7 +723,8 @@ export class RaftCore {
           } catch {
             continue;
           }
-          if (pendingConf || this.#confChangeBlocker(cfg, cc) !== null) continue;
+          if (pendingConf || this.#confChangeBusy() !== null) continue;
+          if (cc.type === "init" || validateConfChange(cfg, cc) !== null) continue;
           // One change per batch: the next must wait for this one to commit.
           pendingConf = true;
         }
@@ -726,21 +743,25 @@ export class RaftCore {
     }));
   }
 
-  /** Why the leader cannot accept `cc` now, or null. */
-  #confChangeBlocker(cfg: MembershipConfig, cc: ConfChange): string | null {
-    if (cc.type === "init") return "init cannot be proposed";
+  /** Why the leader cannot accept any membership change right now, or null. */
+  #confChangeBusy(): string | null {
     if (this.log.configIndex() > this.log.committed) {
       return "a previous membership change is not committed yet";
     }
     if (this.log.term(this.log.committed) !== this.#term) {
       return "the leader has not committed an entry in its term yet";
     }
-    return validateConfChange(cfg, cc);
+    return null;
   }
 
   #appendAsLeader(entries: readonly Entry[]): void {
     let index = this.log.lastIndex();
-    const stamped = entries.map((e) => ({ index: ++index, term: this.#term, type: e.type, data: e.data }));
+    const stamped = entries.map((e) => ({
+      index: ++index,
+      term: this.#term,
+      type: e.type,
+      data: e.data,
+    }));
     this.log.append(stamped);
     const self = this.#prs.get(this.id);
     if (self) self.maybeUpdate(this.log.lastIndex());
@@ -817,8 +838,7 @@ export class RaftCore {
       // The snapshot landed (or is no longer needed). If we compacted past it meanwhile, the
       // next append finds the gap and starts a newer snapshot.
       pr.becomeProbe();
-    }
-    else if (pr.state === "replicate") pr.freeTo(m.index);
+    } else if (pr.state === "replicate") pr.freeTo(m.index);
 
     if (this.#maybeCommit()) {
       if (this.#role !== RaftRole.Leader) return;
@@ -928,7 +948,9 @@ export class RaftCore {
     const last = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     this.#configMaybeChanged();
     if (last !== null) {
-      this.#send(message({ type: MessageType.AppResp, from: this.id, to: m.from, term: 0, index: last }));
+      this.#send(
+        message({ type: MessageType.AppResp, from: this.id, to: m.from, term: 0, index: last }),
+      );
       return;
     }
     const [hintIndex, hintTerm] = this.log.findConflictByTerm(
@@ -970,7 +992,14 @@ export class RaftCore {
       r = null;
       this.#snapRecv = null;
       if (piece.offset === 0) {
-        r = { snapshot: meta, size: piece.size, term: this.#term, from: m.from, parts: [], received: 0 };
+        r = {
+          snapshot: meta,
+          size: piece.size,
+          term: this.#term,
+          from: m.from,
+          parts: [],
+          received: 0,
+        };
         this.#snapRecv = r;
       }
     }

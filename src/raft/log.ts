@@ -7,13 +7,7 @@
  * to read storage: that keeps it pure and synchronous.
  */
 import { applyConfChange, decodeConfChange } from "./config.ts";
-import {
-  type Entry,
-  EntryType,
-  type MembershipConfig,
-  RaftError,
-  type Snapshot,
-} from "./types.ts";
+import { type Entry, EntryType, type MembershipConfig, RaftError, type Snapshot } from "./types.ts";
 
 /** Rough wire size of an entry, used for message and ready size limits. */
 export function entrySize(e: Entry): number {

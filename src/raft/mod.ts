@@ -46,3 +46,12 @@ export {
   type SnapshotMeta,
   type SnapshotPiece,
 } from "./types.ts";
+export {
+  InMemoryNetwork,
+  RaftNode,
+  type RaftNodeOptions,
+  type StateMachine,
+  type Transport,
+  unwrapProposal,
+  wrapProposal,
+} from "./node.ts";

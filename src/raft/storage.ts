@@ -82,7 +82,10 @@ export class MemoryStorage implements RaftStorage {
       const first = u.entries[0].index;
       const last = this.#offset + this.#entries.length;
       if (first <= this.#offset || first > last + 1) {
-        throw new RaftError("InvalidState", `storage: entries at ${first} leave a gap or overwrite the compacted log`);
+        throw new RaftError(
+          "InvalidState",
+          `storage: entries at ${first} leave a gap or overwrite the compacted log`,
+        );
       }
       this.#entries.length = first - this.#offset - 1;
       this.#entries.push(...u.entries);
@@ -299,7 +302,10 @@ export class KvRaftStorage implements RaftStorage {
     if (u.entries.length) {
       const first = u.entries[0].index;
       if (first <= offset || first > last + 1) {
-        throw new RaftError("InvalidState", `storage: entries at ${first} leave a gap (last ${last})`);
+        throw new RaftError(
+          "InvalidState",
+          `storage: entries at ${first} leave a gap (last ${last})`,
+        );
       }
       for (let i = last; i >= first; i--) this.#entryDeletes(i, pieces, staleDeletes);
       for (const e of u.entries) this.#entryWrites(e, pieces, entryWrites);
@@ -329,7 +335,10 @@ export class KvRaftStorage implements RaftStorage {
     const newOffset = c.offset > this.#offset;
     if (!newSnap && !newOffset) return;
     if (c.offset > this.#last) {
-      throw new RaftError("InvalidState", `storage: compaction to ${c.offset} beyond last ${this.#last}`);
+      throw new RaftError(
+        "InvalidState",
+        `storage: compaction to ${c.offset} beyond last ${this.#last}`,
+      );
     }
     let snap = bounds.snap;
     if (newSnap) {
@@ -377,7 +386,9 @@ export class KvRaftStorage implements RaftStorage {
 
   #entryWrites(e: Entry, pieces: Map<number, number>, out: Mutation[]): void {
     if (e.data.length <= PIECE) {
-      out.push(this.#set(this.#k("e", e.index), { t: e.term, y: e.type, d: e.data }, e.data.length + 48));
+      out.push(
+        this.#set(this.#k("e", e.index), { t: e.term, y: e.type, d: e.data }, e.data.length + 48),
+      );
       return;
     }
     const n = Math.ceil(e.data.length / PIECE);

@@ -187,6 +187,8 @@ export type RaftErrorCode =
   | "TransferRejected"
   | "InvalidState"
   | "Timeout"
+  /** The leader changed while a request was in flight: its outcome is unknown. */
+  | "LeaderLost"
   | "Stopped"
   | "Decode";
 
@@ -196,7 +198,9 @@ export const EMPTY_CONFIG: MembershipConfig = Object.freeze({
 });
 
 /** A message with every field at its neutral value, to spread defaults into. */
-export function message(fields: Partial<Message> & Pick<Message, "type" | "from" | "to" | "term">): Message {
+export function message(
+  fields: Partial<Message> & Pick<Message, "type" | "from" | "to" | "term">,
+): Message {
   return {
     logTerm: 0,
     index: 0,

@@ -157,12 +157,11 @@ export class PackStore {
 
   async #flushPending(): Promise<void> {
     if (this.#pending.size === 0) return;
+    // An object stored by an earlier flush may be appended again (say, two identical small
+    // files): the index then points at the newer copy and the older bytes are dead weight.
+    // Checking the index first would cost one KV read per object on every flush.
     const objects = [...this.#pending.values()];
-    // Skip objects that an earlier flush already made durable.
-    const fresh: typeof objects = [];
-    for (const o of objects) {
-      if ((await this.kv.get(objectKey(o.hash))).value === null) fresh.push(o);
-    }
+    const fresh = objects;
     const locations: { hash: Hash; loc: ObjectLocation }[] = [];
     let i = 0;
     while (i < fresh.length) {

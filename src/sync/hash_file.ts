@@ -2,7 +2,13 @@
  * Chunks one file and builds its Merkle tree, checking that the file did not change while it
  * was read. Runs in a scan worker (or inline): pure computation over one file, no database.
  */
-import { type ChunkerOptions, chunkStream, type Hash, readPieces } from "../chunk/mod.ts";
+import {
+  chunkBuffer,
+  type ChunkerOptions,
+  chunkStream,
+  type Hash,
+  readPieces,
+} from "../chunk/mod.ts";
 import { FileTreeBuilder } from "../merkle/mod.ts";
 import { statFields } from "./walk.ts";
 
@@ -29,6 +35,13 @@ export class HashFileError extends Error {
   }
 }
 
+/**
+ * Files up to this size are read whole with synchronous calls: for small files the cost of a
+ * scan is per-call overhead, and a sync open/stat/read is several times cheaper than an async
+ * one. Larger files stream through a reused buffer so memory stays flat.
+ */
+const SMALL_FILE_BYTES = 1 << 20;
+
 /** Chunk and tree-hash the file at `absPath`; throws HashFileError. */
 export async function hashFile(
   absPath: string,
@@ -36,21 +49,23 @@ export async function hashFile(
 ): Promise<HashedFile> {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(absPath, { read: true });
+    file = Deno.openSync(absPath, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new HashFileError("gone", "file disappeared");
     throw new HashFileError("unreadable", `cannot open: ${(e as Error).message}`);
   }
   let before: ReturnType<typeof statFields>;
-  const chunks: HashedFile["chunks"] = [];
+  let chunks: HashedFile["chunks"] = [];
   const nodes: HashedFile["nodes"] = [];
   const builder = new FileTreeBuilder({ put: (hash, bytes) => nodes.push([hash, bytes]) });
   try {
-    before = statFields(await file.stat());
-    // 1 MiB reads into one reused buffer: large enough to amortize each read's cost.
-    for await (const chunk of chunkStream(readPieces(file, new Uint8Array(READ_SIZE)), options)) {
-      chunks.push(chunk);
-      builder.add(chunk.hash, chunk.length);
+    before = statFields(file.statSync());
+    if (before.size < SMALL_FILE_BYTES) {
+      chunks = chunkBuffer(readWholeSync(file, before.size), options);
+    } else {
+      // Up to 1 MiB per read into one reused buffer amortizes each read's cost.
+      const buffer = new Uint8Array(READ_SIZE);
+      for await (const chunk of chunkStream(readPieces(file, buffer), options)) chunks.push(chunk);
     }
   } catch (e) {
     throw new HashFileError("unreadable", `read failed: ${(e as Error).message}`);
@@ -59,7 +74,7 @@ export async function hashFile(
   }
   let after: ReturnType<typeof statFields>;
   try {
-    after = statFields(await Deno.stat(absPath));
+    after = statFields(Deno.statSync(absPath));
   } catch {
     throw new HashFileError("gone", "file disappeared while it was read");
   }
@@ -70,6 +85,22 @@ export async function hashFile(
   ) {
     throw new HashFileError("changed", "file changed while it was read");
   }
+  for (const c of chunks) builder.add(c.hash, c.length);
   const tree = builder.finish();
   return { ...before, root: tree.root, chunks, nodes };
+}
+
+/**
+ * The file's bytes, read with synchronous calls. Reads one byte past the expected size so a
+ * file that grew is noticed (the caller compares the total with the size).
+ */
+function readWholeSync(file: Deno.FsFile, expected: number): Uint8Array {
+  const buffer = new Uint8Array(expected + 1);
+  let n = 0;
+  while (n < buffer.length) {
+    const got = file.readSync(buffer.subarray(n));
+    if (got === null) break;
+    n += got;
+  }
+  return buffer.subarray(0, n);
 }

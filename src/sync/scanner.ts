@@ -131,7 +131,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   try {
     // Keep a bounded number of files in flight so memory does not grow with the tree.
     const inFlight = new Set<Promise<void>>();
-    const maxInFlight = 64;
+    const maxInFlight = Math.max(4, workers * 8);
+    // Woken whenever a job finishes, so the loop below waits without racing every promise.
+    let slotFree: (() => void) | null = null;
     for (const e of toHash) {
       const job = pool.hash(`${store.root}/${e.path}`).then(
         async (hashed) => {
@@ -149,9 +151,13 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
         progress.bytesDone += e.size;
         options.onProgress?.(progress);
         inFlight.delete(job);
+        slotFree?.();
       });
       inFlight.add(job);
-      if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+      while (inFlight.size >= maxInFlight) {
+        await new Promise<void>((resolve) => slotFree = resolve);
+        slotFree = null;
+      }
     }
     await Promise.all(inFlight);
   } finally {

@@ -4,7 +4,7 @@
  * (default: all three in turn); `--unsafe commit|vote` switches on a deliberately wrong rule.
  */
 import { Command } from "commander";
-import { simulate, type SimReport } from "./cluster.ts";
+import { type SimReport, simulate } from "./cluster.ts";
 import type { UnsafeOptions } from "../../src/raft/mod.ts";
 
 const program = new Command()
@@ -73,7 +73,17 @@ if (o.seed !== undefined) {
 const count = int(o.seeds, "--seeds");
 const start = int(o.start, "--start");
 const failures: string[] = [];
-const totals = { runs: 0, ops: 0, leaders: 0, crashes: 0, partitions: 0, snapshots: 0, confChanges: 0, unknownLin: 0, maxHeal: 0 };
+const totals = {
+  runs: 0,
+  ops: 0,
+  leaders: 0,
+  crashes: 0,
+  partitions: 0,
+  snapshots: 0,
+  confChanges: 0,
+  unknownLin: 0,
+  maxHeal: 0,
+};
 const t0 = performance.now();
 for (let i = 0; i < count; i++) {
   const seed = start + i;
@@ -96,10 +106,18 @@ for (let i = 0; i < count; i++) {
   }
   if (o.stopOnFailure && failures.length) break;
   if ((i + 1) % 1000 === 0) {
-    console.log(`${i + 1}/${count} seeds, ${failures.length} failing, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    console.log(
+      `${i + 1}/${count} seeds, ${failures.length} failing, ${
+        ((performance.now() - t0) / 1000).toFixed(0)
+      } s`,
+    );
   }
 }
-console.log(`runs ${totals.runs} (seeds ${start}..${start + count - 1}, nodes ${sizes.join(",")}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+console.log(
+  `runs ${totals.runs} (seeds ${start}..${start + count - 1}, nodes ${sizes.join(",")}) in ${
+    ((performance.now() - t0) / 1000).toFixed(1)
+  } s`,
+);
 console.log(`totals: ${JSON.stringify(totals)}`);
 console.log(failures.length ? `FAILING: ${failures.join("; ")}` : "no violations");
 Deno.exit(failures.length ? 1 : 0);

@@ -24,8 +24,8 @@ import {
   type Entry,
   EntryType,
   type MembershipConfig,
-  type Message,
   MemoryStorage,
+  type Message,
   RaftCore,
   RaftError,
   RaftRole,
@@ -216,6 +216,8 @@ export class Simulation {
   maxDelay: number;
   crashRate: number;
   partitionRate: number;
+  /** Chance that a new leader crashes moments after winning (leaves uncommitted tails). */
+  leaderChurn: number;
   membership: boolean;
   codec: boolean;
   compactEvery: number;
@@ -246,12 +248,13 @@ export class Simulation {
     this.maxDelay = r.pick([2, 5, 10, 25, 50]);
     this.crashRate = r.pick([0, 0.001, 0.003, 0.01]);
     this.partitionRate = r.pick([0, 0.005, 0.02, 0.05]);
+    this.leaderChurn = r.pick([0, 0.1, 0.3, 0.6]);
     this.membership = r.chance(0.5);
     this.codec = r.chance(0.15);
     this.compactEvery = r.pick([8, 20, 60, 1_000_000]);
     this.keepEntries = r.pick([0, 1, 5]);
     this.coreOpts = {
-      maxSizePerMsg: r.pick([1, 200, 1000, 1 << 20]),
+      maxSizePerMsg: r.pick([1, 1, 200, 1000, 1 << 20]),
       maxInflightMsgs: r.pick([1, 2, 8, 256]),
       maxSnapshotPiece: r.pick([300, 2000, 1 << 20]),
     };
@@ -265,7 +268,7 @@ export class Simulation {
 
   profile(): string {
     return `loss=${this.loss} dup=${this.dup} delay<=${this.maxDelay} crash=${this.crashRate} ` +
-      `partition=${this.partitionRate} membership=${this.membership} codec=${this.codec} ` +
+      `partition=${this.partitionRate} churn=${this.leaderChurn} membership=${this.membership} codec=${this.codec} ` +
       `compact=${this.compactEvery}/${this.keepEntries} msg=${this.coreOpts.maxSizePerMsg} ` +
       `inflight=${this.coreOpts.maxInflightMsgs} piece=${this.coreOpts.maxSnapshotPiece} ` +
       `keys=${this.keys.length}`;
@@ -427,7 +430,9 @@ export class Simulation {
     const s = n.fsm.stateKey();
     const prev = this.stateAt.get(e.index);
     if (prev === undefined) this.stateAt.set(e.index, s);
-    else if (prev !== s) this.violation(`state machine safety: ${n.id} state after ${e.index} differs`);
+    else if (prev !== s) {
+      this.violation(`state machine safety: ${n.id} state after ${e.index} differs`);
+    }
   }
 
   #checkStateAt(n: SimNode, index: number): void {
@@ -467,6 +472,24 @@ export class Simulation {
     }
     this.leaders.set(core.term, n.id);
     this.stats.leaders++;
+    if (!this.healed && this.leaderChurn > 0 && this.rng.chance(this.leaderChurn)) {
+      if (this.rng.chance(0.5)) {
+        const epoch = n.epoch;
+        this.q.push(this.now + this.rng.int(1, 40), () => {
+          if (n.epoch === epoch && !this.healed) this.#crash(n);
+        });
+      } else {
+        // Cut the new leader off at once: even its first appends are lost in flight.
+        const until = this.now + this.rng.int(50, 400);
+        for (const other of this.nodes.keys()) {
+          if (other === n.id) continue;
+          for (const l of [`${n.id}>${other}`, `${other}>${n.id}`]) {
+            this.blocked.set(l, Math.max(this.blocked.get(l) ?? 0, until));
+          }
+        }
+        this.stats.partitions++;
+      }
+    }
     // Leader completeness: every entry committed anywhere is in the new leader's log.
     const log = core.log;
     if (this.maxCommitted > log.lastIndex()) {
@@ -479,7 +502,9 @@ export class Simulation {
     for (let i = log.firstIndex(); i <= this.maxCommitted; i++) {
       const d = this.committed.get(i);
       if (d !== undefined && digest(log.entry(i)!) !== d) {
-        this.violation(`leader completeness: ${n.id} (term ${core.term}) lacks committed entry ${i}`);
+        this.violation(
+          `leader completeness: ${n.id} (term ${core.term}) lacks committed entry ${i}`,
+        );
         return;
       }
     }
@@ -627,7 +652,13 @@ export class Simulation {
 
   #issueRead(c: Client, n: SimNode, key: string): void {
     const ctx = `r${++this.readId}`;
-    const h = { id: ++this.opId, key, op: { kind: "read" } as RegisterOp, call: this.now, ret: Infinity };
+    const h = {
+      id: ++this.opId,
+      key,
+      op: { kind: "read" } as RegisterOp,
+      call: this.now,
+      ret: Infinity,
+    };
     const cop: ClientOp = { h, client: c, node: n, done: false, readIndex: 0 };
     n.readWaits.set(ctx, cop);
     try {
@@ -730,7 +761,9 @@ export class Simulation {
 
   #livenessDone(): boolean {
     const cfg = this.committedConfig.config;
-    if (this.probe.sent && [...cfg.voters, ...cfg.learners].every((id) => this.probe.applied.has(id))) {
+    if (
+      this.probe.sent && [...cfg.voters, ...cfg.learners].every((id) => this.probe.applied.has(id))
+    ) {
       return true;
     }
     const leader = [...this.nodes.values()].find((n) =>
@@ -817,7 +850,9 @@ export class Simulation {
       const st = [...this.nodes.values()].filter((n) => n.core).map((n) => {
         const s = n.core!.status();
         const pr = s.role === RaftRole.Leader
-          ? JSON.stringify([...n.core!.progress()].map(([k, v]) => [k, v.match, v.next, v.state, v.paused]))
+          ? JSON.stringify(
+            [...n.core!.progress()].map(([k, v]) => [k, v.match, v.next, v.state, v.paused]),
+          )
           : "";
         return `${n.id}:${s.role}/t${s.term}/c${s.committed}/a${s.applied}/f${s.firstIndex}/l${s.lastIndex}${pr}`;
       });
@@ -836,7 +871,9 @@ export class Simulation {
       const lines = [...lin.ops].sort((a, b) => a.call - b.call).slice(0, 60).map((o) =>
         `  #${o.id} ${JSON.stringify(o.op)} [${o.call}, ${o.ret}] -> ${JSON.stringify(o.output)}`
       );
-      this.violation(`linearizability: history of key ${lin.key} is not linearizable\n${lines.join("\n")}`);
+      this.violation(
+        `linearizability: history of key ${lin.key} is not linearizable\n${lines.join("\n")}`,
+      );
     }
     return {
       seed: this.cfg.seed,

@@ -6,7 +6,13 @@
 import type { Entry } from "../../src/raft/mod.ts";
 
 export type Command =
-  | { readonly c: string; readonly s: number; readonly k: string; readonly o: "w"; readonly v: string }
+  | {
+    readonly c: string;
+    readonly s: number;
+    readonly k: string;
+    readonly o: "w";
+    readonly v: string;
+  }
   | {
     readonly c: string;
     readonly s: number;

@@ -1,0 +1,229 @@
+/**
+ * Encoding of file index commands (Raft entry payloads) and snapshots: CBOR (cbor-x) of
+ * positional arrays, decoded strictly. A command comes from a peer, so anything malformed,
+ * oversized or unknown is a CommandDecodeError, never a crash or a half-read command.
+ */
+import { cborDecode, cborEncode } from "../wire/mod.ts";
+import { HASH_LENGTH } from "../chunk/mod.ts";
+import type { Command, FileKind, FileOp, IndexRecord } from "./types.ts";
+
+const COMMAND_VERSION = 1;
+const SNAPSHOT_VERSION = 1;
+/** Largest encoded command accepted (200 ops of long paths fit easily). */
+export const MAX_COMMAND_BYTES = 4 * 1024 * 1024;
+const MAX_STRING = 4096;
+
+/** A command or snapshot that does not decode. */
+export class CommandDecodeError extends Error {
+  override name = "CommandDecodeError";
+}
+
+const OP_TAGS = { put: 1, mkdir: 2, delete: 3, rename: 4 } as const;
+const KINDS: readonly FileKind[] = ["file", "dir", "symlink"];
+
+function plain(b: Uint8Array): Uint8Array {
+  return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function opToWire(op: FileOp): unknown[] {
+  switch (op.op) {
+    case "put":
+      return [
+        OP_TAGS.put,
+        op.path,
+        op.base,
+        KINDS.indexOf(op.kind),
+        plain(op.root),
+        op.size,
+        op.mode,
+        op.mtime,
+        op.target ?? "",
+      ];
+    case "mkdir":
+      return [OP_TAGS.mkdir, op.path, op.base, op.mode, op.mtime];
+    case "delete":
+      return [OP_TAGS.delete, op.path, op.base];
+    case "rename":
+      return [OP_TAGS.rename, op.from, op.fromBase, op.to, op.toBase];
+  }
+}
+
+/** Encode a command for proposal. */
+export function encodeCommand(c: Command): Uint8Array {
+  const bytes = cborEncode([COMMAND_VERSION, c.origin, c.ops.map(opToWire)]);
+  if (bytes.length > MAX_COMMAND_BYTES) {
+    throw new RangeError(`command of ${bytes.length} bytes exceeds ${MAX_COMMAND_BYTES}`);
+  }
+  return bytes;
+}
+
+/** Field readers that throw CommandDecodeError naming the field. */
+class Fields {
+  constructor(private readonly a: unknown[], private readonly what: string) {}
+  str(i: number, name: string, allowEmpty = false): string {
+    const v = this.a[i];
+    if (typeof v !== "string" || v.length > MAX_STRING || (!allowEmpty && v.length === 0)) {
+      throw new CommandDecodeError(`${this.what}.${name} must be a string of 1..${MAX_STRING}`);
+    }
+    return v;
+  }
+  uint(i: number, name: string): number {
+    const v = this.a[i];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+      throw new CommandDecodeError(`${this.what}.${name} must be a non-negative integer`);
+    }
+    return v;
+  }
+  int(i: number, name: string): number {
+    const v = this.a[i];
+    if (typeof v !== "number" || !Number.isSafeInteger(v)) {
+      throw new CommandDecodeError(`${this.what}.${name} must be an integer`);
+    }
+    return v;
+  }
+  mode(i: number): number {
+    const m = this.uint(i, "mode");
+    if (m > 0o7777) throw new CommandDecodeError(`${this.what}.mode must be at most 0o7777`);
+    return m;
+  }
+  hash(i: number, name: string): Uint8Array {
+    const v = this.a[i];
+    if (!(v instanceof Uint8Array) || v.length !== HASH_LENGTH) {
+      throw new CommandDecodeError(`${this.what}.${name} must be ${HASH_LENGTH} bytes`);
+    }
+    return plain(v).slice();
+  }
+}
+
+function arity(a: unknown, n: number, what: string): unknown[] {
+  if (!Array.isArray(a) || a.length !== n) {
+    throw new CommandDecodeError(`${what} must be an array of ${n} fields`);
+  }
+  return a;
+}
+
+function opFromWire(raw: unknown, i: number): FileOp {
+  const what = `ops[${i}]`;
+  if (!Array.isArray(raw) || raw.length === 0) throw new CommandDecodeError(`${what} is not an op`);
+  switch (raw[0]) {
+    case OP_TAGS.put: {
+      const f = new Fields(arity(raw, 9, what), what);
+      const kind = KINDS[f.uint(3, "kind")];
+      if (kind !== "file" && kind !== "symlink") {
+        throw new CommandDecodeError(`${what}.kind must be file or symlink`);
+      }
+      const target = f.str(8, "target", true);
+      if ((kind === "symlink") !== (target.length > 0)) {
+        throw new CommandDecodeError(`${what}.target is required for symlinks only`);
+      }
+      return {
+        op: "put",
+        path: f.str(1, "path"),
+        base: f.uint(2, "base"),
+        kind,
+        root: f.hash(4, "root"),
+        size: f.uint(5, "size"),
+        mode: f.mode(6),
+        mtime: f.int(7, "mtime"),
+        ...(kind === "symlink" ? { target } : {}),
+      };
+    }
+    case OP_TAGS.mkdir: {
+      const f = new Fields(arity(raw, 5, what), what);
+      return {
+        op: "mkdir",
+        path: f.str(1, "path"),
+        base: f.uint(2, "base"),
+        mode: f.mode(3),
+        mtime: f.int(4, "mtime"),
+      };
+    }
+    case OP_TAGS.delete: {
+      const f = new Fields(arity(raw, 3, what), what);
+      return { op: "delete", path: f.str(1, "path"), base: f.uint(2, "base") };
+    }
+    case OP_TAGS.rename: {
+      const f = new Fields(arity(raw, 5, what), what);
+      return {
+        op: "rename",
+        from: f.str(1, "from"),
+        fromBase: f.uint(2, "fromBase"),
+        to: f.str(3, "to"),
+        toBase: f.uint(4, "toBase"),
+      };
+    }
+    default:
+      throw new CommandDecodeError(`${what} has an unknown op tag`);
+  }
+}
+
+function safeDecode(bytes: Uint8Array, what: string): unknown {
+  if (bytes.length > MAX_COMMAND_BYTES * 64) throw new CommandDecodeError(`${what} is too large`);
+  try {
+    return cborDecode(bytes);
+  } catch (e) {
+    throw new CommandDecodeError(`${what} is not valid CBOR: ${(e as Error).message}`);
+  }
+}
+
+/** Decode and validate a command; throws CommandDecodeError. */
+export function decodeCommand(bytes: Uint8Array): Command {
+  if (bytes.length > MAX_COMMAND_BYTES) throw new CommandDecodeError("command is too large");
+  const a = arity(safeDecode(bytes, "command"), 3, "command");
+  if (a[0] !== COMMAND_VERSION) throw new CommandDecodeError(`unknown command version ${a[0]}`);
+  const origin = new Fields(a, "command").str(1, "origin");
+  if (!Array.isArray(a[2]) || a[2].length === 0) {
+    throw new CommandDecodeError("command.ops must be a non-empty array");
+  }
+  return { origin, ops: a[2].map(opFromWire) };
+}
+
+/** Encode the whole index for a Raft snapshot. */
+export function encodeSnapshot(s: { applied: number; records: IndexRecord[] }): Uint8Array {
+  return cborEncode([
+    SNAPSHOT_VERSION,
+    s.applied,
+    s.records.map((r) => [
+      r.path,
+      r.version,
+      KINDS.indexOf(r.kind),
+      plain(r.root),
+      r.size,
+      r.mode,
+      r.mtime,
+      r.target ?? "",
+      r.deleted,
+      r.origin,
+    ]),
+  ]);
+}
+
+/** Decode a snapshot made by encodeSnapshot; throws CommandDecodeError. */
+export function decodeSnapshot(bytes: Uint8Array): { applied: number; records: IndexRecord[] } {
+  const a = arity(safeDecode(bytes, "snapshot"), 3, "snapshot");
+  if (a[0] !== SNAPSHOT_VERSION) throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
+  const applied = new Fields(a, "snapshot").uint(1, "applied");
+  if (!Array.isArray(a[2])) throw new CommandDecodeError("snapshot.records must be an array");
+  const records = a[2].map((raw, i): IndexRecord => {
+    const what = `records[${i}]`;
+    const f = new Fields(arity(raw, 10, what), what);
+    const kind = KINDS[f.uint(2, "kind")];
+    if (!kind) throw new CommandDecodeError(`${what}.kind is unknown`);
+    const target = f.str(7, "target", true);
+    const deleted = (raw as unknown[])[8];
+    if (typeof deleted !== "boolean") throw new CommandDecodeError(`${what}.deleted must be bool`);
+    return {
+      path: f.str(0, "path"),
+      version: f.uint(1, "version"),
+      kind,
+      root: f.hash(3, "root"),
+      size: f.uint(4, "size"),
+      mode: f.mode(5),
+      mtime: f.int(6, "mtime"),
+      ...(kind === "symlink" ? { target } : {}),
+      deleted,
+      origin: f.str(9, "origin", true),
+    };
+  });
+  return { applied, records };
+}
