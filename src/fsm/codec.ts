@@ -5,7 +5,7 @@
  */
 import { cborDecode, cborEncode } from "../wire/mod.ts";
 import { HASH_LENGTH } from "../chunk/mod.ts";
-import type { Command, FileKind, FileOp, IndexRecord } from "./types.ts";
+import type { Command, FileKind, IndexRecord, Op } from "./types.ts";
 
 const COMMAND_VERSION = 1;
 const SNAPSHOT_VERSION = 1;
@@ -18,14 +18,16 @@ export class CommandDecodeError extends Error {
   override name = "CommandDecodeError";
 }
 
-const OP_TAGS = { put: 1, mkdir: 2, delete: 3, rename: 4 } as const;
+const OP_TAGS = { put: 1, mkdir: 2, delete: 3, rename: 4, peer: 5, "use-invite": 6 } as const;
+/** Most addresses recorded for one member. */
+const MAX_PEER_ADDRS = 16;
 const KINDS: readonly FileKind[] = ["file", "dir", "symlink"];
 
 function plain(b: Uint8Array): Uint8Array {
   return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
-function opToWire(op: FileOp): unknown[] {
+function opToWire(op: Op): unknown[] {
   switch (op.op) {
     case "put":
       return [
@@ -45,6 +47,10 @@ function opToWire(op: FileOp): unknown[] {
       return [OP_TAGS.delete, op.path, op.base];
     case "rename":
       return [OP_TAGS.rename, op.from, op.fromBase, op.to, op.toBase];
+    case "peer":
+      return [OP_TAGS.peer, op.peerId, op.addrs];
+    case "use-invite":
+      return [OP_TAGS["use-invite"], op.inviteId];
   }
 }
 
@@ -95,6 +101,13 @@ class Fields {
   }
 }
 
+function strings(v: unknown, what: string): string[] {
+  if (!Array.isArray(v) || v.length > MAX_PEER_ADDRS) {
+    throw new CommandDecodeError(`${what} must be an array of at most ${MAX_PEER_ADDRS}`);
+  }
+  return v.map((_, i) => new Fields(v, what).str(i, String(i)));
+}
+
 function arity(a: unknown, n: number, what: string): unknown[] {
   if (!Array.isArray(a) || a.length !== n) {
     throw new CommandDecodeError(`${what} must be an array of ${n} fields`);
@@ -102,7 +115,7 @@ function arity(a: unknown, n: number, what: string): unknown[] {
   return a;
 }
 
-function opFromWire(raw: unknown, i: number): FileOp {
+function opFromWire(raw: unknown, i: number): Op {
   const what = `ops[${i}]`;
   if (!Array.isArray(raw) || raw.length === 0) throw new CommandDecodeError(`${what} is not an op`);
   switch (raw[0]) {
@@ -152,6 +165,14 @@ function opFromWire(raw: unknown, i: number): FileOp {
         toBase: f.uint(4, "toBase"),
       };
     }
+    case OP_TAGS.peer: {
+      const f = new Fields(arity(raw, 3, what), what);
+      return { op: "peer", peerId: f.str(1, "peerId"), addrs: strings(raw[2], `${what}.addrs`) };
+    }
+    case OP_TAGS["use-invite"]: {
+      const f = new Fields(arity(raw, 2, what), what);
+      return { op: "use-invite", inviteId: f.str(1, "inviteId") };
+    }
     default:
       throw new CommandDecodeError(`${what} has an unknown op tag`);
   }
@@ -179,10 +200,12 @@ export function decodeCommand(bytes: Uint8Array): Command {
 }
 
 /** Encode the whole index for a Raft snapshot. */
-export function encodeSnapshot(s: { applied: number; records: IndexRecord[] }): Uint8Array {
+export function encodeSnapshot(s: IndexSnapshot): Uint8Array {
   return cborEncode([
     SNAPSHOT_VERSION,
     s.applied,
+    s.peers.map((p) => [p.peerId, p.addrs]),
+    s.usedInvites,
     s.records.map((r) => [
       r.path,
       r.version,
@@ -199,12 +222,25 @@ export function encodeSnapshot(s: { applied: number; records: IndexRecord[] }): 
 }
 
 /** Decode a snapshot made by encodeSnapshot; throws CommandDecodeError. */
-export function decodeSnapshot(bytes: Uint8Array): { applied: number; records: IndexRecord[] } {
-  const a = arity(safeDecode(bytes, "snapshot"), 3, "snapshot");
+export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
+  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot");
   if (a[0] !== SNAPSHOT_VERSION) throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
   const applied = new Fields(a, "snapshot").uint(1, "applied");
-  if (!Array.isArray(a[2])) throw new CommandDecodeError("snapshot.records must be an array");
-  const records = a[2].map((raw, i): IndexRecord => {
+  if (!Array.isArray(a[2]) || !Array.isArray(a[4])) {
+    throw new CommandDecodeError("snapshot.peers and snapshot.records must be arrays");
+  }
+  const peers = a[2].map((raw, i) => {
+    const f = new Fields(arity(raw, 2, `peers[${i}]`), `peers[${i}]`);
+    return {
+      peerId: f.str(0, "peerId"),
+      addrs: strings((raw as unknown[])[1], `peers[${i}].addrs`),
+    };
+  });
+  if (!Array.isArray(a[3])) throw new CommandDecodeError("snapshot.usedInvites must be an array");
+  const usedInvites = a[3].map((_, i) =>
+    new Fields(a[3] as unknown[], "usedInvites").str(i, String(i))
+  );
+  const records = a[4].map((raw, i): IndexRecord => {
     const what = `records[${i}]`;
     const f = new Fields(arity(raw, 10, what), what);
     const kind = KINDS[f.uint(2, "kind")];
@@ -225,5 +261,13 @@ export function decodeSnapshot(bytes: Uint8Array): { applied: number; records: I
       origin: f.str(9, "origin", true),
     };
   });
-  return { applied, records };
+  return { applied, peers, usedInvites, records };
+}
+
+/** Everything the file index state machine holds. */
+export interface IndexSnapshot {
+  applied: number;
+  peers: { peerId: string; addrs: string[] }[];
+  usedInvites: string[];
+  records: IndexRecord[];
 }

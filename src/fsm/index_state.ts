@@ -12,7 +12,7 @@ import type { Hash } from "../chunk/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import { decodeCommand, decodeSnapshot, encodeSnapshot } from "./codec.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
-import type { ApplyResult, Command, FileOp, IndexRecord, RejectCode } from "./types.ts";
+import type { ApplyResult, Command, IndexRecord, Op, RejectCode } from "./types.ts";
 
 /** Most ops in one command: each costs up to 3 KV mutations, and one commit allows 1,000. */
 export const MAX_OPS_PER_COMMAND = 200;
@@ -33,6 +33,8 @@ class Rejection extends Error {
 /** Pending changes of one command, read-through to KV. */
 class Overlay {
   readonly changed = new Map<string, IndexRecord>();
+  readonly peers = new Map<string, string[]>();
+  readonly usedInvites = new Set<string>();
   constructor(private readonly state: IndexState) {}
 
   async get(path: string): Promise<IndexRecord | null> {
@@ -56,6 +58,26 @@ export class IndexState {
   }
   get #appliedKey(): Deno.KvKey {
     return [...this.prefix, "applied"];
+  }
+  #peer(peerId: string): Deno.KvKey {
+    return [...this.prefix, "peer", peerId];
+  }
+  #used(inviteId: string): Deno.KvKey {
+    return [...this.prefix, "used", inviteId];
+  }
+
+  /** The replicated address book: where each member said it can be reached. */
+  async peers(): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for await (const e of this.kv.list<string[]>({ prefix: [...this.prefix, "peer"] })) {
+      out.set(e.key[e.key.length - 1] as string, e.value);
+    }
+    return out;
+  }
+
+  /** Whether a single-use invite has been consumed. */
+  async inviteUsed(inviteId: string): Promise<boolean> {
+    return (await this.kv.get(this.#used(inviteId))).value !== null;
   }
 
   /** The record at `path` (live or tombstone), or null. */
@@ -130,6 +152,8 @@ export class IndexState {
         if (before && !before.deleted) atomic.delete(this.#fold(path));
       } else atomic.set(this.#fold(path), path);
     }
+    for (const [peerId, addrs] of overlay.peers) atomic.set(this.#peer(peerId), addrs);
+    for (const id of overlay.usedInvites) atomic.set(this.#used(id), index);
     atomic.set(this.#appliedKey, index);
     const r = await atomic.commit();
     if (!r.ok) throw new Error(`file index commit for entry ${index} failed`);
@@ -137,9 +161,18 @@ export class IndexState {
   }
 
   /** Validate one op against the overlay and stage its effect; throws Rejection. */
-  async #check(op: FileOp, version: number, origin: string, o: Overlay): Promise<void> {
+  async #check(op: Op, version: number, origin: string, o: Overlay): Promise<void> {
     const base = { version, origin, deleted: false };
     switch (op.op) {
+      case "peer":
+        o.peers.set(op.peerId, op.addrs);
+        return;
+      case "use-invite":
+        if (o.usedInvites.has(op.inviteId) || await this.inviteUsed(op.inviteId)) {
+          throw new Rejection("invite-used", "", "this single-use invite was used already", 0);
+        }
+        o.usedInvites.add(op.inviteId);
+        return;
       case "put":
       case "mkdir": {
         this.#validPath(op.path);
@@ -303,7 +336,12 @@ export class IndexState {
   async snapshot(): Promise<Uint8Array> {
     const records: IndexRecord[] = [];
     for await (const r of this.list({ tombstones: true })) records.push(r);
-    return encodeSnapshot({ applied: await this.applied(), records });
+    const peers = [...(await this.peers())].map(([peerId, addrs]) => ({ peerId, addrs }));
+    const usedInvites: string[] = [];
+    for await (const e of this.kv.list({ prefix: [...this.prefix, "used"] })) {
+      usedInvites.push(e.key[e.key.length - 1] as string);
+    }
+    return encodeSnapshot({ applied: await this.applied(), peers, usedInvites, records });
   }
 
   /**
@@ -315,7 +353,9 @@ export class IndexState {
     await this.kv.delete(this.#appliedKey);
     const keys: Deno.KvKey[] = [];
     for await (const e of this.kv.list({ prefix: [...this.prefix, "rec"] })) keys.push(e.key);
-    for await (const e of this.kv.list({ prefix: [...this.prefix, "fold"] })) keys.push(e.key);
+    for (const part of ["fold", "peer", "used"]) {
+      for await (const e of this.kv.list({ prefix: [...this.prefix, part] })) keys.push(e.key);
+    }
     for (let i = 0; i < keys.length; i += 500) {
       const a = this.kv.atomic();
       for (const k of keys.slice(i, i + 500)) a.delete(k);
@@ -329,6 +369,10 @@ export class IndexState {
       }
       await a.commit();
     }
+    const meta = this.kv.atomic();
+    for (const p of snap.peers) meta.set(this.#peer(p.peerId), p.addrs);
+    for (const id of snap.usedInvites) meta.set(this.#used(id), snap.applied);
+    await meta.commit();
     await this.kv.set(this.#appliedKey, snap.applied);
   }
 }

@@ -9,10 +9,14 @@ export type {
   FileKind,
   FileOp,
   IndexRecord,
+  MetaOp,
   Mkdir,
+  Op,
   PutFile,
   RejectCode,
   Rename,
+  SetPeerAddrs,
+  UseInvite,
 } from "./types.ts";
 export {
   CommandDecodeError,
@@ -20,6 +24,7 @@ export {
   decodeSnapshot,
   encodeCommand,
   encodeSnapshot,
+  type IndexSnapshot,
   MAX_COMMAND_BYTES,
 } from "./codec.ts";
 export { IndexState, MAX_OPS_PER_COMMAND } from "./index_state.ts";

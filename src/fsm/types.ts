@@ -62,14 +62,33 @@ export interface Rename {
   toBase: number;
 }
 
+/** Record where a member can be reached (the cluster's replicated address book). */
+export interface SetPeerAddrs {
+  op: "peer";
+  peerId: string;
+  addrs: string[];
+}
+
+/** Mark a single-use invite as consumed, so no other member admits with it again. */
+export interface UseInvite {
+  op: "use-invite";
+  inviteId: string;
+}
+
 /** A change to one path. */
 export type FileOp = PutFile | Mkdir | Delete | Rename;
+
+/** A change to cluster metadata: applied without compare-and-swap. */
+export type MetaOp = SetPeerAddrs | UseInvite;
+
+/** Anything a command may carry. */
+export type Op = FileOp | MetaOp;
 
 /** A command as proposed through Raft: the ops are applied all or none. */
 export interface Command {
   /** Proposing node's id. */
   origin: string;
-  ops: FileOp[];
+  ops: Op[];
 }
 
 /** Why a command was not applied. */
@@ -79,6 +98,7 @@ export type RejectCode =
   | "not-found" // the path to delete or rename is absent
   | "not-a-directory" // an ancestor is a file or symlink
   | "not-empty" // a directory still has live entries below it
+  | "invite-used" // a single-use invite was used already
   | "invalid"; // the command itself is malformed
 
 /** Outcome of applying one command. */

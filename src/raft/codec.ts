@@ -4,7 +4,7 @@
  * range-checked and anything malformed raises a RaftError with code "Decode", because these
  * bytes come from the network.
  */
-import { decode as cborDecode, encode as cborEncode } from "cbor-x";
+import { cborDecode, cborEncode } from "../wire/mod.ts";
 import {
   type Entry,
   type MembershipConfig,
@@ -22,7 +22,7 @@ const MAX_MEMBERS = 1024;
 
 /** Encode one message. */
 export function encodeMessage(m: Message): Uint8Array {
-  return new Uint8Array(cborEncode([
+  return cborEncode([
     VERSION,
     m.type,
     m.from,
@@ -46,12 +46,12 @@ export function encodeMessage(m: Message): Uint8Array {
         m.snapshot.data,
       ]
       : null,
-  ]));
+  ]);
 }
 
 /** Encode a batch of messages for one peer. */
 export function encodeMessages(ms: readonly Message[]): Uint8Array {
-  return new Uint8Array(cborEncode([VERSION, ms.map(encodeMessage)]));
+  return cborEncode([VERSION, ms.map(encodeMessage)]);
 }
 
 /** Decode a batch encoded by {@link encodeMessages}. */

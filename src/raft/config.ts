@@ -7,7 +7,7 @@
  * configuration is needed. Learners are added first (they catch up without affecting quorums)
  * and then promoted, which is the "one voter at a time" step.
  */
-import { decode as cborDecode, encode as cborEncode } from "cbor-x";
+import { cborDecode, cborEncode } from "../wire/mod.ts";
 import {
   type ConfChange,
   EMPTY_CONFIG,
@@ -69,7 +69,7 @@ export function applyConfChange(config: MembershipConfig, cc: ConfChange): Membe
 
 /** Encode a change as the data of a ConfChange entry. */
 export function encodeConfChange(cc: ConfChange): Uint8Array {
-  return new Uint8Array(cborEncode(cc));
+  return cborEncode(cc);
 }
 
 /** Decode and validate the data of a ConfChange entry. */

@@ -247,3 +247,34 @@ Deno.test("fsm: the command decoder rejects garbage and mutations with a typed e
   }
   assert.ok(rejected > 15_000);
 });
+
+Deno.test("fsm: the address book and single-use invites replicate and survive snapshots", async () => {
+  const kvs = await Promise.all([Deno.openKv(":memory:"), Deno.openKv(":memory:")]);
+  try {
+    const [a, b] = kvs.map((kv) => new IndexState(kv));
+    const addrs = ["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooWabc"];
+    assert.ok(
+      (await a.apply(
+        1,
+        encodeCommand({ origin: "n1", ops: [{ op: "peer", peerId: "p1", addrs }] }),
+      )).ok,
+    );
+    assert.ok(
+      (await a.apply(
+        2,
+        encodeCommand({ origin: "n1", ops: [{ op: "use-invite", inviteId: "ab" }] }),
+      )).ok,
+    );
+    const again = await a.apply(
+      3,
+      encodeCommand({ origin: "n2", ops: [{ op: "use-invite", inviteId: "ab" }] }),
+    );
+    assert.equal(!again.ok && again.code, "invite-used");
+    await b.restore(await a.snapshot());
+    assert.deepEqual(await b.peers(), new Map([["p1", addrs]]));
+    assert.equal(await b.inviteUsed("ab"), true);
+    assert.equal(await b.inviteUsed("cd"), false);
+  } finally {
+    for (const kv of kvs) kv.close();
+  }
+});
