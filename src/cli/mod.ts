@@ -7,6 +7,10 @@ import { reportError } from "./errors.ts";
 import { inspectCommand } from "./inspect.ts";
 import { scanCommand } from "./scan.ts";
 import { snapshotCreateCommand, snapshotDiffCommand, snapshotListCommand } from "./snapshot.ts";
+import { serveCommand } from "./serve.ts";
+import { inviteCommand } from "./invite.ts";
+import { statusCommand } from "./status.ts";
+import { parseLogLevel } from "../sync/mod.ts";
 
 export const VERSION = "0.1.0";
 
@@ -41,6 +45,41 @@ function buildProgram(result: { code: number }): Command {
     .option("--json", "print JSON")
     .action(async (file: string, opts) => {
       result.code = await inspectCommand(file, opts);
+    });
+
+  program.command("serve")
+    .description("run a node: keep <dir> in sync with the cluster (create one, or --join)")
+    .argument("<dir>", "directory to sync")
+    .option("--join <invite>", "join the cluster of this invite (first start only)")
+    .option(
+      "--listen <multiaddr...>",
+      "addresses to listen on (default /ip4/0.0.0.0/udp/4001/quic-v1)",
+    )
+    .option("--tcp", "also listen on and dial TCP (fallback transport)")
+    .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
+    .option("--log-format <format>", "text or json", (v: string) => {
+      if (v !== "text" && v !== "json") throw new InvalidArgumentError("must be text or json");
+      return v;
+    }, "text")
+    .action(async (dir: string, opts) => {
+      result.code = await serveCommand(dir, opts);
+    });
+
+  program.command("invite")
+    .description("print a new invite from the running node of <dir>")
+    .argument("<dir>")
+    .option("--ttl <duration>", "lifetime, e.g. 30m, 1h, 7d (default: no expiry)")
+    .option("--once", "the invite admits one node only")
+    .action(async (dir: string, opts) => {
+      result.code = await inviteCommand(dir, opts);
+    });
+
+  program.command("status")
+    .description("members, roles, leader, term, commit and applied index, connections")
+    .argument("<dir>")
+    .option("--json", "print JSON")
+    .action(async (dir: string, opts) => {
+      result.code = await statusCommand(dir, opts);
     });
 
   const snapshot = program.command("snapshot").description("named snapshots of a directory");

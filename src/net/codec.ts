@@ -25,8 +25,8 @@ import {
   arrayOf,
   bytes,
   fixedBytes,
-  type MessageSet as MessageSetType,
   MessageSet,
+  type MessageSet as MessageSetType,
   text,
   tuple,
   uint,
@@ -225,9 +225,17 @@ export type ObjectsMessage =
 const OBJECT_TAG = 35;
 
 const objectsMessages = new MessageSet<ObjectsMessage>("objects", [
-  { tag: 32, type: "have", fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_HAVE_HASHES)]] },
+  {
+    tag: 32,
+    type: "have",
+    fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_HAVE_HASHES)]],
+  },
   { tag: 33, type: "haveReply", fields: [["bits", bytes(0, Math.ceil(MAX_HAVE_HASHES / 8))]] },
-  { tag: 34, type: "want", fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_WANT_HASHES)]] },
+  {
+    tag: 34,
+    type: "want",
+    fields: [["hashes", arrayOf(fixedBytes(HASH_LENGTH), MAX_WANT_HASHES)]],
+  },
   {
     tag: OBJECT_TAG,
     type: "object",

@@ -56,7 +56,10 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     stream.addEventListener("message", (evt) => {
       const data = evt.data;
       // deno-lint-ignore no-explicit-any
-      const g = globalThis as any; g.__hist ??= new Map(); const b = 2 ** Math.ceil(Math.log2(data.byteLength)); g.__hist.set(b, (g.__hist.get(b) ?? 0) + 1);
+      const g = globalThis as any;
+      g.__hist ??= new Map();
+      const b = 2 ** Math.ceil(Math.log2(data.byteLength));
+      g.__hist.set(b, (g.__hist.get(b) ?? 0) + 1);
       if (data instanceof Uint8Array) this.#decoder.push(data);
       else for (const buf of data) this.#decoder.push(buf);
       if (!this.#paused && this.#decoder.bufferedBytes > this.#readHighWater) {

@@ -146,7 +146,9 @@ function validateInvite(invite: Invite): void {
   if (!(invite.secret instanceof Uint8Array) || invite.secret.length !== SECRET_LENGTH) {
     throw new InviteError("malformed", `invite secret must be ${SECRET_LENGTH} bytes`);
   }
-  if (invite.expiresAt !== null && !(Number.isSafeInteger(invite.expiresAt) && invite.expiresAt > 0)) {
+  if (
+    invite.expiresAt !== null && !(Number.isSafeInteger(invite.expiresAt) && invite.expiresAt > 0)
+  ) {
     throw new InviteError("malformed", "invite expiry must be a positive Unix time in ms");
   }
   if (invite.addrs.length === 0 || invite.addrs.length > MAX_INVITE_ADDRS) {
@@ -180,4 +182,3 @@ function peerInAddr(addr: string): string {
   }
   return last.value;
 }
-

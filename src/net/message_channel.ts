@@ -102,7 +102,14 @@ export class MessageChannel {
     const frame = raftCodec.encodeFrame({ type: "batch", msgs: batch });
     let link = this.#links.get(to);
     if (link === undefined) {
-      link = { stream: null, connecting: false, pending: [], pendingBytes: 0, failures: 0, retryAt: 0 };
+      link = {
+        stream: null,
+        connecting: false,
+        pending: [],
+        pendingBytes: 0,
+        failures: 0,
+        retryAt: 0,
+      };
       this.#links.set(to, link);
     }
     if (link.stream !== null) {

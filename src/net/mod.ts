@@ -4,10 +4,10 @@
  * Other folders import only this file.
  */
 export {
+  type ConnectionInfo,
   createHost,
   DEFAULT_LISTEN,
   DEFAULT_QUIC_TUNING,
-  type ConnectionInfo,
   type HandleOptions,
   type Host,
   type HostOptions,
@@ -46,6 +46,7 @@ export {
   parseInvite,
 } from "./invite.ts";
 export {
+  type InviteSecret,
   JOIN_PROTOCOL,
   type JoinAdmission,
   joinCluster,
@@ -53,7 +54,6 @@ export {
   JoinRefusal,
   type JoinRequest,
   type JoinResult,
-  type InviteSecret,
   type JoinServerOptions,
   serveJoin,
 } from "./join.ts";
@@ -66,8 +66,8 @@ export {
   RAFT_PROTOCOL,
 } from "./message_channel.ts";
 export {
-  OBJECTS_PROTOCOL,
   type ObjectProvider,
+  OBJECTS_PROTOCOL,
   type ObjectServerOptions,
   serveObjects,
 } from "./objects_server.ts";

@@ -191,7 +191,8 @@ class FetchRun {
       }
     }
     if (this.#remaining > 0) {
-      const onAbort = () => this.#fail(new FetchError(`fetch aborted: ${this.opts.signal?.reason}`));
+      const onAbort = () =>
+        this.#fail(new FetchError(`fetch aborted: ${this.opts.signal?.reason}`));
       this.opts.signal?.addEventListener("abort", onAbort, { once: true });
       const watchdog = setInterval(() => this.#checkStalls(), Math.min(1000, this.#stallMs / 2));
       try {
@@ -297,7 +298,9 @@ class FetchRun {
       try {
         await this.onObject(entry.hash, msg.data);
       } catch (err) {
-        this.#fail(new FetchError(`storing ${toHex(entry.hash)} failed: ${(err as Error).message}`));
+        this.#fail(
+          new FetchError(`storing ${toHex(entry.hash)} failed: ${(err as Error).message}`),
+        );
         throw err;
       }
       if (this.#remaining === 0) this.#wake();

@@ -9,12 +9,7 @@
  * cannot poison peers; the provider should still not serve what it knows to be damaged.
  */
 import type { Hash } from "../chunk/hash.ts";
-import {
-  encodeObjectFrame,
-  MAX_OBJECT_SIZE,
-  objectsCodec,
-  type ObjectsMessage,
-} from "./codec.ts";
+import { encodeObjectFrame, MAX_OBJECT_SIZE, objectsCodec, type ObjectsMessage } from "./codec.ts";
 import { WireDecodeError } from "./errors.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";

@@ -70,7 +70,9 @@ function check(value: unknown, spec: FieldSpec, path: string): unknown {
       return value;
     case "array": {
       if (!Array.isArray(value)) throw invalid(path, "an array");
-      if (value.length > spec.max) throw invalid(path, `at most ${spec.max} elements`, value.length);
+      if (value.length > spec.max) {
+        throw invalid(path, `at most ${spec.max} elements`, value.length);
+      }
       const out = new Array(value.length);
       for (let i = 0; i < value.length; i++) out[i] = check(value[i], spec.of, `${path}[${i}]`);
       return out;
@@ -168,15 +170,15 @@ export class MessageSet<M extends { type: string }> {
     if (spec === undefined) {
       throw new WireDecodeError(
         "unknown-type",
-        `${this.protocolName}: unknown message type ${
-          typeof tag === "number" ? tag : typeof tag
-        }`,
+        `${this.protocolName}: unknown message type ${typeof tag === "number" ? tag : typeof tag}`,
       );
     }
     if (value.length !== spec.fields.length + 1) {
       throw new WireDecodeError(
         "malformed",
-        `${this.protocolName}: ${spec.type} has ${value.length - 1} fields, expected ${spec.fields.length}`,
+        `${this.protocolName}: ${spec.type} has ${
+          value.length - 1
+        } fields, expected ${spec.fields.length}`,
       );
     }
     const out: Record<string, unknown> = { type: spec.type };

@@ -13,7 +13,9 @@ export {
   type ChunkLocation,
   type EntryKind,
   type LocalFileRecord,
+  metaKey,
   type ObjectLocation,
   SchemaError,
   type SnapshotRecord,
 } from "./schema.ts";
+export { type ClusterInfo, loadCluster, newCluster, saveCluster } from "./cluster.ts";

@@ -1,0 +1,40 @@
+/** `filesync serve <dir> [--join <invite>]`: run a node until interrupted. */
+import { Daemon } from "../daemon.ts";
+import { type LogFormat, Logger, type LogLevel } from "../sync/mod.ts";
+import { requireDirectory } from "./errors.ts";
+
+export interface ServeOptions {
+  join?: string;
+  listen?: string[];
+  tcp?: boolean;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+export async function serveCommand(dir: string, opts: ServeOptions): Promise<number> {
+  const root = await requireDirectory(dir);
+  const log = new Logger(opts.logLevel, opts.logFormat);
+  const daemon = await Daemon.start({
+    dir: root,
+    join: opts.join,
+    listen: opts.listen,
+    enableTcp: opts.tcp,
+    logger: log,
+  });
+  const status = await daemon.status();
+  console.log(`node ${status.peerId} of cluster ${status.clusterId}`);
+  for (const a of status.addrs) console.log(`listening ${a}`);
+  if (!opts.join && status.members.length === 1) {
+    // A one-member cluster: print an invite so the next node can join right away.
+    console.log(`invite ${daemon.invite({ ttlMs: 24 * 3600_000 })}`);
+  }
+  const stopped = Promise.withResolvers<void>();
+  const onSignal = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  await stopped.promise;
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  await daemon.stop();
+  return 0;
+}

@@ -1,0 +1,408 @@
+/**
+ * One FileSync node, wired together: the local store, the libp2p host with its membership gate,
+ * the Raft node with Deno KV storage and the replicated file index as its state machine, the
+ * join, raft and object protocols, and the local control channel. This is the only module that
+ * knows all the parts; each part knows only its own job.
+ *
+ * Membership: the first `serve` of a directory creates a cluster (id and secret) and bootstraps
+ * Raft with itself as the only voter. A joiner proves an invite's secret over /filesync/join/1;
+ * the admitting member adds it as a Raft learner, and the joiner promotes itself to voter once
+ * it has applied everything that was committed when it was admitted. The gate lets in exactly
+ * the peers in the current Raft configuration (plus joiners in their handshake).
+ */
+import { peerIdFromString } from "@libp2p/peer-id";
+import { loadOrCreateIdentity } from "./net/mod.ts";
+import {
+  createHost,
+  type Host,
+  joinCluster,
+  JoinRefusal,
+  type MemberInfo,
+  type MessageChannel,
+  openMessageChannel,
+  parseInvite,
+  serveJoin,
+  serveObjects,
+} from "./net/mod.ts";
+import {
+  type ApplyResult,
+  type Command,
+  decodeSnapshot,
+  encodeCommand,
+  IndexState,
+} from "./fsm/mod.ts";
+import { type Entry, KvRaftStorage, RaftError, RaftNode, RaftRole } from "./raft/mod.ts";
+import {
+  type ClusterInfo,
+  loadCluster,
+  LocalStore,
+  metaKey,
+  newCluster,
+  saveCluster,
+  StaleLocationError,
+} from "./store/mod.ts";
+import {
+  ChannelRaftTransport,
+  type ControlServer,
+  inviteTerms,
+  Logger,
+  makeInvite,
+  resolveInvite,
+  startControlServer,
+} from "./sync/mod.ts";
+import { cborDecode, cborEncode } from "./wire/mod.ts";
+
+/** How a node is started. */
+export interface DaemonOptions {
+  /** The synced directory. */
+  dir: string;
+  /** Multiaddrs to listen on (default: all interfaces, UDP 4001, QUIC). */
+  listen?: string[];
+  /** Invite of a cluster to join (only for a directory that is not yet a member). */
+  join?: string;
+  /** Also listen on and dial TCP. */
+  enableTcp?: boolean;
+  logger?: Logger;
+  /** Raft tick, ms (election after about 10 ticks without a leader). */
+  tickMs?: number;
+}
+
+/** What `filesync status` shows. */
+export interface NodeStatus {
+  dir: string;
+  peerId: string;
+  clusterId: string;
+  addrs: string[];
+  role: string;
+  leader: string;
+  term: number;
+  commit: number;
+  applied: number;
+  members: { peerId: string; role: "voter" | "learner"; addrs: string[]; connected: boolean }[];
+  connections: { peerId: string; remoteAddr: string; direction: string }[];
+}
+
+const JOIN_COMMIT_KEY = "joinCommit";
+
+/** A running node. */
+export class Daemon {
+  #members = new Set<string>();
+  /** Peers in a join handshake or just admitted, allowed in before the config says so. */
+  #admitting = new Map<string, number>();
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #promoting = false;
+  #publishedAddrs = "";
+  /** When each member was last dialed, to space out reconnect attempts. */
+  #lastDial = new Map<string, number>();
+  #stopped = false;
+
+  private constructor(
+    readonly store: LocalStore,
+    readonly host: Host,
+    readonly raft: RaftNode,
+    readonly index: IndexState,
+    readonly cluster: ClusterInfo,
+    private readonly channel: MessageChannel,
+    private readonly control: ControlServer,
+    readonly log: Logger,
+  ) {}
+
+  /** Open the directory, join or create the cluster, and start serving. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const log = opts.logger ?? new Logger();
+    const store = await LocalStore.open(opts.dir);
+    const cleanups: (() => Promise<unknown> | unknown)[] = [() => store.close()];
+    try {
+      const existing = await loadCluster(store.kv);
+      if (existing && opts.join) {
+        throw new Error(
+          `${store.root} is already a member of cluster ${existing.clusterId}; run serve without --join`,
+        );
+      }
+      // The gate consults the daemon's member set, which exists only once the daemon does;
+      // until then it admits the peers in `early` (the invite's server, during a join).
+      let daemon: Daemon | null = null;
+      const early = new Set<string>();
+      const identity = await loadOrCreateIdentity(`${store.dataDir}/identity.key`);
+      const host = await createHost({
+        identityPath: `${store.dataDir}/identity.key`,
+        listen: opts.listen,
+        enableTcp: opts.enableTcp,
+        isAllowedPeer: (peer) => daemon ? daemon.#allowed(peer) : early.has(peer),
+        logger: log.asNetLogger(),
+      });
+      cleanups.push(() => host.stop());
+      if (host.peerId !== identity.peerId) throw new Error("identity mismatch");
+
+      let cluster = existing;
+      let bootstrap: string[] | undefined;
+      let joinedMembers: MemberInfo[] = [];
+      if (!cluster && opts.join) {
+        const invite = parseInvite(opts.join);
+        const result = await joinCluster(host, invite);
+        const data = cborDecode(result.data) as [string, Uint8Array, number];
+        if (!Array.isArray(data) || data[0] !== invite.clusterId) {
+          throw new Error("the admitting member sent no valid cluster record");
+        }
+        cluster = { clusterId: data[0], secret: new Uint8Array(data[1]), createdAt: Date.now() };
+        await store.kv.set(metaKey(JOIN_COMMIT_KEY), data[2]);
+        joinedMembers = result.members;
+        for (const m of joinedMembers) early.add(m.peerId);
+        log.info("joined", { cluster: cluster.clusterId, via: result.serverPeer });
+      } else if (!cluster) {
+        cluster = newCluster();
+        bootstrap = [host.peerId];
+        log.info("cluster created", { cluster: cluster.clusterId });
+      }
+      await saveCluster(store.kv, cluster);
+
+      const index = new IndexState(store.kv, ["fsm"]);
+      const transport = new ChannelRaftTransport(log.asNetLogger());
+      const channel = await openMessageChannel(
+        host,
+        (from, batch) => transport.deliver(from, batch),
+      );
+      transport.attach(channel);
+      cleanups.push(() => channel.close());
+      const raft = await RaftNode.start({
+        id: host.peerId,
+        storage: new KvRaftStorage(store.kv, ["raft"]),
+        transport,
+        bootstrap,
+        tickMs: opts.tickMs ?? 100,
+        stateMachine: {
+          apply: (e: Entry) => index.apply(e.index, e.data),
+          snapshot: () => index.snapshot(),
+          async restore(data: Uint8Array) {
+            // After a restart Raft hands back its last snapshot; the index in KV is already at
+            // or past it, so restoring would only throw work away.
+            if ((await index.applied()) >= decodeSnapshot(data).applied) return;
+            await index.restore(data);
+          },
+        },
+      });
+      cleanups.push(() => raft.stop());
+
+      let self!: Daemon;
+      const control = await startControlServer(store.dataDir, {
+        status: () => self.status(),
+        invite: (o) => Promise.resolve({ invite: self.invite(o) }),
+      });
+      cleanups.push(() => control.close());
+      self = new Daemon(store, host, raft, index, cluster, channel, control, log);
+      for (const m of joinedMembers) self.#members.add(m.peerId);
+      daemon = self;
+      await self.#serveProtocols();
+      self.#startBackgroundTasks();
+      log.info("serving", {
+        dir: store.root,
+        peer: host.peerId,
+        addrs: host.addrs().join(","),
+      });
+      return self;
+    } catch (e) {
+      for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Gate decision: a member, or a peer being admitted right now. */
+  #allowed(peer: string): boolean {
+    if (this.#members.has(peer)) return true;
+    const until = this.#admitting.get(peer);
+    return until !== undefined && until > Date.now();
+  }
+
+  async #serveProtocols(): Promise<void> {
+    await serveJoin(this.host, {
+      clusterId: this.cluster.clusterId,
+      resolveInvite: (id) => resolveInvite(this.cluster.secret, id),
+      admit: (req) => this.#admit(req.peerId, req.inviteId, req.remoteAddr),
+    });
+    await serveObjects(this.host, {
+      has: async (h) =>
+        (await this.store.packs.has(h)) || (await this.store.locator.lookup(h)) !== null,
+      get: async (h) => {
+        try {
+          const fromTree = await this.store.locator.read(h);
+          if (fromTree) return fromTree;
+        } catch (e) {
+          if (!(e instanceof StaleLocationError)) throw e;
+        }
+        return (await this.store.packs.has(h)) ? await this.store.packs.get(h) : null;
+      },
+    });
+  }
+
+  /** Admit an authenticated joiner: consume a single-use invite, add it as a learner. */
+  async #admit(peerId: string, inviteId: string, remoteAddr: string) {
+    this.#admitting.set(peerId, Date.now() + 60_000);
+    const terms = inviteTerms(inviteId);
+    const config = this.raft.status().config;
+    if (config.voters.includes(peerId) || config.learners.includes(peerId)) {
+      this.log.info("rejoin", { peer: peerId });
+    } else {
+      const ops: Command["ops"] = [{ op: "peer", peerId, addrs: [remoteAddr] }];
+      if (terms?.once) ops.unshift({ op: "use-invite", inviteId });
+      const r = await this.propose({ origin: this.host.peerId, ops });
+      if (!r.ok) throw new JoinRefusal(r.message);
+      await this.raft.proposeConfChange({ type: "addLearner", node: peerId });
+      this.log.info("member added", { peer: peerId, role: "learner" });
+    }
+    this.#refreshMembers();
+    const book = await this.index.peers();
+    const members: MemberInfo[] = [];
+    for (const id of [...config.voters, ...config.learners]) {
+      const addrs = id === this.host.peerId ? this.host.addrs() : book.get(id) ?? [];
+      members.push({ peerId: id, addrs });
+    }
+    const commit = this.raft.status().committed;
+    return {
+      members,
+      data: cborEncode([this.cluster.clusterId, this.cluster.secret, commit]),
+    };
+  }
+
+  /** Propose a file index command and wait for its result on this node. */
+  async propose(command: Command): Promise<ApplyResult> {
+    return await this.raft.propose(encodeCommand(command)) as ApplyResult;
+  }
+
+  #startBackgroundTasks(): void {
+    this.#timers.push(setInterval(() => this.#refreshMembers(), 200));
+    this.#timers.push(setInterval(() => {
+      this.#maintainMembership().catch((e) =>
+        this.log.debug("membership upkeep failed", { error: (e as Error).message })
+      );
+    }, 500));
+  }
+
+  /** Track the Raft configuration; close connections of peers that left it. */
+  #refreshMembers(): void {
+    if (this.#stopped) return;
+    const { voters, learners } = this.raft.status().config;
+    const next = new Set([...voters, ...learners]);
+    if (next.size === 0) return; // a joiner before its first entries: keep the invite's members
+    const changed = next.size !== this.#members.size ||
+      [...next].some((p) => !this.#members.has(p));
+    if (!changed) return;
+    const removed = [...this.#members].filter((p) => !next.has(p));
+    this.#members = next;
+    for (const p of next) this.#admitting.delete(p);
+    if (removed.length > 0) this.host.revalidate().catch(() => {});
+  }
+
+  /** Publish our addresses, learn others', and promote ourselves once caught up. */
+  async #maintainMembership(): Promise<void> {
+    if (this.#stopped) return;
+    const st = this.raft.status();
+    const configured = [...st.config.voters, ...st.config.learners];
+    await this.#connectMembers(configured.length > 0 ? configured : [...this.#members]);
+    if (st.lead === "") return;
+    const book = await this.index.peers();
+    for (const [peer, addrs] of book) {
+      if (peer !== this.host.peerId && addrs.length > 0) {
+        await this.host.rememberPeer(peer, addrs).catch(() => {});
+      }
+    }
+    const mine = this.host.addrs();
+    const published = JSON.stringify(book.get(this.host.peerId) ?? []);
+    if (published !== JSON.stringify(mine) && this.#publishedAddrs !== JSON.stringify(mine)) {
+      this.#publishedAddrs = JSON.stringify(mine);
+      await this.propose({
+        origin: this.host.peerId,
+        ops: [{ op: "peer", peerId: this.host.peerId, addrs: mine }],
+      }).catch(() => this.#publishedAddrs = "");
+    }
+    if (st.config.learners.includes(this.host.peerId) && !this.#promoting) {
+      const needed = (await this.store.kv.get<number>(metaKey(JOIN_COMMIT_KEY))).value ?? 0;
+      if (st.applied >= needed) {
+        this.#promoting = true;
+        try {
+          await this.raft.proposeConfChange({ type: "promote", node: this.host.peerId });
+          this.log.info("member promoted", { peer: this.host.peerId, role: "voter" });
+        } catch (e) {
+          if (!(e instanceof RaftError)) throw e;
+        } finally {
+          this.#promoting = false;
+        }
+      }
+    }
+  }
+
+  /**
+   * Keep a connection to every member. Raft needs both directions, and a member that joined
+   * through someone else may have no address the others can dial yet: its outgoing
+   * connection is how the leader first reaches it.
+   */
+  async #connectMembers(members: string[]): Promise<void> {
+    const connected = new Set(this.host.connections().map((c) => c.peerId));
+    const now = Date.now();
+    await Promise.all(members.map(async (peer) => {
+      if (peer === this.host.peerId || connected.has(peer)) return;
+      if ((this.#lastDial.get(peer) ?? 0) > now - 2_000) return;
+      this.#lastDial.set(peer, now);
+      try {
+        await this.host.libp2p.dial(peerIdFromString(peer), { signal: AbortSignal.timeout(5_000) });
+      } catch (e) {
+        this.log.debug("dial failed", { peer, error: (e as Error).message });
+      }
+    }));
+  }
+
+  /** A new invite naming this node's addresses. */
+  invite(opts: { ttlMs?: number; once?: boolean } = {}): string {
+    return makeInvite(this.cluster, this.host.addrs(), opts);
+  }
+
+  /** Members, roles, leader, term, commit and applied index, connections. */
+  async status(): Promise<NodeStatus> {
+    const st = this.raft.status();
+    const book = await this.index.peers();
+    const conns = this.host.connections();
+    const connected = new Set(conns.map((c) => c.peerId));
+    const member = (peerId: string, role: "voter" | "learner") => ({
+      peerId,
+      role,
+      addrs: peerId === this.host.peerId ? this.host.addrs() : book.get(peerId) ?? [],
+      connected: peerId === this.host.peerId || connected.has(peerId),
+    });
+    return {
+      dir: this.store.root,
+      peerId: this.host.peerId,
+      clusterId: this.cluster.clusterId,
+      addrs: this.host.addrs(),
+      role: st.role === RaftRole.Leader
+        ? "leader"
+        : st.config.learners.includes(st.id)
+        ? "learner"
+        : st.role,
+      leader: st.lead,
+      term: st.term,
+      commit: st.committed,
+      applied: st.applied,
+      members: [
+        ...st.config.voters.map((p) => member(p, "voter")),
+        ...st.config.learners.map((p) => member(p, "learner")),
+      ],
+      connections: conns.map((c) => ({
+        peerId: c.peerId,
+        remoteAddr: c.remoteAddr,
+        direction: c.direction,
+      })),
+    };
+  }
+
+  /** Stop everything this node started, in reverse order. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    await this.control.close().catch(() => {});
+    await this.raft.stop().catch(() => {});
+    await this.channel.close().catch(() => {});
+    await this.host.stop().catch(() => {});
+    await this.store.close().catch(() => {});
+    this.log.info("stopped");
+  }
+}

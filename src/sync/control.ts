@@ -1,0 +1,108 @@
+/**
+ * The local control channel between `filesync status|invite` and the running `filesync serve`
+ * of the same directory: HTTP on 127.0.0.1 at a random port, authenticated by a random token.
+ * Port and token are in `<dir>/.filesync/control.json`, mode 0600, so only the user who runs
+ * the daemon (and root) can talk to it.
+ */
+
+const FILE_NAME = "control.json";
+
+/** Contents of control.json. */
+export interface ControlEndpoint {
+  port: number;
+  token: string;
+  pid: number;
+}
+
+/** Handlers the daemon provides. */
+export interface ControlHandlers {
+  status(): Promise<unknown>;
+  invite(opts: { ttlMs?: number; once?: boolean }): Promise<{ invite: string }>;
+}
+
+/** A running control server. */
+export interface ControlServer {
+  close(): Promise<void>;
+}
+
+/** No daemon runs for this directory (or it cannot be reached). */
+export class NotRunningError extends Error {
+  override name = "NotRunningError";
+}
+
+function tokenMatches(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+/** Start the control server and write control.json into `dataDir`. */
+export async function startControlServer(
+  dataDir: string,
+  handlers: ControlHandlers,
+): Promise<ControlServer> {
+  const token = Array.from(
+    crypto.getRandomValues(new Uint8Array(24)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const auth = req.headers.get("authorization") ?? "";
+    if (!tokenMatches(auth, `Bearer ${token}`)) return new Response("forbidden", { status: 403 });
+    const url = new URL(req.url);
+    try {
+      if (req.method === "GET" && url.pathname === "/status") {
+        return Response.json(await handlers.status());
+      }
+      if (req.method === "POST" && url.pathname === "/invite") {
+        const body = await req.json() as { ttlMs?: number; once?: boolean };
+        return Response.json(await handlers.invite(body));
+      }
+      return new Response("not found", { status: 404 });
+    } catch (e) {
+      return Response.json({ error: (e as Error).message }, { status: 500 });
+    }
+  });
+  const endpoint: ControlEndpoint = { port: server.addr.port, token, pid: Deno.pid };
+  const path = `${dataDir}/${FILE_NAME}`;
+  await Deno.writeTextFile(`${path}.tmp`, JSON.stringify(endpoint), { mode: 0o600 });
+  await Deno.chmod(`${path}.tmp`, 0o600);
+  await Deno.rename(`${path}.tmp`, path);
+  return {
+    async close() {
+      await Deno.remove(path).catch(() => {});
+      await server.shutdown();
+    },
+  };
+}
+
+/** Call the daemon of `dataDir`; throws NotRunningError if none answers. */
+export async function callControl<T>(
+  dataDir: string,
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  let endpoint: ControlEndpoint;
+  try {
+    endpoint = JSON.parse(await Deno.readTextFile(`${dataDir}/${FILE_NAME}`));
+  } catch {
+    throw new NotRunningError("no filesync serve is running for this directory");
+  }
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${endpoint.port}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${endpoint.token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch {
+    throw new NotRunningError(
+      `the filesync serve for this directory (pid ${endpoint.pid}) does not answer`,
+    );
+  }
+  const json = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+  if (!res.ok) throw new Error((json as { error?: string }).error ?? `HTTP ${res.status}`);
+  return json as T;
+}
