@@ -296,15 +296,17 @@ export class Daemon {
   async #maintainMembership(): Promise<void> {
     if (this.#stopped) return;
     const st = this.raft.status();
-    const configured = [...st.config.voters, ...st.config.learners];
-    await this.#connectMembers(configured.length > 0 ? configured : [...this.#members]);
-    if (st.lead === "") return;
+    // Addresses first (a restarted node knows its peers only from its replicated address
+    // book), then connections, so a node whose own address changed can reach the others.
     const book = await this.index.peers();
     for (const [peer, addrs] of book) {
       if (peer !== this.host.peerId && addrs.length > 0) {
         await this.host.rememberPeer(peer, addrs).catch(() => {});
       }
     }
+    const configured = [...st.config.voters, ...st.config.learners];
+    await this.#connectMembers(configured.length > 0 ? configured : [...this.#members]);
+    if (st.lead === "") return;
     const mine = this.host.addrs();
     const published = JSON.stringify(book.get(this.host.peerId) ?? []);
     if (published !== JSON.stringify(mine) && this.#publishedAddrs !== JSON.stringify(mine)) {
