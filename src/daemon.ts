@@ -121,14 +121,14 @@ export class Daemon {
       }
       // The gate consults the daemon's member set, which exists only once the daemon does;
       // until then it admits the peers in `early` (the invite's server, during a join).
-      let daemon: Daemon | null = null;
+      const ref: { daemon: Daemon | null } = { daemon: null };
       const early = new Set<string>();
       const identity = await loadOrCreateIdentity(`${store.dataDir}/identity.key`);
       const host = await createHost({
         identityPath: `${store.dataDir}/identity.key`,
         listen: opts.listen,
         enableTcp: opts.enableTcp,
-        isAllowedPeer: (peer) => daemon ? daemon.#allowed(peer) : early.has(peer),
+        isAllowedPeer: (peer) => ref.daemon ? ref.daemon.#allowed(peer) : early.has(peer),
         logger: log.asNetLogger(),
       });
       cleanups.push(() => host.stop());
@@ -183,15 +183,14 @@ export class Daemon {
       });
       cleanups.push(() => raft.stop());
 
-      let self!: Daemon;
       const control = await startControlServer(store.dataDir, {
-        status: () => self.status(),
-        invite: (o) => Promise.resolve({ invite: self.invite(o) }),
+        status: () => ref.daemon!.status(),
+        invite: (o) => Promise.resolve({ invite: ref.daemon!.invite(o) }),
       });
       cleanups.push(() => control.close());
-      self = new Daemon(store, host, raft, index, cluster, channel, control, log);
+      const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
       for (const m of joinedMembers) self.#members.add(m.peerId);
-      daemon = self;
+      ref.daemon = self;
       await self.#serveProtocols();
       self.#startBackgroundTasks();
       log.info("serving", {
