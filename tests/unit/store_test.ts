@@ -129,7 +129,8 @@ Deno.test("KvBatch: thousands of mutations commit across several atomic operatio
       Array.from({ length: 2500 }, (_, i) => batch.set(["t", i], { v: "x".repeat(200) })),
     );
     await batch.flush();
-    assert.ok(batch.commits >= 5, `expected several commits, got ${batch.commits}`);
+    // 2,500 mutations cannot fit in one commit (Deno KV allows 1,000).
+    assert.ok(batch.commits >= 3, `expected several commits, got ${batch.commits}`);
     let n = 0;
     for await (const _ of store.kv.list({ prefix: ["t"] })) n++;
     assert.equal(n, 2500);
