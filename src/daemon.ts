@@ -186,6 +186,7 @@ export class Daemon {
       const control = await startControlServer(store.dataDir, {
         status: () => ref.daemon!.status(),
         invite: (o) => Promise.resolve({ invite: ref.daemon!.invite(o) }),
+        removeMember: (peerId) => ref.daemon!.removeMember(peerId),
       });
       cleanups.push(() => control.close());
       const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
@@ -349,6 +350,21 @@ export class Daemon {
         this.log.debug("dial failed", { peer, error: (e as Error).message });
       }
     }));
+  }
+
+  /**
+   * Remove a member through Raft. From the moment the change applies, every member's gate
+   * refuses the removed peer (its connections are closed and new ones refused).
+   */
+  async removeMember(peerId: string): Promise<{ removed: string }> {
+    const { voters, learners } = this.raft.status().config;
+    if (!voters.includes(peerId) && !learners.includes(peerId)) {
+      throw new Error(`${peerId} is not a member`);
+    }
+    await this.raft.proposeConfChange({ type: "remove", node: peerId });
+    this.#refreshMembers();
+    this.log.info("member removed", { peer: peerId });
+    return { removed: peerId };
   }
 
   /** A new invite naming this node's addresses. */

@@ -10,6 +10,7 @@ import { snapshotCreateCommand, snapshotDiffCommand, snapshotListCommand } from 
 import { serveCommand } from "./serve.ts";
 import { inviteCommand } from "./invite.ts";
 import { statusCommand } from "./status.ts";
+import { removeMemberCommand } from "./members.ts";
 import { parseLogLevel } from "../sync/mod.ts";
 
 export const VERSION = "0.1.0";
@@ -80,6 +81,14 @@ function buildProgram(result: { code: number }): Command {
     .option("--json", "print JSON")
     .action(async (dir: string, opts) => {
       result.code = await statusCommand(dir, opts);
+    });
+
+  program.command("remove")
+    .description("remove a member from the cluster (it is refused from then on)")
+    .argument("<dir>", "directory of a running member")
+    .argument("<peer-id>", "peer id of the member to remove (see filesync status)")
+    .action(async (dir: string, peer: string) => {
+      result.code = await removeMemberCommand(dir, peer);
     });
 
   const snapshot = program.command("snapshot").description("named snapshots of a directory");

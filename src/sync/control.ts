@@ -18,6 +18,7 @@ export interface ControlEndpoint {
 export interface ControlHandlers {
   status(): Promise<unknown>;
   invite(opts: { ttlMs?: number; once?: boolean }): Promise<{ invite: string }>;
+  removeMember(peerId: string): Promise<{ removed: string }>;
 }
 
 /** A running control server. */
@@ -57,6 +58,13 @@ export async function startControlServer(
       if (req.method === "POST" && url.pathname === "/invite") {
         const body = await req.json() as { ttlMs?: number; once?: boolean };
         return Response.json(await handlers.invite(body));
+      }
+      if (req.method === "POST" && url.pathname === "/remove") {
+        const body = await req.json() as { peerId?: unknown };
+        if (typeof body.peerId !== "string") {
+          return Response.json({ error: "peerId is required" }, { status: 400 });
+        }
+        return Response.json(await handlers.removeMember(body.peerId));
       }
       return new Response("not found", { status: 404 });
     } catch (e) {

@@ -9,7 +9,8 @@
  * is on disk as far as sync knows".
  */
 import { assertHash, type Hash } from "../chunk/mod.ts";
-import type { IndexRecord } from "../fsm/mod.ts";
+import type { FileOp, IndexRecord } from "../fsm/mod.ts";
+import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import { type EntryKind, type KvBatch, type LocalFileRecord, SchemaError } from "../store/mod.ts";
 
 /** What this node's disk held at `path` when it last matched a committed version. */
@@ -108,6 +109,51 @@ export function syncedFromLocal(version: number, local: LocalFileRecord): Synced
   return out;
 }
 
+/**
+ * The synced records implied by an upload op once it is committed at `version`: the disk held
+ * what was proposed. `local` is the local view the op was planned from (rename targets take
+ * their record from it). A null record means "remove the path's record".
+ */
+export function syncedAfterUpload(
+  op: FileOp,
+  version: number,
+  local: ReadonlyMap<string, LocalFileRecord>,
+): { path: string; rec: SyncedRecord | null }[] {
+  switch (op.op) {
+    case "put": {
+      const rec: SyncedRecord = {
+        version,
+        kind: op.kind,
+        root: op.root,
+        mode: op.mode,
+        mtime: op.mtime,
+        size: op.size,
+      };
+      if (op.kind === "symlink") rec.target = op.target ?? "";
+      return [{ path: op.path, rec }];
+    }
+    case "mkdir":
+      return [{
+        path: op.path,
+        rec: {
+          version,
+          kind: "dir",
+          root: EMPTY_FILE_ROOT,
+          mode: op.mode,
+          mtime: op.mtime,
+          size: 0,
+        },
+      }];
+    case "delete":
+      return [{ path: op.path, rec: null }];
+    case "rename": {
+      const to = local.get(op.to);
+      if (!to) throw new TypeError(`rename target ${op.to} is not in the local records`);
+      return [{ path: op.from, rec: null }, { path: op.to, rec: syncedFromLocal(version, to) }];
+    }
+  }
+}
+
 /** Read and write access to the synced records in a node's KV. */
 export class SyncedState {
   constructor(private readonly kv: Deno.Kv) {}
@@ -149,5 +195,18 @@ export class SyncedState {
   adopt(batch: KvBatch, path: string, committed: IndexRecord | null | undefined): Promise<void> {
     if (!committed || committed.deleted) return this.delete(batch, path);
     return this.put(batch, path, syncedFromIndex(committed));
+  }
+
+  /** Queue the records implied by an upload op committed at `version` (syncedAfterUpload). */
+  async recordUpload(
+    batch: KvBatch,
+    op: FileOp,
+    version: number,
+    local: ReadonlyMap<string, LocalFileRecord>,
+  ): Promise<void> {
+    for (const { path, rec } of syncedAfterUpload(op, version, local)) {
+      if (rec) await this.put(batch, path, rec);
+      else await this.delete(batch, path);
+    }
   }
 }

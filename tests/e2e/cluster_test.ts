@@ -71,6 +71,19 @@ Deno.test({
       const after = await nodes[0].status();
       const expected = [...all, (await d.status()).peerId].sort();
       assert.deepEqual(memberIds(after), expected, "only the node with the valid invite was added");
+
+      // Removing a member: it leaves every configuration and its streams are refused.
+      const dPeer = (await d.status()).peerId;
+      const removed = await runCli(["remove", dirs[0], dPeer]);
+      assert.equal(removed.code, 0, removed.stderr);
+      for (const n of nodes.slice(0, 3)) {
+        await waitFor("removal to apply", async () => !memberIds(await n.status()).includes(dPeer));
+      }
+      await waitFor(
+        "a member to refuse the removed peer",
+        () =>
+          Promise.resolve(nodes.slice(0, 3).some((n) => n.stderr.includes(`non-member ${dPeer}`))),
+      );
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
       for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
