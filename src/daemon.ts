@@ -19,6 +19,7 @@ import {
   JoinRefusal,
   type MemberInfo,
   type MessageChannel,
+  ObjectFetcher,
   openMessageChannel,
   parseInvite,
   serveJoin,
@@ -49,6 +50,7 @@ import {
   makeInvite,
   resolveInvite,
   startControlServer,
+  SyncEngine,
 } from "./sync/mod.ts";
 import { cborDecode, cborEncode } from "./wire/mod.ts";
 
@@ -65,6 +67,8 @@ export interface DaemonOptions {
   logger?: Logger;
   /** Raft tick, ms (election after about 10 ticks without a leader). */
   tickMs?: number;
+  /** Safety-net rescan period of the sync engine, ms. */
+  rescanMs?: number;
 }
 
 /** What `filesync status` shows. */
@@ -80,6 +84,13 @@ export interface NodeStatus {
   applied: number;
   members: { peerId: string; role: "voter" | "learner"; addrs: string[]; connected: boolean }[];
   connections: { peerId: string; remoteAddr: string; direction: string }[];
+  sync: {
+    passes: number;
+    busy: boolean;
+    pendingUp: number;
+    pendingDown: number;
+    conflicts: number;
+  };
 }
 
 const JOIN_COMMIT_KEY = "joinCommit";
@@ -95,6 +106,7 @@ export class Daemon {
   /** When each member was last dialed, to space out reconnect attempts. */
   #lastDial = new Map<string, number>();
   #stopped = false;
+  #engine: SyncEngine | null = null;
 
   private constructor(
     readonly store: LocalStore,
@@ -171,7 +183,12 @@ export class Daemon {
         bootstrap,
         tickMs: opts.tickMs ?? 100,
         stateMachine: {
-          apply: (e: Entry) => index.apply(e.index, e.data),
+          apply: async (e: Entry) => {
+            const r = await index.apply(e.index, e.data);
+            // A newly committed change: let the sync engine bring the disk up to date.
+            if (r.ok) ref.daemon?.requestSync();
+            return r;
+          },
           snapshot: () => index.snapshot(),
           async restore(data: Uint8Array) {
             // After a restart Raft hands back its last snapshot; the index in KV is already at
@@ -187,6 +204,7 @@ export class Daemon {
         status: () => ref.daemon!.status(),
         invite: (o) => Promise.resolve({ invite: ref.daemon!.invite(o) }),
         removeMember: (peerId) => ref.daemon!.removeMember(peerId),
+        sync: () => ref.daemon!.syncNow(),
       });
       cleanups.push(() => control.close());
       const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
@@ -194,6 +212,7 @@ export class Daemon {
       ref.daemon = self;
       await self.#serveProtocols();
       self.#startBackgroundTasks();
+      self.#startEngine(opts.rescanMs);
       log.info("serving", {
         dir: store.root,
         peer: host.peerId,
@@ -232,6 +251,45 @@ export class Daemon {
         return (await this.store.packs.has(h)) ? await this.store.packs.get(h) : null;
       },
     });
+  }
+
+  /** Schedule a sync pass (after a commit, say). */
+  requestSync(): void {
+    this.#engine?.request();
+  }
+
+  #startEngine(rescanMs?: number): void {
+    const fetcher = new ObjectFetcher(this.host);
+    this.#engine = new SyncEngine({
+      store: this.store,
+      index: this.index,
+      propose: (c) => this.propose(c),
+      nodeId: this.host.peerId,
+      log: this.log,
+      remote: {
+        fetch: async (hashes, onObject) => {
+          const peers = [...this.#members].filter((p) => p !== this.host.peerId);
+          const r = await fetcher.fetch(hashes, peers, onObject);
+          return { missing: r.missing };
+        },
+      },
+    }, { rescanMs });
+    this.#engine.start();
+  }
+
+  /**
+   * Run a sync pass now and report whether the directory matches the committed index: no
+   * local change waiting to be committed, no committed entry waiting to be written, and this
+   * node's state machine caught up with the leader's commit (read-your-writes for scripts).
+   */
+  async syncNow(): Promise<{ inSync: boolean; pendingUp: number; pendingDown: number }> {
+    await this.raft.readBarrier();
+    const r = await this.#engine!.syncNow();
+    return {
+      inSync: r.pendingUp === 0 && r.pendingDown === 0 && r.conflicts === 0 && r.uploaded === 0,
+      pendingUp: r.pendingUp,
+      pendingDown: r.pendingDown,
+    };
   }
 
   /** Admit an authenticated joiner: consume a single-use invite, add it as a learner. */
@@ -407,6 +465,16 @@ export class Daemon {
         remoteAddr: c.remoteAddr,
         direction: c.direction,
       })),
+      sync: (() => {
+        const p = this.#engine?.lastPass;
+        return {
+          passes: p?.passes ?? 0,
+          busy: p?.busy ?? false,
+          pendingUp: p?.pendingUp ?? 0,
+          pendingDown: p?.pendingDown ?? 0,
+          conflicts: p?.conflicts ?? 0,
+        };
+      })(),
     };
   }
 
@@ -416,6 +484,7 @@ export class Daemon {
     this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
     await this.control.close().catch(() => {});
+    await this.#engine?.stop().catch(() => {});
     await this.raft.stop().catch(() => {});
     await this.channel.close().catch(() => {});
     await this.host.stop().catch(() => {});

@@ -79,6 +79,8 @@ function buildProgram(result: { code: number }): Command {
     .description("members, roles, leader, term, commit and applied index, connections")
     .argument("<dir>")
     .option("--json", "print JSON")
+    .option("--wait", "wait until the directory matches the committed index (exit 0) or time out")
+    .option("--timeout <seconds>", "how long --wait waits (default 60)", positiveInt)
     .action(async (dir: string, opts) => {
       result.code = await statusCommand(dir, opts);
     });

@@ -1,13 +1,18 @@
 /** `filesync status <dir> [--json]`: what the running node of a directory knows. */
 import type { NodeStatus } from "../daemon.ts";
 import { DATA_DIR_NAME } from "../store/mod.ts";
-import { callControl } from "../sync/mod.ts";
-import { requireDirectory } from "./errors.ts";
+import { callControl, NotRunningError } from "../sync/mod.ts";
+import { CliError, requireDirectory } from "./errors.ts";
 import { printJson } from "./format.ts";
 
-export async function statusCommand(dir: string, opts: { json?: boolean }): Promise<number> {
+export async function statusCommand(
+  dir: string,
+  opts: { json?: boolean; wait?: boolean; timeout?: number },
+): Promise<number> {
   const root = await requireDirectory(dir);
-  const s = await callControl<NodeStatus>(`${root}/${DATA_DIR_NAME}`, "GET", "/status");
+  const dataDir = `${root}/${DATA_DIR_NAME}`;
+  if (opts.wait) return await waitInSync(dataDir, (opts.timeout ?? 60) * 1000, opts.json);
+  const s = await callControl<NodeStatus>(dataDir, "GET", "/status");
   if (opts.json) {
     printJson(s);
     return 0;
@@ -25,5 +30,35 @@ export async function statusCommand(dir: string, opts: { json?: boolean }): Prom
     );
   }
   console.log(`connections ${s.connections.length}`);
+  console.log(
+    `sync     ${s.sync.pendingUp} changes to commit, ${s.sync.pendingDown} to write, ` +
+      `${s.sync.passes} passes${s.sync.busy ? " (running)" : ""}`,
+  );
   return 0;
+}
+
+/**
+ * `status --wait`: run sync passes until this node's directory matches the committed index
+ * (exit 0) or the timeout passes (exit 1 with one line saying what is left).
+ */
+async function waitInSync(dataDir: string, timeoutMs: number, json?: boolean): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = { inSync: false, pendingUp: 0, pendingDown: 0 };
+  while (Date.now() < deadline) {
+    try {
+      last = await callControl<typeof last>(dataDir, "POST", "/sync");
+      if (last.inSync) {
+        if (json) printJson(last);
+        return 0;
+      }
+    } catch (e) {
+      if (e instanceof NotRunningError) throw e;
+      // No quorum or a pass that failed: try again until the deadline.
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new CliError(
+    `not in sync after ${Math.round(timeoutMs / 1000)} s: ${last.pendingUp} local changes ` +
+      `not committed, ${last.pendingDown} committed changes not written`,
+  );
 }

@@ -2,8 +2,9 @@
  * The wire codec of every FileSync protocol: CBOR (cbor-x) checked against a per-message
  * schema (schema.ts), inside length-prefixed frames (frame.ts).
  *
- * Why CBOR and not protobuf: cbor-x is already a dependency and needs no code generation
- * (protons would add a generate step and generated files to keep in sync); byte strings are
+ * Why CBOR and not protobuf: cbor-x is already a dependency (used through src/wire, the
+ * project's one CBOR configuration: pure JS, no eval, no native addon) and needs no code
+ * generation (protons would add a generate step and generated files to keep in sync); bytes are
  * native, which matters for hashes and chunks; and strictness comes from our schema check,
  * which is stricter than protobuf's (exact arity and types, bounded lengths, no silently
  * ignored unknown fields). Messages are positional arrays `[tag, ...fields]`, so they are as
@@ -12,13 +13,9 @@
  * Each protocol has its own message set and tag range, so a frame of one protocol fed to
  * another's decoder is an "unknown-type" error rather than a misread.
  */
-// The pure-JS, no-eval build: the default "cbor-x" entry loads the cbor-extract native addon,
-// which is built against Node's V8 ABI and kills a Deno process (undefined symbol
-// v8::Isolate::GetCurrent) the first time it decodes a long string; and a decoder of untrusted
-// input should not compile code from that input (cbor-x's record readers use new Function).
-import { Decoder, Encoder } from "cbor-x/index-no-eval";
 import { HASH_LENGTH } from "../chunk/hash.ts";
 import type { Hash } from "../chunk/hash.ts";
+import { cborDecode as wireDecode, cborEncode as wireEncode } from "../wire/mod.ts";
 import { WireDecodeError, WireEncodeError } from "./errors.ts";
 import { encodeFrame, FRAME_HEADER_LENGTH } from "./frame.ts";
 import {
@@ -33,27 +30,12 @@ import {
 } from "./schema.ts";
 
 // ---------------------------------------------------------------------------------------------
-// CBOR
-
-const encoder = new Encoder({
-  useRecords: false,
-  tagUint8Array: false,
-  structuredClone: false,
-  bundleStrings: false,
-  pack: false,
-});
-
-const decoder = new Decoder({
-  useRecords: false,
-  structuredClone: false,
-  bundleStrings: false,
-  mapsAsObjects: true,
-});
+// CBOR, through the project's one CBOR configuration (src/wire)
 
 /** CBOR-encode a value laid out by a schema (only arrays, ints, text, bytes, booleans). */
 function cborEncode(value: unknown): Uint8Array {
   try {
-    return encoder.encode(value);
+    return wireEncode(value);
   } catch (err) {
     throw new WireEncodeError(`CBOR encoding failed: ${(err as Error)?.message ?? err}`);
   }
@@ -63,7 +45,7 @@ function cborEncode(value: unknown): Uint8Array {
 function cborDecode(bytes: Uint8Array): unknown {
   if (bytes.length === 0) throw new WireDecodeError("malformed", "empty message");
   try {
-    return decoder.decode(bytes);
+    return wireDecode(bytes);
   } catch (err) {
     const e = err as { incomplete?: boolean; message?: string } | undefined;
     throw new WireDecodeError(
@@ -258,6 +240,22 @@ export const OBJECT_FRAME_OVERHEAD = FRAME_HEADER_LENGTH + 1 + 2 + 2 + HASH_LENG
  * checks it against the generic encoder.
  */
 export function encodeObjectFrame(hash: Hash, data: Uint8Array): Uint8Array {
+  const head = encodeObjectFrameHead(hash, data, data.length);
+  head.set(data, head.length - data.length);
+  return head;
+}
+
+/**
+ * The bytes of an `object` frame that precede its data: the frame is this head followed by
+ * `data` unchanged. Lets a sender queue the data buffer itself, without copying it, when the
+ * transport will concatenate queued buffers anyway.
+ */
+export function encodeObjectFrameHeader(hash: Hash, data: Uint8Array): Uint8Array {
+  return encodeObjectFrameHead(hash, data, 0);
+}
+
+/** The envelope of an object frame, in a buffer with `room` spare bytes at the end. */
+function encodeObjectFrameHead(hash: Hash, data: Uint8Array, room: number): Uint8Array {
   if (!(hash instanceof Uint8Array) || hash.length !== HASH_LENGTH) {
     throw new WireEncodeError(`object.hash must be exactly ${HASH_LENGTH} bytes`);
   }
@@ -268,7 +266,7 @@ export function encodeObjectFrame(hash: Hash, data: Uint8Array): Uint8Array {
   // CBOR byte-string header for the data: shortest form, as cbor-x writes it.
   const dataHeader = n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
   const payload = 1 + 2 + 2 + HASH_LENGTH + dataHeader + n;
-  const out = new Uint8Array(FRAME_HEADER_LENGTH + payload);
+  const out = new Uint8Array(FRAME_HEADER_LENGTH + payload - n + room);
   const view = new DataView(out.buffer);
   view.setUint32(0, payload);
   let p = FRAME_HEADER_LENGTH;
@@ -293,7 +291,6 @@ export function encodeObjectFrame(hash: Hash, data: Uint8Array): Uint8Array {
     view.setUint32(p, n);
     p += 4;
   }
-  out.set(data, p);
   return out;
 }
 

@@ -55,11 +55,6 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, readCodec.maxFrame + 65536);
     stream.addEventListener("message", (evt) => {
       const data = evt.data;
-      // deno-lint-ignore no-explicit-any
-      const g = globalThis as any;
-      g.__hist ??= new Map();
-      const b = 2 ** Math.ceil(Math.log2(data.byteLength));
-      g.__hist.set(b, (g.__hist.get(b) ?? 0) + 1);
       if (data instanceof Uint8Array) this.#decoder.push(data);
       else for (const buf of data) this.#decoder.push(buf);
       if (!this.#paused && this.#decoder.bufferedBytes > this.#readHighWater) {
@@ -123,6 +118,35 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
    */
   async writeEncoded(frame: Uint8Array, signal?: AbortSignal): Promise<void> {
     this.writeFrame(frame);
+    while (this.stream.writableNeedsDrain && this.stream.writeBufferLength > this.#writeHighWater) {
+      await waitForDrain(this.stream, signal);
+    }
+  }
+
+  /**
+   * Queue one frame given as consecutive parts (e.g. an envelope and a payload buffer); the
+   * parts are not copied here. Resolves when our queue is below the high-water mark.
+   */
+  async writeParts(parts: Uint8Array[], signal?: AbortSignal): Promise<void> {
+    if (this.stream.writeStatus !== "writable") {
+      throw new StreamEndedError(`stream is ${this.stream.writeStatus} for writing`);
+    }
+    // While the transport is busy, send() only appends to libp2p's queue (which is
+    // concatenated into one native write on drain). When it is idle, each send() would be its
+    // own native write, so join the parts into one buffer first.
+    if (this.stream.writableNeedsDrain) {
+      for (const p of parts) this.stream.send(p);
+    } else {
+      let n = 0;
+      for (const p of parts) n += p.length;
+      const joined = new Uint8Array(n);
+      let o = 0;
+      for (const p of parts) {
+        joined.set(p, o);
+        o += p.length;
+      }
+      this.stream.send(joined);
+    }
     while (this.stream.writableNeedsDrain && this.stream.writeBufferLength > this.#writeHighWater) {
       await waitForDrain(this.stream, signal);
     }

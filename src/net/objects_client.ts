@@ -2,10 +2,12 @@
  * Client side of /filesync/objects/1: fetch many objects from several members at once, with
  * every object verified (SHA-256 of the bytes = the requested hash) before the caller sees it.
  *
- * One QUIC stream carries only ~30 MiB/s here (the transport reads 4 KiB per native call), so
- * throughput comes from parallelism: each peer gets `streamsPerPeer` streams, and each stream
- * keeps up to `window` objects requested ahead (pipelined `want`s, answered in order). All
- * streams pull batches from one shared queue, so faster peers and streams simply take more.
+ * Throughput comes from pipelining and parallelism: each peer gets `streamsPerPeer` streams,
+ * and each stream keeps up to `window` objects requested ahead (pipelined `want`s, answered in
+ * order), so the server never waits for a round trip. All streams pull batches from one
+ * shared queue, so faster peers and streams simply take more. (With the transport's stock
+ * 4 KiB reads one stream carried ~30 MiB/s and many streams were needed; with larger reads,
+ * see quic_read_size.ts, two deep streams per peer did best here: bench/transport_bench.ts.)
  *
  * Failure handling:
  *  - a peer that sends an object whose hash does not match is logged, all its streams are
@@ -28,9 +30,9 @@ export type ObjectSink = (hash: Hash, bytes: Uint8Array) => Promise<void> | void
 
 /** Options of one fetch. */
 export interface FetchOptions {
-  /** Streams opened to each peer (default 8). */
+  /** Streams opened to each peer (default 2; see bench/transport_bench.ts). */
   streamsPerPeer?: number;
-  /** Objects requested ahead per stream (default 16). */
+  /** Objects requested ahead per stream (default 32). */
   window?: number;
   /** Hashes per `want` request (default 8, at most MAX_WANT_HASHES). */
   batch?: number;
@@ -169,8 +171,8 @@ class FetchRun {
     private readonly onObject: ObjectSink,
     private readonly opts: FetchOptions,
   ) {
-    this.#streamsPerPeer = Math.max(1, opts.streamsPerPeer ?? 8);
-    this.#window = Math.max(1, opts.window ?? 16);
+    this.#streamsPerPeer = Math.max(1, opts.streamsPerPeer ?? 2);
+    this.#window = Math.max(1, opts.window ?? 32);
     this.#batch = Math.min(MAX_WANT_HASHES, Math.max(1, opts.batch ?? 8), this.#window);
     this.#stallMs = opts.stallMs ?? 30_000;
     this.#maxFailures = opts.maxPeerFailures ?? 3;
@@ -285,7 +287,7 @@ class FetchRun {
         this.#badPeer(w.peer, `answered out of order (${msg.type})`);
         return;
       }
-      if (!Deno.env.get("SKIP_SHA") && !hashEquals(sha256(msg.data), entry.hash)) {
+      if (!hashEquals(sha256(msg.data), entry.hash)) {
         w.inflight.unshift(entry);
         this.#badPeer(w.peer, `sent corrupt object ${toHex(entry.hash)}`);
         return;

@@ -9,7 +9,12 @@
  * cannot poison peers; the provider should still not serve what it knows to be damaged.
  */
 import type { Hash } from "../chunk/hash.ts";
-import { encodeObjectFrame, MAX_OBJECT_SIZE, objectsCodec, type ObjectsMessage } from "./codec.ts";
+import {
+  encodeObjectFrameHeader,
+  MAX_OBJECT_SIZE,
+  objectsCodec,
+  type ObjectsMessage,
+} from "./codec.ts";
 import { WireDecodeError } from "./errors.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
@@ -109,7 +114,7 @@ async function sendObjects(
     if (data === null || data.length > MAX_OBJECT_SIZE) {
       await fs.write({ type: "missing", hash: hashes[i] });
     } else {
-      await fs.writeEncoded(encodeObjectFrame(hashes[i], data));
+      await fs.writeParts([encodeObjectFrameHeader(hashes[i], data), data]);
     }
   }
 }

@@ -19,6 +19,7 @@ export interface ControlHandlers {
   status(): Promise<unknown>;
   invite(opts: { ttlMs?: number; once?: boolean }): Promise<{ invite: string }>;
   removeMember(peerId: string): Promise<{ removed: string }>;
+  sync(): Promise<{ inSync: boolean; pendingUp: number; pendingDown: number }>;
 }
 
 /** A running control server. */
@@ -58,6 +59,9 @@ export async function startControlServer(
       if (req.method === "POST" && url.pathname === "/invite") {
         const body = await req.json() as { ttlMs?: number; once?: boolean };
         return Response.json(await handlers.invite(body));
+      }
+      if (req.method === "POST" && url.pathname === "/sync") {
+        return Response.json(await handlers.sync());
       }
       if (req.method === "POST" && url.pathname === "/remove") {
         const body = await req.json() as { peerId?: unknown };

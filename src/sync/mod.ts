@@ -11,3 +11,45 @@ export { ChannelRaftTransport } from "./raft_transport.ts";
 export { inviteSecret, inviteTerms, makeInvite, newInviteId, resolveInvite } from "./invites.ts";
 export { type LogFormat, Logger, type LogLevel, parseLogLevel } from "./log.ts";
 export { callControl, type ControlServer, NotRunningError, startControlServer } from "./control.ts";
+export {
+  parseSyncedRecord,
+  SYNCED_PREFIX,
+  syncedAfterUpload,
+  syncedFromIndex,
+  syncedFromLocal,
+  syncedKey,
+  type SyncedRecord,
+  SyncedState,
+} from "./synced_state.ts";
+export {
+  type Conflict,
+  reconcile,
+  type RefusedPath,
+  sameContent,
+  type SyncPlan,
+} from "./reconcile.ts";
+export {
+  conflictCopyName,
+  ConflictNameError,
+  conflictTimestamp,
+  MAX_CONFLICT_ATTEMPTS,
+  sanitizeNodeName,
+  splitExtension,
+  uniqueConflictCopyName,
+} from "./conflict_names.ts";
+export {
+  ChunkFetchError,
+  isTempName,
+  keepConflictCopy,
+  materialize,
+  MaterializeError,
+  type MaterializeOptions,
+  type MaterializeResult,
+  type MaterializeSources,
+  type MaterializeStatus,
+  sweepTempFiles,
+  TEMP_PREFIX,
+  UnsafePathError,
+} from "./materializer.ts";
+export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
+export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";

@@ -74,7 +74,8 @@
  * or its replacement by a file, after the removal of everything below it. Otherwise mkdirs
  * come first (parents first), then renames, then deletes (children first), then puts, each in
  * path order. The only possible cycle involves a rename (a case-only rename of a directory
- * together with its contents); renames are then given up for delete + put, which cannot cycle.
+ * together with its contents); the renames on it are then given up for delete + put (deletes
+ * and creates alone cannot form a cycle).
  *
  * Materialize order: tombstones first, children first (a directory is emptied before it is
  * removed or replaced by a file), then live entries, parents first.
@@ -322,8 +323,6 @@ function buildUploads(
     if (list) list.push(p);
     else gone.set(key, [p]);
   }
-  const renamedFrom = new Set<string>();
-  const renamedTo = new Set<string>();
   if (gone.size > 0) {
     for (const p of puts) {
       const L = local.get(p)!;
@@ -332,20 +331,24 @@ function buildUploads(
       if (!list || list.length === 0) continue;
       const from = list.shift()!;
       renames.push({ from, to: p });
-      renamedFrom.add(from);
-      renamedTo.add(p);
     }
   }
 
-  const build = (withRenames: boolean): FileOp[] | null => {
+  // Renames given up for delete + put because they took part in an ordering cycle.
+  const givenUp = new Set<number>();
+  for (;;) {
+    const kept = renames.filter((_, k) => !givenUp.has(k));
+    const keptFrom = new Set(kept.map((r) => r.from));
+    const keptTo = new Set(kept.map((r) => r.to));
     const ops: FileOp[] = [];
-    const mkdirs: FileOp[] = [];
+    /** Index into `renames` of each rename op in `ops`. */
+    const renameOf = new Map<number, number>();
     const putOps: FileOp[] = [];
     for (const p of puts) {
-      if (withRenames && renamedTo.has(p)) continue;
+      if (keptTo.has(p)) continue;
       const L = local.get(p)!;
       if (L.kind === "dir") {
-        mkdirs.push({ op: "mkdir", path: p, base: base(p), mode: L.mode, mtime: L.mtime });
+        ops.push({ op: "mkdir", path: p, base: base(p), mode: L.mode, mtime: L.mtime });
       } else {
         putOps.push({
           op: "put",
@@ -360,27 +363,30 @@ function buildUploads(
         });
       }
     }
-    ops.push(...mkdirs);
-    if (withRenames) {
-      for (const r of renames) {
-        ops.push({
-          op: "rename",
-          from: r.from,
-          fromBase: synced.get(r.from)!.version,
-          to: r.to,
-          toBase: base(r.to),
-        });
-      }
-    }
+    renames.forEach((r, k) => {
+      if (givenUp.has(k)) return;
+      renameOf.set(ops.length, k);
+      ops.push({
+        op: "rename",
+        from: r.from,
+        fromBase: synced.get(r.from)!.version,
+        to: r.to,
+        toBase: base(r.to),
+      });
+    });
     for (let i = deletes.length - 1; i >= 0; i--) {
       const p = deletes[i];
-      if (withRenames && renamedFrom.has(p)) continue;
+      if (keptFrom.has(p)) continue;
       ops.push({ op: "delete", path: p, base: base(p) });
     }
     ops.push(...putOps);
-    return orderOps(ops, committed);
-  };
-  return build(renames.length > 0) ?? build(false)!;
+    const ordered = orderOps(ops, committed);
+    if (Array.isArray(ordered)) return ordered;
+    // Only renames can close a cycle (see the module comment): give up those on it.
+    const onCycle = ordered.cycle.filter((i) => renameOf.has(i)).map((i) => renameOf.get(i)!);
+    if (onCycle.length === 0) renames.forEach((_, k) => givenUp.add(k));
+    for (const k of onCycle) givenUp.add(k);
+  }
 }
 
 /** The path an op creates (mkdir, put, rename target), or null. */
@@ -395,9 +401,13 @@ function removed(op: FileOp): string | null {
 
 /**
  * Topological order of `ops` by what the state machine checks (see the module comment),
- * keeping the given order wherever no dependency says otherwise. Null if there is a cycle.
+ * keeping the given order wherever no dependency says otherwise. On a cycle, the indices of
+ * the ops on it.
  */
-function orderOps(ops: FileOp[], committed: ReadonlyMap<string, IndexRecord>): FileOp[] | null {
+function orderOps(
+  ops: FileOp[],
+  committed: ReadonlyMap<string, IndexRecord>,
+): FileOp[] | { cycle: number[] } {
   const mkdirAt = new Map<string, number>();
   const removalsByFold = new Map<string, number[]>();
   const removals: { path: string; i: number }[] = [];
@@ -466,7 +476,10 @@ function orderOps(ops: FileOp[], committed: ReadonlyMap<string, IndexRecord>): F
       const top = stack[stack.length - 1];
       if (top.next < top.deps.length) {
         const j = top.deps[top.next++];
-        if (state[j] === 1) return null;
+        if (state[j] === 1) {
+          const from = stack.findIndex((f) => f.i === j);
+          return { cycle: stack.slice(from).map((f) => f.i) };
+        }
         if (state[j] === 0) {
           state[j] = 1;
           stack.push({ i: j, deps: deps(j), next: 0 });

@@ -9,7 +9,7 @@
  * entry refers to them (KvBatch's beforeCommit hook), chunk locations and file records come
  * next, and the scan summary is written last.
  */
-import { type ChunkerOptions, DEFAULT_CHUNKER_OPTIONS, type Hash } from "../chunk/mod.ts";
+import { type ChunkerOptions, DEFAULT_CHUNKER_OPTIONS, type Hash, toHex } from "../chunk/mod.ts";
 import {
   buildDirTree,
   comparePaths,
@@ -98,6 +98,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   for await (const e of walkTree(store.root, problems)) entries.push(e);
 
   const batch = new KvBatch(store.kv, () => store.packs.flush());
+  // Chunks located during this scan: a forget for an old copy of the same chunk (a renamed or
+  // duplicated file) must not drop the new location queued in the same batch.
+  const located = new Set<string>();
   const records = new Map<string, LocalFileRecord>();
   const toHash: WalkEntry[] = [];
   for (const e of entries) {
@@ -105,7 +108,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     if (e.kind !== "file") {
       const rec = recordOf(e);
       records.set(e.path, rec);
-      if (prev && prev.kind === "file") await forgetChunks(store, batch, e.path, prev.root);
+      if (prev && prev.kind === "file") {
+        await forgetChunks(store, batch, e.path, prev.root, located);
+      }
       await store.files.put(batch, e.path, rec);
     } else if (unchanged(prev, e, lastScanStart)) {
       const rec = { ...prev!, mode: e.mode };
@@ -139,7 +144,14 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
         async (hashed) => {
           hashedFiles++;
           hashedBytes += hashed.size;
-          const rec = await recordHashed(store, batch, e.path, hashed, previous.get(e.path));
+          const rec = await recordHashed(
+            store,
+            batch,
+            e.path,
+            hashed,
+            previous.get(e.path),
+            located,
+          );
           records.set(e.path, rec);
         },
         (err) => {
@@ -174,7 +186,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   for (const [path, prev] of previous) {
     if (records.has(path)) continue;
     removed++;
-    if (prev.kind === "file") await forgetChunks(store, batch, path, prev.root);
+    if (prev.kind === "file") await forgetChunks(store, batch, path, prev.root, located);
     await store.files.remove(batch, path);
   }
 
@@ -221,10 +233,12 @@ async function recordHashed(
   path: string,
   hashed: HashedFile,
   prev: LocalFileRecord | undefined,
+  located: Set<string>,
 ): Promise<LocalFileRecord> {
   for (const [hash, bytes] of hashed.nodes) store.packs.put(hash, bytes);
-  if (prev && prev.kind === "file") await forgetChunks(store, batch, path, prev.root);
+  if (prev && prev.kind === "file") await forgetChunks(store, batch, path, prev.root, located);
   for (const c of hashed.chunks) {
+    located.add(toHex(c.hash));
     await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
   }
   const rec: LocalFileRecord = {
@@ -239,10 +253,20 @@ async function recordHashed(
   return rec;
 }
 
-/** Drop the chunk locations that point into the old content of `path`. */
-async function forgetChunks(store: LocalStore, batch: KvBatch, path: string, oldRoot: Hash) {
+/**
+ * Drop the chunk locations that point into the old content of `path`, except chunks located
+ * anew during this scan.
+ */
+async function forgetChunks(
+  store: LocalStore,
+  batch: KvBatch,
+  path: string,
+  oldRoot: Hash,
+  located: Set<string>,
+) {
   try {
     for await (const c of walkFileChunks(oldRoot, store.packs)) {
+      if (located.has(toHex(c.hash))) continue;
       await store.locator.forget(batch, c.hash, path);
     }
   } catch {

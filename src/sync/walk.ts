@@ -6,6 +6,7 @@
  */
 import { IGNORE_FILE_NAME, IgnoreRules } from "./ignore_rules.ts";
 import type { EntryKind } from "../store/mod.ts";
+import { isTempName } from "./materializer.ts";
 
 /** One entry of the tree as the file system shows it now. */
 export interface WalkEntry {
@@ -78,6 +79,8 @@ async function* walkDir(
   }
   names.sort();
   for (const name of names) {
+    // The materializer's temp files are its own business until renamed into place.
+    if (isTempName(name)) continue;
     const path = rel === "" ? name : `${rel}/${name}`;
     let info: Deno.FileInfo;
     try {

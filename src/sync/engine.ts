@@ -1,0 +1,339 @@
+/**
+ * The sync engine of one node: it keeps the directory and the cluster's committed index in
+ * step. Each pass scans the tree (re-reading only changed files), plans with reconcile(), and
+ * then
+ *   1. adopts paths whose disk content already equals the committed entry,
+ *   2. keeps both-sides-changed paths as conflict copies and writes the committed entry,
+ *   3. writes every newer committed entry to disk (fetching missing chunks from peers),
+ *   4. proposes local changes through Raft, each based on the version it was synced at
+ *      (compare-and-swap), and records what was committed.
+ * A proposal that fails (no quorum, or someone else committed first) changes nothing locally:
+ * the edit stays on disk, differs from the synced record, and is planned again next pass,
+ * either as a retry or, once the other version is visible, as a conflict copy. No edit is
+ * ever dropped.
+ *
+ * Passes run one at a time; a request during a pass schedules exactly one more. They are
+ * triggered by file system events (watcher), by newly committed entries, and by a periodic
+ * rescan as a safety net for missed events.
+ */
+import type { Hash } from "../chunk/mod.ts";
+import type { ApplyResult, Command, FileOp, IndexRecord, IndexState } from "../fsm/mod.ts";
+import type { NodeSource } from "../merkle/mod.ts";
+import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
+import { keepConflictCopy, materialize, type MaterializeSources } from "./materializer.ts";
+import { reconcile, type SyncPlan } from "./reconcile.ts";
+import { scanTree } from "./scanner.ts";
+import { syncedAfterUpload, SyncedState } from "./synced_state.ts";
+import { Watcher } from "./watcher.ts";
+import type { Logger } from "./log.ts";
+
+/** Where objects this node lacks come from (the daemon adapts the network). */
+export interface RemoteObjects {
+  /** Fetch objects by hash from peers; each arrives verified through `onObject`. */
+  fetch(hashes: Hash[], onObject: (hash: Hash, bytes: Uint8Array) => Promise<void>): Promise<{
+    missing: Hash[];
+  }>;
+}
+
+/** What the engine needs from the rest of the node. */
+export interface EngineDeps {
+  store: LocalStore;
+  index: IndexState;
+  propose(command: Command): Promise<ApplyResult>;
+  /** This node's id (conflict copies are named after it). */
+  nodeId: string;
+  remote: RemoteObjects;
+  log: Logger;
+}
+
+/** Options of the engine. */
+export interface EngineOptions {
+  /** Safety-net rescan period, ms (default 10,000). */
+  rescanMs?: number;
+  /** Watch the directory for changes (default true). */
+  watch?: boolean;
+}
+
+/** What one pass did. */
+export interface PassResult {
+  uploaded: number;
+  materialized: number;
+  conflicts: number;
+  /** Ops that could not be committed this pass (kept for the next one). */
+  pendingUp: number;
+  /** Committed entries not yet on disk (a local change in the way, or a fetch failure). */
+  pendingDown: number;
+}
+
+/** Ops proposed together; a rejected batch is retried op by op. */
+const UPLOAD_BATCH = 64;
+/** Proposals in flight at once during an upload. */
+const UPLOAD_CONCURRENCY = 16;
+
+/** A short, file-name-safe name for this node in conflict copies. */
+function shortNodeName(nodeId: string): string {
+  return nodeId.slice(-8);
+}
+
+/**
+ * The plan's order (tombstones first, children first; then live entries, parents first) with
+ * one change: a file tombstone that no live entry needs out of the way is applied last. A
+ * rename arrives as a tombstone plus a new entry with the same content, and the content's
+ * chunks are still in the old file until it is deleted, so writing first moves no data.
+ */
+function writeOrder(records: IndexRecord[]): IndexRecord[] {
+  const live = records.filter((r) => !r.deleted);
+  const inTheWay = (t: IndexRecord) =>
+    live.some((r) => r.path === t.path || r.path.startsWith(`${t.path}/`));
+  const early = records.filter((r) => r.deleted && (r.kind === "dir" || inTheWay(r)));
+  const late = records.filter((r) => r.deleted && !early.includes(r));
+  return [...early, ...live, ...late];
+}
+
+/** Keeps one node's directory and the committed index in step. */
+export class SyncEngine {
+  #watcher: Watcher | null = null;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #running: Promise<PassResult> | null = null;
+  #again = false;
+  #stopped = false;
+  #last: PassResult = { uploaded: 0, materialized: 0, conflicts: 0, pendingUp: 0, pendingDown: 0 };
+  #synced: SyncedState;
+  #passes = 0;
+  #lastPassEnd = 0;
+
+  constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
+    this.#synced = new SyncedState(deps.store.kv);
+  }
+
+  /** Start watching and the periodic rescan, and run a first pass. */
+  start(): void {
+    if (this.opts.watch !== false) {
+      this.#watcher = new Watcher(this.deps.store.root, () => this.request(), {
+        onError: (e) => this.deps.log.warn("watcher error", { error: String(e) }),
+      });
+    }
+    this.#timer = setInterval(() => this.request(), this.opts.rescanMs ?? 10_000);
+    this.request();
+  }
+
+  /** Ask for a pass soon; coalesces with one already running. */
+  request(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.#loop();
+  }
+
+  /** Run passes until no request arrived during the last one. */
+  async #loop(): Promise<PassResult> {
+    try {
+      do {
+        this.#again = false;
+        try {
+          this.#last = await this.#pass();
+        } catch (e) {
+          this.deps.log.warn("sync pass failed", { error: (e as Error).message });
+          this.#last = { ...this.#last, pendingUp: Math.max(1, this.#last.pendingUp) };
+        }
+        this.#passes++;
+        this.#lastPassEnd = Date.now();
+      } while (this.#again && !this.#stopped);
+      return this.#last;
+    } finally {
+      this.#running = null;
+    }
+  }
+
+  /** Run a pass now (after any running one) and return its result. */
+  async syncNow(): Promise<PassResult> {
+    if (this.#running) {
+      this.#again = true;
+      await this.#running;
+    }
+    this.#running = this.#loop();
+    return await this.#running;
+  }
+
+  /** The last pass's result, for status. */
+  get lastPass(): PassResult & { passes: number; at: number; busy: boolean } {
+    return { ...this.#last, passes: this.#passes, at: this.#lastPassEnd, busy: !!this.#running };
+  }
+
+  async #pass(): Promise<PassResult> {
+    const { store, index, log } = this.deps;
+    const scan = await scanTree(store);
+    for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
+    const local = await store.files.loadAll();
+    const synced = await this.#synced.loadAll();
+    const committed = new Map<string, IndexRecord>();
+    for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
+    const plan = reconcile(local, synced, committed);
+    for (const r of plan.refused) log.warn("path not synced", { path: r.path, reason: r.reason });
+
+    await this.#adopt(plan, committed);
+    const sources = this.#sources();
+    let conflicts = 0;
+    for (const c of plan.conflicts) {
+      const copy = await keepConflictCopy(
+        store,
+        c.path,
+        shortNodeName(this.deps.nodeId),
+        Date.now(),
+        (candidate) => committed.has(candidate) && !committed.get(candidate)!.deleted,
+      );
+      log.info("conflict", { path: c.path, kept: copy, committed: c.committed.version });
+      conflicts++;
+      await this.#write(c.committed, sources);
+    }
+    let materialized = 0;
+    let pendingDown = 0;
+    for (const rec of writeOrder(plan.materialize)) {
+      const ok = await this.#write(rec, sources);
+      if (ok) materialized++;
+      else pendingDown++;
+    }
+    const { uploaded, pending } = await this.#upload(plan.upload, local);
+    if (conflicts > 0 || pending > 0 || pendingDown > 0) this.#again = this.#again || conflicts > 0;
+    return { uploaded, materialized, conflicts, pendingUp: pending, pendingDown };
+  }
+
+  /** Record synced state for paths whose disk content already equals the committed entry. */
+  async #adopt(plan: SyncPlan, committed: Map<string, IndexRecord>): Promise<void> {
+    if (plan.adopt.length === 0) return;
+    const batch = new KvBatch(this.deps.store.kv);
+    for (const path of plan.adopt) await this.#synced.adopt(batch, path, committed.get(path));
+    await batch.flush();
+  }
+
+  /** Write one committed entry to disk; false if it must wait (local change, fetch failed). */
+  async #write(rec: IndexRecord, sources: MaterializeSources): Promise<boolean> {
+    try {
+      const r = await materialize(this.deps.store, rec, sources, {
+        onWrite: (path, expected) => this.#watcher?.expect(path, expected),
+      });
+      if (r.status === "local-changed") {
+        this.#again = true;
+        return false;
+      }
+      if (r.status !== "unchanged") {
+        this.deps.log.info("materialized", {
+          path: rec.path,
+          version: rec.version,
+          status: r.status,
+          fetched: r.bytesFetched,
+        });
+      }
+      return true;
+    } catch (e) {
+      this.deps.log.warn("materialize failed", { path: rec.path, error: (e as Error).message });
+      return false;
+    }
+  }
+
+  /** Propose the planned ops; returns how many committed and how many must wait. */
+  async #upload(
+    ops: FileOp[],
+    local: ReadonlyMap<string, LocalFileRecord>,
+  ): Promise<{ uploaded: number; pending: number }> {
+    if (ops.length === 0) return { uploaded: 0, pending: 0 };
+    // Deletes are planned children first; they run last, in order, so a directory's delete
+    // follows its contents' (several in one command are applied all or none, in order).
+    const deletes = ops.filter((op) => op.op === "delete");
+    const rest = ops.filter((op) => op.op !== "delete");
+    const chunk = (list: FileOp[]) => {
+      const out: FileOp[][] = [];
+      for (let i = 0; i < list.length; i += UPLOAD_BATCH) out.push(list.slice(i, i + UPLOAD_BATCH));
+      return out;
+    };
+    let uploaded = 0;
+    let pending = 0;
+    const runBatch = async (batch: FileOp[]) => {
+      if (await this.#propose(batch, local)) {
+        uploaded += batch.length;
+        return;
+      }
+      // A batch is all or none: find which ops can go by proposing them one by one.
+      for (const op of batch) {
+        if (batch.length > 1 && await this.#propose([op], local)) uploaded++;
+        else pending++;
+      }
+    };
+    const batches = chunk(rest);
+    for (let i = 0; i < batches.length; i += UPLOAD_CONCURRENCY) {
+      await Promise.all(batches.slice(i, i + UPLOAD_CONCURRENCY).map(runBatch));
+    }
+    for (const batch of chunk(deletes)) await runBatch(batch);
+    return { uploaded, pending };
+  }
+
+  /** Propose ops as one command; on success record the synced state. */
+  async #propose(
+    ops: FileOp[],
+    local: ReadonlyMap<string, LocalFileRecord>,
+  ): Promise<boolean> {
+    let result: ApplyResult;
+    try {
+      result = await this.deps.propose({ origin: this.deps.nodeId, ops });
+    } catch (e) {
+      this.deps.log.debug("proposal not committed", { error: (e as Error).message });
+      return false;
+    }
+    if (!result.ok) {
+      if (ops.length === 1) {
+        this.deps.log.info("proposal refused", { path: result.path, code: result.code });
+        this.#again = true;
+      }
+      return false;
+    }
+    const batch = new KvBatch(this.deps.store.kv);
+    for (const op of ops) {
+      for (const { path, rec } of syncedAfterUpload(op, result.version, local)) {
+        if (rec) await this.#synced.put(batch, path, rec);
+        else await this.#synced.delete(batch, path);
+      }
+      this.deps.log.info("committed", {
+        op: op.op,
+        path: "path" in op ? op.path : `${op.from} -> ${op.to}`,
+        version: result.version,
+      });
+    }
+    await batch.flush();
+    return true;
+  }
+
+  /** Materializer sources backed by the remote object fetcher. */
+  #sources(): MaterializeSources {
+    const remote = this.deps.remote;
+    const nodes: NodeSource = {
+      async getNode(hash: Hash): Promise<Uint8Array> {
+        let found: Uint8Array | null = null;
+        await remote.fetch([hash], (_h, bytes) => {
+          found = bytes;
+          return Promise.resolve();
+        });
+        if (!found) throw new Error("no peer has this tree node");
+        return found;
+      },
+    };
+    return {
+      nodes,
+      async fetchChunks(hashes, onChunk) {
+        const r = await remote.fetch(hashes, onChunk);
+        if (r.missing.length > 0) {
+          throw new Error(`${r.missing.length} chunks are held by no reachable peer`);
+        }
+      },
+    };
+  }
+
+  /** Stop watching and wait for a running pass to end. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#watcher?.close();
+    await this.#running?.catch(() => {});
+  }
+}

@@ -1,0 +1,679 @@
+/**
+ * The materializer: makes the disk match one committed index entry, crash-safely, without ever
+ * destroying local content that was not committed.
+ *
+ * A file is assembled in a temp file in its own directory (`.filesync-tmp-<random>`, which the
+ * scanner and the watcher ignore), from chunks found locally first (any file of the tree,
+ * through the chunk locator, re-verified; then the pack store) and fetched remotely only when
+ * missing, all missing chunks of a window in one fetch call and streamed straight to their
+ * offsets (no copy parked in the pack store, no whole file in memory). The temp file is
+ * fsynced, given its mode and mtime, renamed over the target and the directory fsynced: a crash
+ * at any instant leaves the old file or the new one, never a torn one.
+ *
+ * Protection: an entry that exists on disk is replaced or removed only if (1) it still matches
+ * what the last scan recorded (kind, size, mtime, inode; a symlink's target), so an edit the
+ * scanner has not seen yet is never overwritten, and (2) its content was committed (equal to
+ * the synced record or to the committed entry being materialized), so an edit that was scanned
+ * but not uploaded is never overwritten either. Otherwise the answer is "local-changed": the
+ * caller rescans and reconciles, and the edit is uploaded or kept as a conflict copy.
+ *
+ * Paths are validated with the index's path policy before any file system call, and nothing is
+ * written through a symlink: every ancestor of the path must be a real directory below the
+ * root (checked with lstat, then once more with realPath just before the rename).
+ *
+ * Afterwards the node's local records are brought in step without a rescan: the file index
+ * (from an lstat after the rename, so the next scan sees the file as unchanged), the chunk
+ * locations of the new content, and the synced state.
+ */
+import { type Hash, hashEquals, sha256, toHex } from "../chunk/mod.ts";
+import { ancestors, type IndexRecord, validatePath } from "../fsm/mod.ts";
+import { EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
+import {
+  CorruptObjectError,
+  DATA_DIR_NAME,
+  KvBatch,
+  type LocalFileRecord,
+  type LocalStore,
+  MissingObjectError,
+} from "../store/mod.ts";
+import { uniqueConflictCopyName } from "./conflict_names.ts";
+import { sameContent } from "./reconcile.ts";
+import { type SyncedRecord, SyncedState } from "./synced_state.ts";
+import type { ExpectedEntry } from "./watcher.ts";
+import { statFields } from "./walk.ts";
+
+/** Prefix of the materializer's temp files. */
+export const TEMP_PREFIX = ".filesync-tmp-";
+
+/**
+ * Whether a file name (last path segment) is a materializer temp file. The scanner's walk and
+ * the watcher must skip such names: they are never synced, and a crash can leave one behind
+ * (sweepTempFiles removes leftovers at start-up).
+ */
+export function isTempName(name: string): boolean {
+  return name.startsWith(TEMP_PREFIX);
+}
+
+/** Where a committed file's missing pieces come from. */
+export interface MaterializeSources {
+  /** Remote Merkle nodes; asked only for nodes the pack store lacks. Bytes are verified. */
+  nodes: NodeSource;
+  /**
+   * Fetch chunks from peers, calling `onChunk` once per chunk as it arrives (in any order,
+   * possibly concurrently). Resolves when done. Should verify hashes; they are checked again.
+   */
+  fetchChunks(
+    hashes: Hash[],
+    onChunk: (hash: Hash, bytes: Uint8Array) => Promise<void>,
+  ): Promise<void>;
+}
+
+/** Options of one materialization. */
+export interface MaterializeOptions {
+  /**
+   * Called just before the entry appears, changes or disappears at its path, with what the
+   * path will hold; the watcher uses it to drop the events of this node's own writes.
+   */
+  onWrite?: (path: string, expected: ExpectedEntry) => void;
+  /**
+   * Chunks handled per window (one fetchChunks call per window): bounds memory for huge
+   * files. Default 16,384 (about 1 GiB of file at the default chunk size).
+   */
+  windowChunks?: number;
+}
+
+/** What a materialization did. */
+export type MaterializeStatus =
+  /** The entry was created, replaced or had its mode/mtime changed. */
+  | "written"
+  /** The disk already matched; only local records were updated. */
+  | "unchanged"
+  /** A tombstone removed the entry from disk. */
+  | "deleted"
+  /** The disk holds local changes not yet committed: nothing was touched. Rescan. */
+  | "local-changed";
+
+export interface MaterializeResult {
+  status: MaterializeStatus;
+  /** Chunk bytes received from sources.fetchChunks. */
+  bytesFetched: number;
+  chunksFetched: number;
+  /** For "local-changed": why. */
+  reason?: string;
+}
+
+/** A materialization that could not be carried out. */
+export class MaterializeError extends Error {
+  override name = "MaterializeError";
+  constructor(readonly path: string, message: string) {
+    super(`${path}: ${message}`);
+  }
+}
+
+/** An ancestor of the path is a symlink or not a directory: writing there is refused. */
+export class UnsafePathError extends MaterializeError {
+  override name = "UnsafePathError";
+  constructor(
+    path: string,
+    readonly ancestor: string,
+    readonly reason: "symlink" | "not-a-directory" | "outside-root",
+  ) {
+    super(
+      path,
+      reason === "symlink"
+        ? `refusing to write through ${ancestor}, which is a symlink`
+        : reason === "not-a-directory"
+        ? `cannot write below ${ancestor}, which is not a directory`
+        : `${ancestor} resolves outside the synced directory`,
+    );
+  }
+}
+
+/** A chunk from a remote source was corrupt, unexpected or never delivered. */
+export class ChunkFetchError extends MaterializeError {
+  override name = "ChunkFetchError";
+  constructor(path: string, readonly hash: Hash, detail: string) {
+    super(path, `chunk ${toHex(hash)}: ${detail}`);
+  }
+}
+
+const DEFAULT_WINDOW_CHUNKS = 16_384;
+const OPEN_FILES = 16;
+
+async function lstatOrNull(abs: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(abs);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
+    throw e;
+  }
+}
+
+function kindOf(info: Deno.FileInfo): "file" | "dir" | "symlink" | "other" {
+  return info.isSymlink ? "symlink" : info.isDirectory ? "dir" : info.isFile ? "file" : "other";
+}
+
+function parentOf(abs: string): string {
+  return abs.slice(0, abs.lastIndexOf("/"));
+}
+
+/** fsync a directory, so a rename or removal in it is durable. */
+async function syncDir(abs: string): Promise<void> {
+  const dir = await Deno.open(abs, { read: true });
+  try {
+    await dir.sync();
+  } finally {
+    dir.close();
+  }
+}
+
+function randomName(): string {
+  return TEMP_PREFIX + toHex(crypto.getRandomValues(new Uint8Array(8)));
+}
+
+/**
+ * Check every ancestor of `path` with lstat: each must be a real directory. Missing ones are
+ * created (mode 0755) when `create`; otherwise a missing ancestor makes the result false
+ * ("the path cannot exist"). Throws UnsafePathError on a symlink or non-directory.
+ */
+async function checkAncestors(root: string, path: string, create: boolean): Promise<boolean> {
+  for (const a of ancestors(path)) {
+    const abs = `${root}/${a}`;
+    let info = await lstatOrNull(abs);
+    if (info === null) {
+      if (!create) return false;
+      try {
+        await Deno.mkdir(abs, { mode: 0o755 });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+      info = await Deno.lstat(abs);
+    }
+    if (info.isSymlink) throw new UnsafePathError(path, a, "symlink");
+    if (!info.isDirectory) throw new UnsafePathError(path, a, "not-a-directory");
+  }
+  return true;
+}
+
+/** The parent directory must resolve to itself: no symlink anywhere on the way. */
+async function checkRealParent(root: string, path: string): Promise<void> {
+  const parentAbs = parentOf(`${root}/${path}`);
+  const real = await Deno.realPath(parentAbs);
+  if (real !== parentAbs) {
+    const rel = parentAbs.slice(root.length + 1) || ".";
+    throw new UnsafePathError(path, rel, "outside-root");
+  }
+}
+
+/**
+ * Why the existing entry must not be replaced or removed, or null if it may be (see the module
+ * comment: it must match the scan, and its content must have been committed).
+ */
+async function protection(
+  abs: string,
+  info: Deno.FileInfo,
+  local: LocalFileRecord | null,
+  synced: SyncedRecord | null,
+  record: IndexRecord,
+): Promise<string | null> {
+  if (!local) return "an entry the scanner has not seen yet";
+  const kind = kindOf(info);
+  if (kind !== local.kind) return `now a ${kind}, the scan saw a ${local.kind}`;
+  if (kind === "file") {
+    const now = statFields(info);
+    if (now.size !== local.size || now.mtime !== local.mtime || now.ino !== local.ino) {
+      return "modified since the last scan";
+    }
+  } else if (kind === "symlink") {
+    if (await Deno.readLink(abs) !== local.target) return "symlink changed since the last scan";
+  }
+  const committed = (synced !== null && sameContent(local, synced)) || sameContent(local, record);
+  return committed ? null : "holds local changes that are not committed";
+}
+
+/** The record the scanner would make for the entry now at `abs` (content root given). */
+async function localRecordOf(abs: string, root: Hash): Promise<LocalFileRecord> {
+  const info = await Deno.lstat(abs);
+  const f = statFields(info);
+  if (info.isSymlink) {
+    const target = await Deno.readLink(abs);
+    return { kind: "symlink", ...f, size: new TextEncoder().encode(target).length, root, target };
+  }
+  if (info.isDirectory) return { kind: "dir", ...f, size: 0, root: EMPTY_FILE_ROOT };
+  return { kind: "file", ...f, root };
+}
+
+/** Node source over the pack store, falling back to (and keeping) remote nodes. */
+function nodeSourceFor(store: LocalStore, remote: NodeSource): NodeSource {
+  return {
+    async getNode(hash: Hash): Promise<Uint8Array> {
+      try {
+        return await store.packs.get(hash);
+      } catch (e) {
+        if (!(e instanceof MissingObjectError) && !(e instanceof CorruptObjectError)) throw e;
+      }
+      const bytes = await remote.getNode(hash);
+      if (!(bytes instanceof Uint8Array) || !hashEquals(sha256(bytes), hash)) {
+        throw new CorruptObjectError(hash, "remote node bytes do not match the hash");
+      }
+      store.packs.put(hash, bytes);
+      return bytes;
+    },
+  };
+}
+
+/**
+ * Reads chunks that are already on this node: from files of the tree through the chunk
+ * locator (verified; a stale location counts as missing), else from the pack store. Keeps a
+ * few files open, since consecutive chunks usually come from the same file.
+ */
+class LocalChunks {
+  #open = new Map<string, Deno.FsFile>();
+
+  constructor(private readonly store: LocalStore) {}
+
+  async read(hash: Hash, length: number): Promise<Uint8Array | null> {
+    const loc = await this.store.locator.lookup(hash);
+    if (loc && loc.length === length) {
+      const bytes = await this.#readAt(loc.path, loc.offset, length);
+      if (bytes && hashEquals(sha256(bytes), hash)) return bytes;
+    }
+    try {
+      if (await this.store.packs.has(hash)) {
+        const bytes = await this.store.packs.get(hash);
+        if (bytes.length === length) return bytes;
+      }
+    } catch (e) {
+      if (!(e instanceof CorruptObjectError) && !(e instanceof MissingObjectError)) throw e;
+    }
+    return null;
+  }
+
+  async #readAt(path: string, offset: number, length: number): Promise<Uint8Array | null> {
+    let file = this.#open.get(path);
+    if (!file) {
+      try {
+        file = await Deno.open(`${this.store.root}/${path}`, { read: true });
+      } catch {
+        return null;
+      }
+      if (this.#open.size >= OPEN_FILES) {
+        const [oldest, f] = this.#open.entries().next().value!;
+        f.close();
+        this.#open.delete(oldest);
+      }
+      this.#open.set(path, file);
+    }
+    const out = new Uint8Array(length);
+    await file.seek(offset, Deno.SeekMode.Start);
+    let read = 0;
+    while (read < length) {
+      const n = await file.read(out.subarray(read));
+      if (n === null) return null;
+      read += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    for (const f of this.#open.values()) f.close();
+    this.#open.clear();
+  }
+}
+
+async function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
+}
+
+/**
+ * Write the content of `record` into the open temp file: local chunks first, the missing ones
+ * of each window fetched in one call and written at their offsets as they arrive.
+ */
+async function assemble(
+  store: LocalStore,
+  record: IndexRecord,
+  sources: MaterializeSources,
+  file: Deno.FsFile,
+  windowChunks: number,
+  result: MaterializeResult,
+): Promise<void> {
+  const nodes = nodeSourceFor(store, sources.nodes);
+  const localChunks = new LocalChunks(store);
+  let size = 0;
+  try {
+    let window: { hash: Hash; offset: number; length: number }[] = [];
+    const flushWindow = async () => {
+      const missing = new Map<string, { hash: Hash; length: number; offsets: number[] }>();
+      for (const c of window) {
+        const key = toHex(c.hash);
+        const known = missing.get(key);
+        if (known) {
+          known.offsets.push(c.offset);
+          continue;
+        }
+        const bytes = await localChunks.read(c.hash, c.length);
+        if (bytes) await writeAt(file, c.offset, bytes);
+        else missing.set(key, { hash: c.hash, length: c.length, offsets: [c.offset] });
+      }
+      window = [];
+      if (missing.size > 0) await fetchMissing(record.path, missing, sources, file, result);
+    };
+    for await (const c of walkFileChunks(record.root, nodes)) {
+      window.push(c);
+      size = c.offset + c.length;
+      if (window.length >= windowChunks) await flushWindow();
+    }
+    await flushWindow();
+  } finally {
+    localChunks.close();
+  }
+  if (size !== record.size) {
+    throw new MaterializeError(
+      record.path,
+      `the file tree holds ${size} bytes, the index says ${record.size}`,
+    );
+  }
+}
+
+async function fetchMissing(
+  path: string,
+  missing: Map<string, { hash: Hash; length: number; offsets: number[] }>,
+  sources: MaterializeSources,
+  file: Deno.FsFile,
+  result: MaterializeResult,
+): Promise<void> {
+  const received = new Set<string>();
+  // Chunks may arrive concurrently; seek + write must not interleave.
+  let writes: Promise<void> = Promise.resolve();
+  const onChunk = (hash: Hash, bytes: Uint8Array): Promise<void> => {
+    const key = toHex(hash);
+    const want = missing.get(key);
+    if (!want) return Promise.reject(new ChunkFetchError(path, hash, "was not asked for"));
+    if (received.has(key)) return Promise.resolve();
+    if (bytes.length !== want.length || !hashEquals(sha256(bytes), hash)) {
+      return Promise.reject(new ChunkFetchError(path, hash, "received bytes do not match"));
+    }
+    received.add(key);
+    result.chunksFetched++;
+    result.bytesFetched += bytes.length;
+    const run = writes.then(async () => {
+      for (const offset of want.offsets) await writeAt(file, offset, bytes);
+    });
+    writes = run.catch(() => {});
+    return run;
+  };
+  await sources.fetchChunks([...missing.values()].map((m) => m.hash), onChunk);
+  await writes;
+  for (const m of missing.values()) {
+    if (!received.has(toHex(m.hash))) {
+      throw new ChunkFetchError(path, m.hash, "no source delivered it");
+    }
+  }
+}
+
+/** Queue removal of the chunk locations that point into `path`'s old content. */
+async function forgetChunks(store: LocalStore, batch: KvBatch, path: string, root: Hash) {
+  try {
+    for await (const c of walkFileChunks(root, store.packs)) {
+      await store.locator.forget(batch, c.hash, path);
+    }
+  } catch {
+    // Old tree unreadable: its locations stay, and every read through them re-verifies.
+  }
+}
+
+/**
+ * Record what is now on disk at `record.path`: file index entry, chunk locations (after the
+ * old ones are forgotten), synced state. Pack objects are made durable before any KV entry
+ * that refers to them.
+ */
+async function recordLocal(
+  store: LocalStore,
+  record: IndexRecord,
+  previous: LocalFileRecord | null,
+  now: LocalFileRecord | null,
+): Promise<void> {
+  const synced = new SyncedState(store.kv);
+  const batch = new KvBatch(store.kv, () => store.packs.flush());
+  const path = record.path;
+  const contentChanged = !now || !previous || !sameContent(previous, now);
+  if (previous && previous.kind === "file" && contentChanged) {
+    await forgetChunks(store, batch, path, previous.root);
+  }
+  if (now && now.kind === "file" && contentChanged) {
+    for await (const c of walkFileChunks(now.root, store.packs)) {
+      await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+    }
+  }
+  if (now) await store.files.put(batch, path, now);
+  else await store.files.remove(batch, path);
+  await synced.adopt(batch, path, record);
+  await batch.flush();
+}
+
+/** Make the disk match one committed entry. See the module comment. */
+export async function materialize(
+  store: LocalStore,
+  record: IndexRecord,
+  sources: MaterializeSources,
+  opts: MaterializeOptions = {},
+): Promise<MaterializeResult> {
+  const path = validatePath(record.path);
+  const result: MaterializeResult = { status: "unchanged", bytesFetched: 0, chunksFetched: 0 };
+  const abs = `${store.root}/${path}`;
+  const reachable = await checkAncestors(store.root, path, !record.deleted);
+  const current = reachable ? await lstatOrNull(abs) : null;
+  const local = await store.files.get(path);
+  const synced = await new SyncedState(store.kv).get(path);
+
+  const refuse = (reason: string): MaterializeResult => ({
+    ...result,
+    status: "local-changed",
+    reason,
+  });
+  /** Null if the existing entry may be replaced or removed, else the refusal. */
+  const guard = async (): Promise<MaterializeResult | null> => {
+    if (!current) return null;
+    const why = await protection(abs, current, local, synced, record);
+    return why ? refuse(why) : null;
+  };
+
+  if (record.deleted) {
+    if (!current) {
+      await recordLocal(store, record, local, null);
+      return result;
+    }
+    const refused = await guard();
+    if (refused) return refused;
+    opts.onWrite?.(path, { kind: "absent" });
+    try {
+      await Deno.remove(abs);
+    } catch (e) {
+      if (current.isDirectory && !(e instanceof Deno.errors.NotFound)) {
+        return refuse("directory is not empty");
+      }
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    await syncDir(parentOf(abs));
+    await recordLocal(store, record, local, null);
+    return { ...result, status: "deleted" };
+  }
+
+  if (record.kind === "dir") {
+    return await materializeDir(store, record, current, local, guard, opts);
+  }
+
+  // Same kind and content already on disk: at most mode and mtime to set, in place.
+  if (current && local && local.kind === record.kind && sameContent(local, record)) {
+    const refused = await guard();
+    if (refused) return refused;
+    let touched = false;
+    if (record.kind === "file") {
+      const f = statFields(current);
+      if (f.mode !== record.mode || f.mtime !== record.mtime) {
+        opts.onWrite?.(path, { kind: "file", size: record.size, mtime: record.mtime });
+        if (f.mode !== record.mode) await Deno.chmod(abs, record.mode);
+        if (f.mtime !== record.mtime) await Deno.utime(abs, new Date(), new Date(record.mtime));
+        touched = true;
+      }
+    }
+    await recordLocal(store, record, local, await localRecordOf(abs, local.root));
+    return { ...result, status: touched ? "written" : "unchanged" };
+  }
+
+  const refused = await guard();
+  if (refused) return refused;
+  const dirAbs = parentOf(abs);
+  const tmpAbs = `${dirAbs}/${randomName()}`;
+  let renamed = false;
+  try {
+    if (record.kind === "symlink") {
+      if (record.target === undefined) throw new MaterializeError(path, "symlink without target");
+      await Deno.symlink(record.target, tmpAbs);
+    } else {
+      const file = await Deno.open(tmpAbs, { write: true, createNew: true, mode: 0o600 });
+      try {
+        if (!hashEquals(record.root, EMPTY_FILE_ROOT)) {
+          await assemble(
+            store,
+            record,
+            sources,
+            file,
+            opts.windowChunks ?? DEFAULT_WINDOW_CHUNKS,
+            result,
+          );
+        } else if (record.size !== 0) {
+          throw new MaterializeError(path, `empty file tree but size ${record.size}`);
+        }
+        await Deno.chmod(tmpAbs, record.mode);
+        await file.utime(new Date(), new Date(record.mtime));
+        await file.sync();
+      } finally {
+        file.close();
+      }
+    }
+    // The disk may have changed while the content was assembled: look again.
+    const again = await lstatOrNull(abs);
+    if (!sameStat(current, again)) return refuse("changed while the new version was written");
+    await checkRealParent(store.root, path);
+    if (again?.isDirectory) {
+      try {
+        await Deno.remove(abs);
+      } catch {
+        return refuse("directory is not empty");
+      }
+    }
+    opts.onWrite?.(
+      path,
+      record.kind === "symlink"
+        ? { kind: "symlink", target: record.target }
+        : { kind: "file", size: record.size, mtime: record.mtime },
+    );
+    await Deno.rename(tmpAbs, abs);
+    renamed = true;
+    await syncDir(dirAbs);
+  } finally {
+    if (!renamed) await Deno.remove(tmpAbs).catch(() => {});
+  }
+  await recordLocal(store, record, local, await localRecordOf(abs, record.root));
+  return { ...result, status: "written" };
+}
+
+/** Same entry as before: both absent, or same kind, size, mtime and inode. */
+function sameStat(a: Deno.FileInfo | null, b: Deno.FileInfo | null): boolean {
+  if (a === null || b === null) return a === b;
+  const fa = statFields(a), fb = statFields(b);
+  return kindOf(a) === kindOf(b) && fa.size === fb.size && fa.mtime === fb.mtime &&
+    fa.ino === fb.ino;
+}
+
+async function materializeDir(
+  store: LocalStore,
+  record: IndexRecord,
+  current: Deno.FileInfo | null,
+  local: LocalFileRecord | null,
+  guard: () => Promise<MaterializeResult | null>,
+  opts: MaterializeOptions,
+): Promise<MaterializeResult> {
+  const abs = `${store.root}/${record.path}`;
+  const result: MaterializeResult = { status: "unchanged", bytesFetched: 0, chunksFetched: 0 };
+  let touched = false;
+  if (current && !current.isDirectory) {
+    const refused = await guard();
+    if (refused) return refused;
+    opts.onWrite?.(record.path, { kind: "dir" });
+    await Deno.remove(abs);
+    current = null;
+  }
+  if (!current) {
+    opts.onWrite?.(record.path, { kind: "dir" });
+    await Deno.mkdir(abs, { mode: record.mode });
+    touched = true;
+  }
+  const info = await Deno.lstat(abs);
+  if (((info.mode ?? 0) & 0o7777) !== record.mode) {
+    await Deno.chmod(abs, record.mode);
+    touched = true;
+  }
+  if (touched) await syncDir(parentOf(abs));
+  await recordLocal(store, record, local, await localRecordOf(abs, EMPTY_FILE_ROOT));
+  return { ...result, status: touched ? "written" : "unchanged" };
+}
+
+/**
+ * Keep the local entry at `path` as a conflict copy: rename it (a directory with everything
+ * inside) to a free conflict copy name next to it and return that path. `exists` can add
+ * names taken elsewhere (the committed index). Local records are left for the next scan,
+ * which sees the copy as a new entry to upload; the path itself is then free for the
+ * committed entry.
+ */
+export async function keepConflictCopy(
+  store: LocalStore,
+  path: string,
+  nodeName: string,
+  time: Date | number,
+  exists?: (candidate: string) => boolean | Promise<boolean>,
+): Promise<string> {
+  validatePath(path);
+  await checkAncestors(store.root, path, false);
+  const copy = await uniqueConflictCopyName(path, nodeName, time, async (candidate) => {
+    if ((await lstatOrNull(`${store.root}/${candidate}`)) !== null) return true;
+    return exists ? await exists(candidate) : false;
+  });
+  validatePath(copy);
+  const abs = `${store.root}/${path}`;
+  await checkRealParent(store.root, path);
+  await Deno.rename(abs, `${store.root}/${copy}`);
+  await syncDir(parentOf(abs));
+  return copy;
+}
+
+/**
+ * Remove temp files left by a crash, anywhere in the tree (not following symlinks, skipping
+ * the `.filesync` data folder). Call at start-up, before any materialization runs. Returns
+ * the number removed.
+ */
+export async function sweepTempFiles(root: string): Promise<number> {
+  let removed = 0;
+  const walk = async (dir: string): Promise<void> => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const abs = `${dir}/${e.name}`;
+      if (isTempName(e.name) && !e.isDirectory) {
+        await Deno.remove(abs).catch(() => {});
+        removed++;
+      } else if (e.isDirectory && !(dir === root && e.name === DATA_DIR_NAME)) {
+        await walk(abs);
+      }
+    }
+  };
+  await walk(root);
+  return removed;
+}

@@ -1,0 +1,512 @@
+/**
+ * The materializer: files (new, overwritten, empty, metadata only), directories, symlinks and
+ * deletions reach the disk as committed; local records are updated so a rescan reads nothing;
+ * chunks come from the tree, the pack store and the remote, in that order; local edits are
+ * never overwritten; nothing is written through a symlinked ancestor; corrupt remote bytes are
+ * refused; and the target always holds either the old or the new content.
+ */
+import assert from "node:assert/strict";
+import { type Hash, sha256, toHex } from "../../src/chunk/mod.ts";
+import { type IndexRecord, PathError } from "../../src/fsm/mod.ts";
+import { EMPTY_FILE_ROOT, walkFileChunks } from "../../src/merkle/mod.ts";
+import { LocalStore } from "../../src/store/mod.ts";
+import {
+  ChunkFetchError,
+  isTempName,
+  keepConflictCopy,
+  materialize,
+  type MaterializeSources,
+  reconcile,
+  scanTree,
+  sweepTempFiles,
+  SyncedState,
+  UnsafePathError,
+} from "../../src/sync/mod.ts";
+import type { ExpectedEntry } from "../../src/sync/mod.ts";
+
+function bytesOf(seed: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+const PAST = Date.UTC(2021, 5, 1, 12, 0, 0, 123);
+
+/** The cluster as seen from the node under test: a source tree serving nodes and chunks. */
+class FakeRemote implements MaterializeSources {
+  chunkCalls = 0;
+  chunksServed = 0;
+  nodesServed = 0;
+  corrupt = false;
+  /** Runs inside fetchChunks before any chunk is delivered (to look at the disk meanwhile). */
+  during: (() => Promise<void>) | null = null;
+  #version = 100;
+
+  private constructor(readonly store: LocalStore) {}
+
+  static async open(): Promise<FakeRemote> {
+    return new FakeRemote(await LocalStore.open(await Deno.makeTempDir({ prefix: "fs-remote-" })));
+  }
+
+  nodes = {
+    getNode: (hash: Hash) => {
+      this.nodesServed++;
+      return this.store.packs.get(hash);
+    },
+  };
+
+  async fetchChunks(hashes: Hash[], onChunk: (h: Hash, b: Uint8Array) => Promise<void>) {
+    this.chunkCalls++;
+    await this.during?.();
+    for (const h of hashes) {
+      const bytes = (await this.store.locator.read(h))!.slice();
+      this.chunksServed++;
+      if (this.corrupt) bytes[0] ^= 1;
+      await onChunk(h, bytes);
+    }
+  }
+
+  /** Commit a file with this content (as another node would) and return its index record. */
+  async file(
+    path: string,
+    content: Uint8Array,
+    o: { mode?: number; mtime?: number } = {},
+  ): Promise<IndexRecord> {
+    const abs = `${this.store.root}/${path}`;
+    await Deno.mkdir(abs.slice(0, abs.lastIndexOf("/")), { recursive: true });
+    await Deno.writeFile(abs, content);
+    await Deno.chmod(abs, o.mode ?? 0o644);
+    await Deno.utime(abs, new Date(), new Date(o.mtime ?? PAST));
+    await scanTree(this.store, { workers: 0 });
+    const rec = (await this.store.files.get(path))!;
+    return {
+      path,
+      version: ++this.#version,
+      kind: "file",
+      root: rec.root,
+      size: rec.size,
+      mode: rec.mode,
+      mtime: rec.mtime,
+      deleted: false,
+      origin: "A",
+    };
+  }
+
+  close() {
+    return this.store.close();
+  }
+}
+
+function dirRecord(path: string, version: number, mode = 0o755): IndexRecord {
+  return {
+    path,
+    version,
+    kind: "dir",
+    root: EMPTY_FILE_ROOT,
+    size: 0,
+    mode,
+    mtime: PAST,
+    deleted: false,
+    origin: "A",
+  };
+}
+
+function symlinkRecord(path: string, version: number, target: string): IndexRecord {
+  return {
+    path,
+    version,
+    kind: "symlink",
+    root: EMPTY_FILE_ROOT,
+    size: new TextEncoder().encode(target).length,
+    mode: 0o777,
+    mtime: PAST,
+    target,
+    deleted: false,
+    origin: "A",
+  };
+}
+
+async function withNode(fn: (store: LocalStore, remote: FakeRemote) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "fs-node-" });
+  const store = await LocalStore.open(dir);
+  const remote = await FakeRemote.open();
+  try {
+    await scanTree(store, { workers: 0 }); // a first scan, as the daemon does at start
+    await fn(store, remote);
+  } finally {
+    await store.close();
+    await remote.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(remote.store.root, { recursive: true });
+  }
+}
+
+async function tempNames(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (isTempName(e.name)) out.push(e.name);
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && toHex(sha256(a)) === toHex(sha256(b));
+}
+
+Deno.test("materialize: a new file arrives with its mode and mtime; a rescan reads nothing", async () => {
+  await withNode(async (store, remote) => {
+    const content = bytesOf(1, 700_000);
+    const rec = await remote.file("docs/a.bin", content, { mode: 0o640 });
+    const writes: [string, ExpectedEntry][] = [];
+    const r = await materialize(store, rec, remote, { onWrite: (p, e) => writes.push([p, e]) });
+    assert.equal(r.status, "written");
+    assert.equal(r.bytesFetched, content.length);
+    assert.equal(remote.chunkCalls, 1, "all missing chunks in one fetch");
+    const abs = `${store.root}/docs/a.bin`;
+    assert.ok(sameBytes(await Deno.readFile(abs), content));
+    const info = await Deno.stat(abs);
+    assert.equal(info.mode! & 0o7777, 0o640);
+    assert.equal(info.mtime!.getTime(), PAST);
+    assert.deepEqual(writes, [["docs/a.bin", { kind: "file", size: content.length, mtime: PAST }]]);
+    assert.deepEqual(await tempNames(`${store.root}/docs`), []);
+
+    // Local records: file index matches the disk, synced state is the committed version,
+    // and every chunk is located in the new file.
+    const local = (await store.files.get("docs/a.bin"))!;
+    assert.equal(local.ino, info.ino);
+    assert.equal(toHex(local.root), toHex(rec.root));
+    const synced = await new SyncedState(store.kv).get("docs/a.bin");
+    assert.equal(synced?.version, rec.version);
+    for await (const c of walkFileChunks(rec.root, store.packs)) {
+      assert.equal((await store.locator.lookup(c.hash))?.path, "docs/a.bin");
+    }
+    const scan = await scanTree(store, { workers: 0 });
+    assert.equal(scan.hashedFiles, 0, "the materialized file is not re-read");
+    // Nothing to upload afterwards (the parent dir, made here, is merely adopted).
+    const plan = reconcile(
+      await store.files.loadAll(),
+      await new SyncedState(store.kv).loadAll(),
+      new Map([[rec.path, rec], ["docs", dirRecord("docs", 50)]]),
+    );
+    assert.deepEqual(plan.upload, []);
+    assert.deepEqual(plan.conflicts, []);
+  });
+});
+
+Deno.test("materialize: an overwrite fetches only the chunks the node lacks", async () => {
+  await withNode(async (store, remote) => {
+    const v1 = bytesOf(2, 3_000_000);
+    const r1 = await materialize(store, await remote.file("big.bin", v1), remote);
+    assert.equal(r1.status, "written");
+    const allChunks = r1.chunksFetched;
+    assert.ok(allChunks > 10);
+    const v2 = new Uint8Array(v1.length + 1);
+    v2.set(v1.subarray(0, 1_500_000));
+    v2[1_500_000] = 7;
+    v2.set(v1.subarray(1_500_000), 1_500_001);
+    const rec2 = await remote.file("big.bin", v2, { mtime: PAST + 1000 });
+    const r2 = await materialize(store, rec2, remote);
+    assert.equal(r2.status, "written");
+    assert.ok(r2.chunksFetched <= 3, `fetched ${r2.chunksFetched} of ${allChunks} chunks`);
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/big.bin`), v2));
+    assert.equal((await scanTree(store, { workers: 0 })).hashedFiles, 0);
+  });
+});
+
+Deno.test("materialize: chunks come from other files of the tree, then packs, then the remote", async () => {
+  await withNode(async (store, remote) => {
+    // The node holds the first part of the content in an unrelated file of its own tree.
+    const partA = bytesOf(3, 400_000);
+    const partB = bytesOf(4, 400_000);
+    const partC = bytesOf(5, 400_000);
+    await Deno.writeFile(`${store.root}/local.bin`, partA);
+    await scanTree(store, { workers: 0 });
+    const whole = new Uint8Array([...partA, ...partB, ...partC]);
+    const rec = await remote.file("whole.bin", whole);
+    // ... and the chunks of the middle part sit in its pack store.
+    const chunks: { hash: Hash; offset: number; length: number }[] = [];
+    for await (const c of walkFileChunks(rec.root, remote.store.packs)) chunks.push(c);
+    const inB = chunks.filter((c) => c.offset >= 450_000 && c.offset + c.length <= 800_000);
+    assert.ok(inB.length > 0);
+    for (const c of inB) {
+      store.packs.put(c.hash, whole.slice(c.offset, c.offset + c.length));
+    }
+    const localHas = new Set<string>();
+    for await (const c of walkFileChunks((await store.files.get("local.bin"))!.root, store.packs)) {
+      localHas.add(toHex(c.hash));
+    }
+    for (const c of inB) localHas.add(toHex(c.hash));
+    const expectRemote = new Set(chunks.filter((c) => !localHas.has(toHex(c.hash))).map((c) => toHex(c.hash)));
+
+    const r = await materialize(store, rec, remote);
+    assert.equal(r.status, "written");
+    assert.equal(r.chunksFetched, expectRemote.size);
+    assert.equal(remote.chunksServed, expectRemote.size);
+    assert.ok(r.chunksFetched < chunks.length / 2);
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/whole.bin`), whole));
+  });
+});
+
+Deno.test("materialize: a stale chunk location counts as missing and is fetched", async () => {
+  await withNode(async (store, remote) => {
+    const content = bytesOf(6, 200_000);
+    await Deno.writeFile(`${store.root}/seed.bin`, content);
+    await scanTree(store, { workers: 0 });
+    // The file changes behind the locator's back (no rescan).
+    await Deno.writeFile(`${store.root}/seed.bin`, bytesOf(7, 200_000));
+    const rec = await remote.file("copy.bin", content);
+    const r = await materialize(store, rec, remote);
+    assert.equal(r.status, "written");
+    assert.equal(r.bytesFetched, content.length);
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/copy.bin`), content));
+  });
+});
+
+Deno.test("materialize: small windows still assemble the file (one fetch per window)", async () => {
+  await withNode(async (store, remote) => {
+    const content = bytesOf(8, 1_500_000);
+    const rec = await remote.file("w.bin", content);
+    const r = await materialize(store, rec, remote, { windowChunks: 4 });
+    assert.equal(r.status, "written");
+    assert.ok(remote.chunkCalls >= Math.floor(r.chunksFetched / 4));
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/w.bin`), content));
+  });
+});
+
+Deno.test("materialize: empty files, and same content with new mode/mtime touches metadata only", async () => {
+  await withNode(async (store, remote) => {
+    const empty = await remote.file("empty", new Uint8Array(0));
+    assert.equal((await materialize(store, empty, remote)).status, "written");
+    assert.equal((await Deno.stat(`${store.root}/empty`)).size, 0);
+
+    const rec = await remote.file("m.txt", bytesOf(9, 5000));
+    assert.equal((await materialize(store, rec, remote)).status, "written");
+    const ino = (await Deno.stat(`${store.root}/m.txt`)).ino;
+    const meta = { ...rec, version: rec.version + 1, mode: 0o600, mtime: PAST + 5000 };
+    const before = remote.chunksServed;
+    const r = await materialize(store, meta, remote);
+    assert.equal(r.status, "written");
+    assert.equal(remote.chunksServed, before, "no chunk moved");
+    const info = await Deno.stat(`${store.root}/m.txt`);
+    assert.equal(info.ino, ino, "changed in place");
+    assert.equal(info.mode! & 0o7777, 0o600);
+    assert.equal(info.mtime!.getTime(), PAST + 5000);
+    assert.equal((await materialize(store, meta, remote)).status, "unchanged");
+    assert.equal((await new SyncedState(store.kv).get("m.txt"))?.version, meta.version);
+  });
+});
+
+Deno.test("materialize: directories and symlinks (never followed), and kind changes", async () => {
+  await withNode(async (store, remote) => {
+    const d = await materialize(store, dirRecord("d", 5, 0o700), remote);
+    assert.equal(d.status, "written");
+    assert.equal((await Deno.lstat(`${store.root}/d`)).mode! & 0o7777, 0o700);
+    assert.equal((await materialize(store, dirRecord("d", 6, 0o700), remote)).status, "unchanged");
+    assert.equal((await materialize(store, dirRecord("d", 7, 0o755), remote)).status, "written");
+    assert.equal((await Deno.lstat(`${store.root}/d`)).mode! & 0o7777, 0o755);
+
+    // A symlink pointing outside the tree is data: created as is, never followed.
+    const l = await materialize(store, symlinkRecord("d/link", 8, "../../outside"), remote);
+    assert.equal(l.status, "written");
+    assert.equal(await Deno.readLink(`${store.root}/d/link`), "../../outside");
+    assert.equal((await store.files.get("d/link"))?.target, "../../outside");
+    assert.equal(
+      (await materialize(store, symlinkRecord("d/link", 9, "../../outside"), remote)).status,
+      "unchanged",
+    );
+    // Retarget, then replace the symlink by a file, the file by a directory and back.
+    await materialize(store, symlinkRecord("d/link", 10, "elsewhere"), remote);
+    assert.equal(await Deno.readLink(`${store.root}/d/link`), "elsewhere");
+    const f = await remote.file("d/link", bytesOf(10, 100));
+    assert.equal((await materialize(store, f, remote)).status, "written");
+    assert.ok((await Deno.lstat(`${store.root}/d/link`)).isFile);
+    await materialize(store, dirRecord("d/link", 200), remote);
+    assert.ok((await Deno.lstat(`${store.root}/d/link`)).isDirectory);
+    const f2 = await remote.file("d/link", bytesOf(11, 100));
+    assert.equal((await materialize(store, f2, remote)).status, "written");
+    assert.ok((await Deno.lstat(`${store.root}/d/link`)).isFile);
+    assert.equal((await store.files.get("d/link"))?.kind, "file");
+  });
+});
+
+Deno.test("materialize: tombstones delete files, symlinks and empty directories", async () => {
+  await withNode(async (store, remote) => {
+    const f = await remote.file("a/f.txt", bytesOf(12, 1000));
+    await materialize(store, dirRecord("a", 1), remote);
+    await materialize(store, f, remote);
+    await materialize(store, symlinkRecord("a/l", 3, "f.txt"), remote);
+    const writes: string[] = [];
+    const onWrite = (p: string, e: ExpectedEntry) => writes.push(`${p}:${e.kind}`);
+    const del = await materialize(store, { ...f, version: 300, deleted: true }, remote, { onWrite });
+    assert.equal(del.status, "deleted");
+    assert.deepEqual(writes, ["a/f.txt:absent"]);
+    assert.equal(await store.files.get("a/f.txt"), null);
+    assert.equal(await new SyncedState(store.kv).get("a/f.txt"), null);
+    // The directory still holds the symlink: its removal waits (nothing is forced).
+    const dirTomb = { ...dirRecord("a", 301), deleted: true };
+    assert.equal((await materialize(store, dirTomb, remote)).status, "local-changed");
+    const lt = { ...symlinkRecord("a/l", 302, "f.txt"), deleted: true };
+    assert.equal((await materialize(store, lt, remote)).status, "deleted");
+    assert.equal((await materialize(store, dirTomb, remote)).status, "deleted");
+    await assert.rejects(Deno.lstat(`${store.root}/a`), Deno.errors.NotFound);
+    // Already gone: nothing to do.
+    assert.equal((await materialize(store, dirTomb, remote)).status, "unchanged");
+  });
+});
+
+Deno.test("materialize: local edits are never overwritten or deleted", async () => {
+  await withNode(async (store, remote) => {
+    const v1 = await remote.file("f.txt", bytesOf(13, 3000));
+    await materialize(store, v1, remote);
+    const v2 = await remote.file("f.txt", bytesOf(14, 3000), { mtime: PAST + 1 });
+    const abs = `${store.root}/f.txt`;
+
+    // 1. Edited after the last scan (the scanner has not seen it).
+    const mine = new TextEncoder().encode("my unsaved work");
+    await Deno.writeFile(abs, mine);
+    let r = await materialize(store, v2, remote);
+    assert.equal(r.status, "local-changed");
+    assert.deepEqual(await Deno.readFile(abs), mine);
+    r = await materialize(store, { ...v1, version: 999, deleted: true }, remote);
+    assert.equal(r.status, "local-changed");
+    assert.deepEqual(await Deno.readFile(abs), mine);
+
+    // 2. Scanned but not yet uploaded (not committed): still protected.
+    await scanTree(store, { workers: 0 });
+    r = await materialize(store, v2, remote);
+    assert.equal(r.status, "local-changed");
+    assert.match(r.reason!, /not committed/);
+    assert.deepEqual(await Deno.readFile(abs), mine);
+
+    // 3. An entry the scanner never saw.
+    await Deno.writeTextFile(`${store.root}/new.txt`, "fresh");
+    const other = await remote.file("new.txt", bytesOf(15, 10));
+    assert.equal((await materialize(store, other, remote)).status, "local-changed");
+    assert.equal(await Deno.readTextFile(`${store.root}/new.txt`), "fresh");
+
+    // Kept as a conflict copy, the path is free for the committed version.
+    const copy = await keepConflictCopy(store, "f.txt", "node-b", PAST);
+    assert.equal(copy, "f.conflict-node-b-20210601-120000.txt");
+    assert.deepEqual(await Deno.readFile(`${store.root}/${copy}`), mine);
+    assert.equal((await materialize(store, v2, remote)).status, "written");
+    assert.ok(sameBytes(await Deno.readFile(abs), bytesOf(14, 3000)));
+    // A second conflict copy at the same second gets a counter.
+    await Deno.writeTextFile(abs, "again");
+    assert.equal(
+      await keepConflictCopy(store, "f.txt", "node-b", PAST),
+      "f.conflict-node-b-20210601-120000-2.txt",
+    );
+  });
+});
+
+Deno.test("materialize: a symlinked ancestor is refused and nothing is written outside", async () => {
+  await withNode(async (store, remote) => {
+    const outside = await Deno.makeTempDir({ prefix: "fs-outside-" });
+    try {
+      await Deno.writeTextFile(`${outside}/victim.txt`, "keep me");
+      await Deno.symlink(outside, `${store.root}/escape`);
+      await scanTree(store, { workers: 0 });
+      const rec = await remote.file("escape/victim.txt", bytesOf(16, 100));
+      await assert.rejects(materialize(store, rec, remote), UnsafePathError);
+      await assert.rejects(
+        materialize(store, await remote.file("escape/new.txt", bytesOf(17, 100)), remote),
+        (e: unknown) => e instanceof UnsafePathError && e.reason === "symlink",
+      );
+      await assert.rejects(
+        materialize(store, { ...rec, version: 500, deleted: true }, remote),
+        UnsafePathError,
+      );
+      await assert.rejects(materialize(store, dirRecord("escape/sub", 501), remote), UnsafePathError);
+      await assert.rejects(
+        materialize(store, symlinkRecord("escape/l", 502, "x"), remote),
+        UnsafePathError,
+      );
+      const names = (await Array.fromAsync(Deno.readDir(outside))).map((e) => e.name);
+      assert.deepEqual(names, ["victim.txt"]);
+      assert.equal(await Deno.readTextFile(`${outside}/victim.txt`), "keep me");
+      // A file where a directory should be is refused too.
+      await Deno.writeTextFile(`${store.root}/plain`, "x");
+      await assert.rejects(
+        materialize(store, await remote.file("plain2/x", bytesOf(18, 10)), remote).then(() =>
+          materialize(store, { ...dirRecord("plain/x", 503) }, remote)
+        ),
+        (e: unknown) => e instanceof UnsafePathError && e.reason === "not-a-directory",
+      );
+      // Invalid paths never reach the file system.
+      await assert.rejects(
+        materialize(store, { ...dirRecord("ok", 504), path: "../up" }, remote),
+        PathError,
+      );
+      await assert.rejects(
+        materialize(store, { ...dirRecord("ok", 505), path: ".filesync/x" }, remote),
+        PathError,
+      );
+    } finally {
+      await Deno.remove(outside, { recursive: true });
+    }
+  });
+});
+
+Deno.test("materialize: corrupt remote bytes are refused; the old file stays whole", async () => {
+  await withNode(async (store, remote) => {
+    const v1 = bytesOf(19, 300_000);
+    await materialize(store, await remote.file("c.bin", v1), remote);
+    const v2 = await remote.file("c.bin", bytesOf(20, 300_000), { mtime: PAST + 1 });
+    remote.corrupt = true;
+    await assert.rejects(materialize(store, v2, remote), ChunkFetchError);
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/c.bin`), v1));
+    assert.deepEqual(await tempNames(store.root), []);
+    // A remote that delivers nothing is an error too, not a short file.
+    remote.corrupt = false;
+    const silent: MaterializeSources = { nodes: remote.nodes, fetchChunks: async () => {} };
+    await assert.rejects(materialize(store, v2, silent), ChunkFetchError);
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/c.bin`), v1));
+    assert.deepEqual(await tempNames(store.root), []);
+  });
+});
+
+Deno.test("materialize: while the new version is assembled the target shows the old one", async () => {
+  await withNode(async (store, remote) => {
+    const v1 = bytesOf(21, 500_000);
+    await materialize(store, await remote.file("t.bin", v1), remote);
+    const v2 = bytesOf(22, 500_000);
+    const rec = await remote.file("t.bin", v2, { mtime: PAST + 1 });
+    let seen = 0;
+    remote.during = async () => {
+      assert.ok(sameBytes(await Deno.readFile(`${store.root}/t.bin`), v1));
+      seen = (await tempNames(store.root)).length;
+    };
+    assert.equal((await materialize(store, rec, remote)).status, "written");
+    assert.equal(seen, 1, "the new version was being written to a temp file");
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/t.bin`), v2));
+    // A local edit made while the content was being fetched wins: nothing is renamed over it.
+    const v3 = await remote.file("t.bin", bytesOf(23, 500_000), { mtime: PAST + 2 });
+    remote.during = async () => {
+      await Deno.writeTextFile(`${store.root}/t.bin`, "edited meanwhile");
+    };
+    assert.equal((await materialize(store, v3, remote)).status, "local-changed");
+    assert.equal(await Deno.readTextFile(`${store.root}/t.bin`), "edited meanwhile");
+    assert.deepEqual(await tempNames(store.root), []);
+  });
+});
+
+Deno.test("materialize: leftover temp files are swept; isTempName names them", async () => {
+  await withNode(async (store) => {
+    await Deno.mkdir(`${store.root}/sub`);
+    await Deno.writeTextFile(`${store.root}/.filesync-tmp-0011`, "x");
+    await Deno.writeTextFile(`${store.root}/sub/.filesync-tmp-abcd`, "x");
+    await Deno.writeTextFile(`${store.root}/sub/keep.txt`, "x");
+    assert.equal(await sweepTempFiles(store.root), 2);
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(`${store.root}/sub`))).map((e) => e.name),
+      ["keep.txt"],
+    );
+    assert.ok(isTempName(".filesync-tmp-1234"));
+    assert.ok(!isTempName("filesync-tmp-1234"));
+    assert.ok(!isTempName(".filesync"));
+  });
+});
