@@ -146,6 +146,9 @@ async function serve(): Promise<void> {
   // Serve until the parent closes our stdin.
   for await (const _ of Deno.stdin.readable) { /* drain */ }
   await host.stop();
+  // libp2p leaves AbortSignal.timeout signals with listeners behind (stream negotiation, 10 s),
+  // and in Deno those keep the event loop alive; nothing is left to do, so exit now.
+  Deno.exit(0);
 }
 
 // -------------------------------------------------------------------------------------------

@@ -91,9 +91,12 @@ export interface NodeStatus {
     pendingDown: number;
     conflicts: number;
   };
+  /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
+  raftError: string | null;
 }
 
 const JOIN_COMMIT_KEY = "joinCommit";
+const TRACE_APPLY = Deno.env.get("FILESYNC_TRACE_RAFT") === "1";
 
 /** A running node. */
 export class Daemon {
@@ -184,7 +187,9 @@ export class Daemon {
         tickMs: opts.tickMs ?? 100,
         stateMachine: {
           apply: async (e: Entry) => {
+            if (TRACE_APPLY) log.debug("apply", { index: e.index });
             const r = await index.apply(e.index, e.data);
+            if (TRACE_APPLY) log.debug("applied", { index: e.index, ok: r.ok });
             // A newly committed change: let the sync engine bring the disk up to date.
             if (r.ok) ref.daemon?.requestSync();
             return r;
@@ -267,14 +272,28 @@ export class Daemon {
       nodeId: this.host.peerId,
       log: this.log,
       remote: {
-        fetch: async (hashes, onObject) => {
-          const peers = [...this.#members].filter((p) => p !== this.host.peerId);
-          const r = await fetcher.fetch(hashes, peers, onObject);
-          return { missing: r.missing };
+        fetch: async (hashes, onObject, preferred = []) => {
+          // A short stall limit: a peer that is stopped or cut off keeps its connection for a
+          // while but answers nothing, and must not hold a file up for long.
+          const opts = { stallMs: 3_000, maxPeerFailures: 1 };
+          const others = [...this.#members].filter((p) =>
+            p !== this.host.peerId && !preferred.includes(p)
+          );
+          let missing = hashes;
+          const first = preferred.filter((p) => this.#members.has(p));
+          if (first.length > 0) {
+            missing = (await fetcher.fetch(missing, first, onObject, opts)).missing;
+          }
+          if (missing.length > 0 && others.length > 0) {
+            missing = (await fetcher.fetch(missing, others, onObject, opts)).missing;
+          }
+          return { missing };
         },
       },
     }, { rescanMs });
-    this.#engine.start();
+    this.#engine.start().catch((e) =>
+      this.log.error("sync engine failed to start", { error: (e as Error).message })
+    );
   }
 
   /**
@@ -300,6 +319,14 @@ export class Daemon {
     if (config.voters.includes(peerId) || config.learners.includes(peerId)) {
       this.log.info("rejoin", { peer: peerId });
     } else {
+      // A member that just joined is still promoting itself; a second membership change sent
+      // meanwhile would be dropped by the leader, so wait for the first to settle.
+      const settleBy = Date.now() + 8_000;
+      while (Date.now() < settleBy) {
+        const st = this.raft.status();
+        if (st.lead !== "" && !st.config.learners.includes(this.host.peerId)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
       const ops: Command["ops"] = [{ op: "peer", peerId, addrs: [remoteAddr] }];
       if (terms?.once) ops.unshift({ op: "use-invite", inviteId });
       const r = await this.propose({ origin: this.host.peerId, ops });
@@ -465,6 +492,7 @@ export class Daemon {
         remoteAddr: c.remoteAddr,
         direction: c.direction,
       })),
+      raftError: this.raft.error ? this.raft.error.message : null,
       sync: (() => {
         const p = this.#engine?.lastPass;
         return {

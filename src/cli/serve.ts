@@ -22,12 +22,14 @@ export async function serveCommand(dir: string, opts: ServeOptions): Promise<num
     logger: log,
   });
   const status = await daemon.status();
-  console.log(`node ${status.peerId} of cluster ${status.clusterId}`);
-  for (const a of status.addrs) console.log(`listening ${a}`);
+  const lines = [`node ${status.peerId} of cluster ${status.clusterId}`];
+  for (const a of status.addrs) lines.push(`listening ${a}`);
   if (!opts.join && status.members.length === 1) {
     // A one-member cluster: print an invite so the next node can join right away.
-    console.log(`invite ${daemon.invite({ ttlMs: 24 * 3600_000 })}`);
+    lines.push(`invite ${daemon.invite({ ttlMs: 24 * 3600_000 })}`);
   }
+  // One write, so a reader that sees the first line sees them all.
+  console.log(lines.join("\n"));
   const stopped = Promise.withResolvers<void>();
   const onSignal = () => stopped.resolve();
   Deno.addSignalListener("SIGINT", onSignal);

@@ -3,7 +3,8 @@
  *
  * Members (as the injected `isAllowedPeer` says, i.e. the Raft membership) may connect and use
  * every protocol. A stranger must be able to reach `/filesync/join/1` to become a member, so
- * the connection gater lets strangers in on probation, under three bounds:
+ * once that protocol is served the connection gater lets strangers in on probation, under
+ * three bounds:
  *  - per remote IP, a token bucket (a stranger cannot knock more than `strangerRate` allows);
  *  - at most `maxStrangers` stranger connections open at once;
  *  - a stranger's connection lives at most `strangerTtlMs` (the host's sweeper closes it),
@@ -19,7 +20,10 @@ import { type RateLimit, RateLimiter } from "./rate_limit.ts";
 
 /** Bounds on connections from peers that are not members (joiners). */
 export interface AdmissionLimits {
-  /** Accept non-member connections at all (needed to be joined). Default true. */
+  /**
+   * Accept non-member connections at all, once a join protocol is served (`openForJoins`).
+   * Default true; false makes the node refuse every stranger at connect.
+   */
   acceptStrangers: boolean;
   /** Longest a non-member connection may stay open, ms. Default 15,000. */
   strangerTtlMs: number;
@@ -59,6 +63,7 @@ export class PeerGate {
   readonly #connRate: RateLimiter;
   readonly joinRate: RateLimiter;
   readonly #dialExceptions = new Map<string, number>();
+  #joinsOpen = false;
 
   constructor(
     private readonly isAllowedPeer: (peerId: string) => boolean,
@@ -100,10 +105,18 @@ export class PeerGate {
     }
   }
 
+  /**
+   * Let strangers connect (within the limits) because a join protocol now answers them.
+   * Until this is called, only members can connect at all.
+   */
+  openForJoins(): void {
+    this.#joinsOpen = true;
+  }
+
   /** Decide on an inbound connection whose peer id is authenticated. */
   admitInbound(peerId: string, remoteAddr: Multiaddr): boolean {
     if (this.isMember(peerId)) return true;
-    if (!this.limits.acceptStrangers) return false;
+    if (!this.limits.acceptStrangers || !this.#joinsOpen) return false;
     if (this.strangerCount() >= this.limits.maxStrangers) return false;
     return this.#connRate.tryTake(remoteIp(remoteAddr));
   }

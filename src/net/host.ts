@@ -142,8 +142,8 @@ export interface Host {
   /** Open connections, for status output. */
   connections(): ConnectionInfo[];
   /**
-   * Apply the membership now: close connections of peers that are not members, except
-   * strangers still inside their join window. Call after a membership change.
+   * Apply the membership now: close the connections of removed members, and of strangers
+   * past their join window. Call after a membership change (a periodic sweep does it too).
    */
   revalidate(): Promise<void>;
   /** Stop listening and close every connection. */
@@ -203,16 +203,30 @@ export async function createHost(options: HostOptions): Promise<Host> {
   });
   ref.node = libp2p;
 
-  // The sweeper enforces the stranger time limit (and removes ex-members' connections).
+  // Connections whose peer has been a member while they were open. When such a peer stops
+  // being a member it was removed, and its connections close at the next sweep; a stranger
+  // (a joiner) instead gets `strangerTtlMs` to finish its handshake.
+  const memberConnections = new WeakSet<Connection>();
+  libp2p.addEventListener("connection:open", (evt) => {
+    if (gate.isMember(evt.detail.remotePeer.toString())) memberConnections.add(evt.detail);
+  });
   const sweep = async () => {
     const now = Date.now();
     const closing: Promise<void>[] = [];
     for (const c of libp2p.getConnections()) {
       const peer = c.remotePeer.toString();
-      if (gate.isMember(peer)) continue;
+      if (gate.isMember(peer)) {
+        memberConnections.add(c);
+        continue;
+      }
       const age = now - c.timeline.open;
-      if (age >= gate.limits.strangerTtlMs) {
-        logger.info?.(`closing connection of non-member ${peer} (${Math.round(age)} ms old)`);
+      const removed = memberConnections.has(c);
+      if (removed || age >= gate.limits.strangerTtlMs) {
+        logger.info?.(
+          removed
+            ? `closing connection of removed member ${peer}`
+            : `closing connection of non-member ${peer} (${Math.round(age)} ms old)`,
+        );
         closing.push(c.close().catch(() => c.abort(new NotMemberError("not a member"))));
       }
     }

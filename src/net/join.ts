@@ -164,6 +164,7 @@ export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<vo
       fs.abort(err as Error);
     }
   }, { membersOnly: false, maxInboundStreams: 4, maxOutboundStreams: 4 });
+  host.gate.openForJoins();
 }
 
 /** Options of joinCluster. */

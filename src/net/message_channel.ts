@@ -192,6 +192,22 @@ export class MessageChannel {
     })();
   }
 
+  /**
+   * A peer opened a new inbound stream: it (re)started its side of the channel, perhaps as a
+   * new process after a crash. Our outbound stream to it may belong to the dead connection,
+   * where writes vanish until the transport's idle timeout; drop it (and any backoff) so the
+   * next send opens a fresh stream over the live connection.
+   */
+  #peerReconnected(peer: string): void {
+    const link = this.#links.get(peer);
+    if (link === undefined) return;
+    const old = link.stream;
+    link.stream = null;
+    link.failures = 0;
+    link.retryAt = 0;
+    if (old !== null) old.abort(new Error("peer reconnected"));
+  }
+
   #failed(link: PeerLink): void {
     link.failures++;
     this.stats.reconnects++;
@@ -201,6 +217,7 @@ export class MessageChannel {
 
   async #serve(fs: RaftStream, from: string): Promise<void> {
     this.#inbound.add(fs);
+    this.#peerReconnected(from);
     try {
       while (true) {
         const msg = await fs.read();

@@ -19,7 +19,13 @@
  *  - objects that no usable peer has are returned in `missing`.
  */
 import { type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
-import { MAX_HAVE_HASHES, MAX_WANT_HASHES, objectsCodec, type ObjectsMessage } from "./codec.ts";
+import {
+  MAX_HAVE_HASHES,
+  MAX_WANT_HASHES,
+  OBJECTS_MAX_FRAME,
+  objectsCodec,
+  type ObjectsMessage,
+} from "./codec.ts";
 import { FetchError, WireDecodeError } from "./errors.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
@@ -231,9 +237,13 @@ class FetchRun {
       peer.streams.add(worker);
       try {
         const stream = await this.host.openStream(peer.id, OBJECTS_PROTOCOL, {
-          signal: AbortSignal.timeout(Math.min(this.#stallMs, 10_000)),
+          signal: AbortSignal.timeout(Math.min(this.#stallMs, 5_000)),
         });
-        worker.fs = new FramedStream(stream, objectsCodec, objectsCodec);
+        worker.fs = new FramedStream(stream, objectsCodec, objectsCodec, {
+          // The window bounds what a well-behaved peer sends ahead; pause (and let libp2p
+          // reset a peer that ignores it) only well beyond that, for chunks up to 512 KiB.
+          readHighWater: Math.max(2 * OBJECTS_MAX_FRAME, this.#window * 512 * 1024),
+        });
         await this.#pump(worker);
         await worker.fs.close();
       } catch (err) {

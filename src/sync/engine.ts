@@ -20,7 +20,12 @@ import type { Hash } from "../chunk/mod.ts";
 import type { ApplyResult, Command, FileOp, IndexRecord, IndexState } from "../fsm/mod.ts";
 import type { NodeSource } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
-import { keepConflictCopy, materialize, type MaterializeSources } from "./materializer.ts";
+import {
+  keepConflictCopy,
+  materialize,
+  type MaterializeSources,
+  sweepTempFiles,
+} from "./materializer.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
 import { scanTree } from "./scanner.ts";
 import { syncedAfterUpload, SyncedState } from "./synced_state.ts";
@@ -29,10 +34,15 @@ import type { Logger } from "./log.ts";
 
 /** Where objects this node lacks come from (the daemon adapts the network). */
 export interface RemoteObjects {
-  /** Fetch objects by hash from peers; each arrives verified through `onObject`. */
-  fetch(hashes: Hash[], onObject: (hash: Hash, bytes: Uint8Array) => Promise<void>): Promise<{
-    missing: Hash[];
-  }>;
+  /**
+   * Fetch objects by hash from peers; each arrives verified through `onObject`. `preferred`
+   * peers (the node that committed the content holds it) are asked first, the rest after.
+   */
+  fetch(
+    hashes: Hash[],
+    onObject: (hash: Hash, bytes: Uint8Array) => Promise<void>,
+    preferred?: string[],
+  ): Promise<{ missing: Hash[] }>;
 }
 
 /** What the engine needs from the rest of the node. */
@@ -106,8 +116,10 @@ export class SyncEngine {
     this.#synced = new SyncedState(deps.store.kv);
   }
 
-  /** Start watching and the periodic rescan, and run a first pass. */
-  start(): void {
+  /** Remove temp files a crash left, start watching and the periodic rescan, run a pass. */
+  async start(): Promise<void> {
+    const swept = await sweepTempFiles(this.deps.store.root);
+    if (swept > 0) this.deps.log.info("removed unfinished writes", { count: swept });
     if (this.opts.watch !== false) {
       this.#watcher = new Watcher(this.deps.store.root, () => this.request(), {
         onError: (e) => this.deps.log.warn("watcher error", { error: String(e) }),
@@ -174,7 +186,6 @@ export class SyncEngine {
     for (const r of plan.refused) log.warn("path not synced", { path: r.path, reason: r.reason });
 
     await this.#adopt(plan, committed);
-    const sources = this.#sources();
     let conflicts = 0;
     for (const c of plan.conflicts) {
       const copy = await keepConflictCopy(
@@ -186,16 +197,16 @@ export class SyncEngine {
       );
       log.info("conflict", { path: c.path, kept: copy, committed: c.committed.version });
       conflicts++;
-      await this.#write(c.committed, sources);
+      await this.#write(c.committed);
     }
     let materialized = 0;
     let pendingDown = 0;
     for (const rec of writeOrder(plan.materialize)) {
-      const ok = await this.#write(rec, sources);
+      const ok = await this.#write(rec);
       if (ok) materialized++;
       else pendingDown++;
     }
-    const { uploaded, pending } = await this.#upload(plan.upload, local);
+    const { uploaded, pending } = await this.#upload(plan.uploadWaves, local);
     if (conflicts > 0 || pending > 0 || pendingDown > 0) this.#again = this.#again || conflicts > 0;
     return { uploaded, materialized, conflicts, pendingUp: pending, pendingDown };
   }
@@ -209,9 +220,9 @@ export class SyncEngine {
   }
 
   /** Write one committed entry to disk; false if it must wait (local change, fetch failed). */
-  async #write(rec: IndexRecord, sources: MaterializeSources): Promise<boolean> {
+  async #write(rec: IndexRecord): Promise<boolean> {
     try {
-      const r = await materialize(this.deps.store, rec, sources, {
+      const r = await materialize(this.deps.store, rec, this.#sources(rec.origin), {
         onWrite: (path, expected) => this.#watcher?.expect(path, expected),
       });
       if (r.status === "local-changed") {
@@ -233,21 +244,14 @@ export class SyncEngine {
     }
   }
 
-  /** Propose the planned ops; returns how many committed and how many must wait. */
+  /**
+   * Propose the planned ops, wave after wave (each wave's ops depend only on earlier waves),
+   * a wave's ops in concurrent commands. Returns how many committed and how many must wait.
+   */
   async #upload(
-    ops: FileOp[],
+    waves: FileOp[][],
     local: ReadonlyMap<string, LocalFileRecord>,
   ): Promise<{ uploaded: number; pending: number }> {
-    if (ops.length === 0) return { uploaded: 0, pending: 0 };
-    // Deletes are planned children first; they run last, in order, so a directory's delete
-    // follows its contents' (several in one command are applied all or none, in order).
-    const deletes = ops.filter((op) => op.op === "delete");
-    const rest = ops.filter((op) => op.op !== "delete");
-    const chunk = (list: FileOp[]) => {
-      const out: FileOp[][] = [];
-      for (let i = 0; i < list.length; i += UPLOAD_BATCH) out.push(list.slice(i, i + UPLOAD_BATCH));
-      return out;
-    };
     let uploaded = 0;
     let pending = 0;
     const runBatch = async (batch: FileOp[]) => {
@@ -255,17 +259,21 @@ export class SyncEngine {
         uploaded += batch.length;
         return;
       }
-      // A batch is all or none: find which ops can go by proposing them one by one.
+      // A command is all or none: find which ops can go by proposing them one by one.
       for (const op of batch) {
         if (batch.length > 1 && await this.#propose([op], local)) uploaded++;
         else pending++;
       }
     };
-    const batches = chunk(rest);
-    for (let i = 0; i < batches.length; i += UPLOAD_CONCURRENCY) {
-      await Promise.all(batches.slice(i, i + UPLOAD_CONCURRENCY).map(runBatch));
+    for (const wave of waves) {
+      const batches: FileOp[][] = [];
+      for (let i = 0; i < wave.length; i += UPLOAD_BATCH) {
+        batches.push(wave.slice(i, i + UPLOAD_BATCH));
+      }
+      for (let i = 0; i < batches.length; i += UPLOAD_CONCURRENCY) {
+        await Promise.all(batches.slice(i, i + UPLOAD_CONCURRENCY).map(runBatch));
+      }
     }
-    for (const batch of chunk(deletes)) await runBatch(batch);
     return { uploaded, pending };
   }
 
@@ -304,16 +312,17 @@ export class SyncEngine {
     return true;
   }
 
-  /** Materializer sources backed by the remote object fetcher. */
-  #sources(): MaterializeSources {
+  /** Materializer sources backed by the remote object fetcher, asking `origin` first. */
+  #sources(origin: string): MaterializeSources {
     const remote = this.deps.remote;
+    const preferred = origin && origin !== this.deps.nodeId ? [origin] : [];
     const nodes: NodeSource = {
       async getNode(hash: Hash): Promise<Uint8Array> {
         let found: Uint8Array | null = null;
         await remote.fetch([hash], (_h, bytes) => {
           found = bytes;
           return Promise.resolve();
-        });
+        }, preferred);
         if (!found) throw new Error("no peer has this tree node");
         return found;
       },
@@ -321,7 +330,7 @@ export class SyncEngine {
     return {
       nodes,
       async fetchChunks(hashes, onChunk) {
-        const r = await remote.fetch(hashes, onChunk);
+        const r = await remote.fetch(hashes, onChunk, preferred);
         if (r.missing.length > 0) {
           throw new Error(`${r.missing.length} chunks are held by no reachable peer`);
         }

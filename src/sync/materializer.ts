@@ -19,7 +19,7 @@
  *
  * Paths are validated with the index's path policy before any file system call, and nothing is
  * written through a symlink: every ancestor of the path must be a real directory below the
- * root (checked with lstat, then once more with realPath just before the rename).
+ * root (checked with lstat, then once more with realPath just before anything is changed).
  *
  * Afterwards the node's local records are brought in step without a rescan: the file index
  * (from an lstat after the rename, so the next scan sees the file as unchanged), the chunk
@@ -77,7 +77,7 @@ export interface MaterializeOptions {
   onWrite?: (path: string, expected: ExpectedEntry) => void;
   /**
    * Chunks handled per window (one fetchChunks call per window): bounds memory for huge
-   * files. Default 16,384 (about 1 GiB of file at the default chunk size).
+   * files. Default 4,096 (about 256 MiB of file at the default chunk size).
    */
   windowChunks?: number;
 }
@@ -137,7 +137,7 @@ export class ChunkFetchError extends MaterializeError {
   }
 }
 
-const DEFAULT_WINDOW_CHUNKS = 16_384;
+const DEFAULT_WINDOW_CHUNKS = 4096;
 const OPEN_FILES = 16;
 
 async function lstatOrNull(abs: string): Promise<Deno.FileInfo | null> {
@@ -262,33 +262,163 @@ function nodeSourceFor(store: LocalStore, remote: NodeSource): NodeSource {
   };
 }
 
+/** A binary-string key for a hash: cheaper than hex for Map keys. */
+function hashKey(h: Hash): string {
+  return String.fromCharCode(...h);
+}
+
 /**
- * Reads chunks that are already on this node: from files of the tree through the chunk
- * locator (verified; a stale location counts as missing), else from the pack store. Keeps a
- * few files open, since consecutive chunks usually come from the same file.
+ * Chunks of the file's previous version, by hash -> offset (the last occurrence, as the
+ * locator records them), when the previous version is still on disk as the scan saw it. Lets
+ * an edit in place be assembled and recorded without a locator lookup per chunk. Null when
+ * there is no such file, or when it has too many chunks to track (memory stays bounded).
+ */
+const MAX_TRACKED_CHUNKS = 1 << 18;
+
+async function previousChunks(
+  store: LocalStore,
+  previous: LocalFileRecord | null,
+  present: boolean,
+): Promise<Map<string, number> | null> {
+  if (!previous || previous.kind !== "file" || !present) return null;
+  const out = new Map<string, number>();
+  try {
+    for await (const c of walkFileChunks(previous.root, store.packs)) {
+      if (out.size >= MAX_TRACKED_CHUNKS) return null;
+      out.set(hashKey(c.hash), c.offset);
+    }
+  } catch {
+    return null;
+  }
+  return out;
+}
+
+/** Where a chunk may be read locally: a file of the tree at an offset. */
+interface Located {
+  hash: Hash;
+  /** Offset in the file being assembled. */
+  offset: number;
+  length: number;
+  /** Source file (relative path) and offset, or null: try the packs, then the remote. */
+  src: string | null;
+  srcOffset: number;
+}
+
+/** Bytes read at once from a source file: runs of contiguous chunks are read together. */
+const MAX_RUN_BYTES = 8 << 20;
+const LOOKUP_CONCURRENCY = 32;
+
+/**
+ * Reads chunks that are already on this node: from files of the tree (the previous version of
+ * the same path, or wherever the chunk locator points), contiguous chunks of one source in one
+ * read, every chunk verified against its hash (a stale location counts as missing); then from
+ * the pack store. Keeps a few files open.
  */
 class LocalChunks {
   #open = new Map<string, Deno.FsFile>();
 
-  constructor(private readonly store: LocalStore) {}
+  constructor(
+    private readonly store: LocalStore,
+    private readonly path: string,
+    private readonly previous: Map<string, number> | null,
+  ) {}
 
-  async read(hash: Hash, length: number): Promise<Uint8Array | null> {
-    const loc = await this.store.locator.lookup(hash);
-    if (loc && loc.length === length) {
-      const bytes = await this.#readAt(loc.path, loc.offset, length);
-      if (bytes && hashEquals(sha256(bytes), hash)) return bytes;
+  /** Source locations for a window of chunks (previous version first, then the locator). */
+  async locate(chunks: { hash: Hash; offset: number; length: number }[]): Promise<Located[]> {
+    const out: Located[] = chunks.map((c) => ({ ...c, src: null, srcOffset: 0 }));
+    const lookups: Located[] = [];
+    for (const c of out) {
+      const at = this.previous?.get(hashKey(c.hash));
+      if (at !== undefined) {
+        c.src = this.path;
+        c.srcOffset = at;
+      } else lookups.push(c);
     }
-    try {
-      if (await this.store.packs.has(hash)) {
-        const bytes = await this.store.packs.get(hash);
-        if (bytes.length === length) return bytes;
-      }
-    } catch (e) {
-      if (!(e instanceof CorruptObjectError) && !(e instanceof MissingObjectError)) throw e;
+    for (let i = 0; i < lookups.length; i += LOOKUP_CONCURRENCY) {
+      await Promise.all(
+        lookups.slice(i, i + LOOKUP_CONCURRENCY).map(async (c) => {
+          const loc = await this.store.locator.lookup(c.hash);
+          if (loc && loc.length === c.length) {
+            c.src = loc.path;
+            c.srcOffset = loc.offset;
+          }
+        }),
+      );
     }
-    return null;
+    return out;
   }
 
+  /**
+   * Write every chunk of `located` that can be read locally into `file`; returns the chunks
+   * that could not (to fetch remotely).
+   */
+  async copy(located: Located[], file: Deno.FsFile): Promise<Located[]> {
+    const failed: Located[] = [];
+    const out = new PipelinedWriter(file);
+    let i = 0;
+    while (i < located.length) {
+      const first = located[i];
+      if (first.src === null) {
+        if (!(await this.#fromPacks(first, out))) failed.push(first);
+        i++;
+        continue;
+      }
+      // A run: same source file, contiguous in the source and (by construction) the target.
+      let j = i + 1;
+      let bytes = first.length;
+      while (
+        j < located.length && located[j].src === first.src &&
+        located[j].srcOffset === located[j - 1].srcOffset + located[j - 1].length &&
+        located[j].offset === located[j - 1].offset + located[j - 1].length &&
+        bytes + located[j].length <= MAX_RUN_BYTES
+      ) {
+        bytes += located[j].length;
+        j++;
+      }
+      const data = await this.#readAt(first.src, first.srcOffset, bytes);
+      let pos = 0;
+      let goodStart = -1;
+      const flushGood = async (end: number) => {
+        if (goodStart < 0) return;
+        const from = located[goodStart];
+        const at = from.srcOffset - first.srcOffset;
+        await out.write(from.offset, data!.subarray(at, end));
+        goodStart = -1;
+      };
+      for (let k = i; k < j; k++) {
+        const c = located[k];
+        const piece = data?.subarray(pos, pos + c.length);
+        const ok = piece !== undefined && piece.length === c.length &&
+          hashEquals(sha256(piece), c.hash);
+        if (ok) {
+          if (goodStart < 0) goodStart = k;
+        } else {
+          await flushGood(pos);
+          if (!(await this.#fromPacks(c, out))) failed.push(c);
+        }
+        pos += c.length;
+      }
+      await flushGood(pos);
+      i = j;
+    }
+    await out.drain();
+    return failed;
+  }
+
+  async #fromPacks(c: Located, out: PipelinedWriter): Promise<boolean> {
+    try {
+      if (!(await this.store.packs.has(c.hash))) return false;
+      const bytes = await this.store.packs.get(c.hash);
+      if (bytes.length !== c.length) return false;
+      await out.write(c.offset, bytes);
+      return true;
+    } catch (e) {
+      if (e instanceof CorruptObjectError || e instanceof MissingObjectError) return false;
+      throw e;
+    }
+  }
+
+  /** Up to `length` bytes at `offset` (fewer if the file is shorter), or null. */
   async #readAt(path: string, offset: number, length: number): Promise<Uint8Array | null> {
     let file = this.#open.get(path);
     if (!file) {
@@ -309,10 +439,10 @@ class LocalChunks {
     let read = 0;
     while (read < length) {
       const n = await file.read(out.subarray(read));
-      if (n === null) return null;
+      if (n === null) break;
       read += n;
     }
-    return out;
+    return out.subarray(0, read);
   }
 
   close(): void {
@@ -328,6 +458,29 @@ async function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Pr
 }
 
 /**
+ * Positional writes with one write in flight while the caller reads and verifies the next
+ * piece: disk writes overlap hashing, and at most two pieces are held in memory.
+ */
+class PipelinedWriter {
+  #inflight: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file: Deno.FsFile) {}
+
+  /** Start writing `bytes` (which the caller must not reuse) at `offset`. */
+  async write(offset: number, bytes: Uint8Array): Promise<void> {
+    await this.#inflight;
+    this.#inflight = writeAt(this.file, offset, bytes);
+    // Surface a failure at the next write or drain, not as an unhandled rejection.
+    this.#inflight.catch(() => {});
+  }
+
+  /** Wait for the last write; throws its error. */
+  drain(): Promise<void> {
+    return this.#inflight;
+  }
+}
+
+/**
  * Write the content of `record` into the open temp file: local chunks first, the missing ones
  * of each window fetched in one call and written at their offsets as they arrive.
  */
@@ -336,28 +489,25 @@ async function assemble(
   record: IndexRecord,
   sources: MaterializeSources,
   file: Deno.FsFile,
+  previous: Map<string, number> | null,
   windowChunks: number,
   result: MaterializeResult,
 ): Promise<void> {
   const nodes = nodeSourceFor(store, sources.nodes);
-  const localChunks = new LocalChunks(store);
+  const localChunks = new LocalChunks(store, record.path, previous);
   let size = 0;
   try {
     let window: { hash: Hash; offset: number; length: number }[] = [];
     const flushWindow = async () => {
+      const failed = await localChunks.copy(await localChunks.locate(window), file);
+      window = [];
       const missing = new Map<string, { hash: Hash; length: number; offsets: number[] }>();
-      for (const c of window) {
-        const key = toHex(c.hash);
+      for (const c of failed) {
+        const key = hashKey(c.hash);
         const known = missing.get(key);
-        if (known) {
-          known.offsets.push(c.offset);
-          continue;
-        }
-        const bytes = await localChunks.read(c.hash, c.length);
-        if (bytes) await writeAt(file, c.offset, bytes);
+        if (known) known.offsets.push(c.offset);
         else missing.set(key, { hash: c.hash, length: c.length, offsets: [c.offset] });
       }
-      window = [];
       if (missing.size > 0) await fetchMissing(record.path, missing, sources, file, result);
     };
     for await (const c of walkFileChunks(record.root, nodes)) {
@@ -388,7 +538,7 @@ async function fetchMissing(
   // Chunks may arrive concurrently; seek + write must not interleave.
   let writes: Promise<void> = Promise.resolve();
   const onChunk = (hash: Hash, bytes: Uint8Array): Promise<void> => {
-    const key = toHex(hash);
+    const key = hashKey(hash);
     const want = missing.get(key);
     if (!want) return Promise.reject(new ChunkFetchError(path, hash, "was not asked for"));
     if (received.has(key)) return Promise.resolve();
@@ -407,7 +557,7 @@ async function fetchMissing(
   await sources.fetchChunks([...missing.values()].map((m) => m.hash), onChunk);
   await writes;
   for (const m of missing.values()) {
-    if (!received.has(toHex(m.hash))) {
+    if (!received.has(hashKey(m.hash))) {
       throw new ChunkFetchError(path, m.hash, "no source delivered it");
     }
   }
@@ -425,26 +575,46 @@ async function forgetChunks(store: LocalStore, batch: KvBatch, path: string, roo
 }
 
 /**
- * Record what is now on disk at `record.path`: file index entry, chunk locations (after the
- * old ones are forgotten), synced state. Pack objects are made durable before any KV entry
- * that refers to them.
+ * Record what is now on disk at `record.path`: file index entry, chunk locations, synced
+ * state. With the previous version's chunk map, only locations that changed are written (an
+ * edit in place rewrites a few, not all); without it, the old ones are forgotten and all new
+ * ones recorded. Pack objects are made durable before any KV entry that refers to them.
  */
 async function recordLocal(
   store: LocalStore,
   record: IndexRecord,
   previous: LocalFileRecord | null,
   now: LocalFileRecord | null,
+  previousChunks: Map<string, number> | null = null,
 ): Promise<void> {
   const synced = new SyncedState(store.kv);
   const batch = new KvBatch(store.kv, () => store.packs.flush());
   const path = record.path;
   const contentChanged = !now || !previous || !sameContent(previous, now);
-  if (previous && previous.kind === "file" && contentChanged) {
-    await forgetChunks(store, batch, path, previous.root);
-  }
-  if (now && now.kind === "file" && contentChanged) {
-    for await (const c of walkFileChunks(now.root, store.packs)) {
-      await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+  if (contentChanged) {
+    const incremental = previousChunks !== null && now !== null && now.kind === "file";
+    if (incremental) {
+      const kept = new Set<string>();
+      for await (const c of walkFileChunks(now.root, store.packs)) {
+        const key = hashKey(c.hash);
+        if (kept.size < MAX_TRACKED_CHUNKS) kept.add(key);
+        if (previousChunks.get(key) === c.offset) continue; // still right where recorded
+        await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+      }
+      if (kept.size < MAX_TRACKED_CHUNKS) {
+        for await (const c of walkFileChunks(previous!.root, store.packs)) {
+          if (!kept.has(hashKey(c.hash))) await store.locator.forget(batch, c.hash, path);
+        }
+      }
+    } else {
+      if (previous && previous.kind === "file") {
+        await forgetChunks(store, batch, path, previous.root);
+      }
+      if (now && now.kind === "file") {
+        for await (const c of walkFileChunks(now.root, store.packs)) {
+          await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+        }
+      }
     }
   }
   if (now) await store.files.put(batch, path, now);
@@ -487,6 +657,7 @@ export async function materialize(
     }
     const refused = await guard();
     if (refused) return refused;
+    await checkRealParent(store.root, path);
     opts.onWrite?.(path, { kind: "absent" });
     try {
       await Deno.remove(abs);
@@ -528,6 +699,7 @@ export async function materialize(
   const dirAbs = parentOf(abs);
   const tmpAbs = `${dirAbs}/${randomName()}`;
   let renamed = false;
+  let previous: Map<string, number> | null = null;
   try {
     if (record.kind === "symlink") {
       if (record.target === undefined) throw new MaterializeError(path, "symlink without target");
@@ -536,11 +708,13 @@ export async function materialize(
       const file = await Deno.open(tmpAbs, { write: true, createNew: true, mode: 0o600 });
       try {
         if (!hashEquals(record.root, EMPTY_FILE_ROOT)) {
+          previous = await previousChunks(store, local, current !== null && current.isFile);
           await assemble(
             store,
             record,
             sources,
             file,
+            previous,
             opts.windowChunks ?? DEFAULT_WINDOW_CHUNKS,
             result,
           );
@@ -577,7 +751,7 @@ export async function materialize(
   } finally {
     if (!renamed) await Deno.remove(tmpAbs).catch(() => {});
   }
-  await recordLocal(store, record, local, await localRecordOf(abs, record.root));
+  await recordLocal(store, record, local, await localRecordOf(abs, record.root), previous);
   return { ...result, status: "written" };
 }
 
@@ -600,6 +774,7 @@ async function materializeDir(
   const abs = `${store.root}/${record.path}`;
   const result: MaterializeResult = { status: "unchanged", bytesFetched: 0, chunksFetched: 0 };
   let touched = false;
+  await checkRealParent(store.root, record.path);
   if (current && !current.isDirectory) {
     const refused = await guard();
     if (refused) return refused;
@@ -614,6 +789,7 @@ async function materializeDir(
   }
   const info = await Deno.lstat(abs);
   if (((info.mode ?? 0) & 0o7777) !== record.mode) {
+    if (!touched) opts.onWrite?.(record.path, { kind: "dir" });
     await Deno.chmod(abs, record.mode);
     touched = true;
   }

@@ -13,6 +13,17 @@ import {
   type Transport,
 } from "../raft/mod.ts";
 
+/** FILESYNC_TRACE_RAFT=1 logs every raft message at debug level (for debugging a cluster). */
+const TRACE = Deno.env.get("FILESYNC_TRACE_RAFT") === "1";
+
+function describe(ms: readonly Message[]): string {
+  return ms.map((m) =>
+    `${m.type}(t${m.term} i${m.index} lt${m.logTerm} c${m.commit} n${m.entries.length}${
+      m.reject ? " rej" : ""
+    })`
+  ).join(" ");
+}
+
 /** Adapts a MessageChannel to raft's Transport interface. */
 export class ChannelRaftTransport implements Transport {
   #handler: ((from: NodeId, messages: readonly Message[]) => void) | null = null;
@@ -30,7 +41,10 @@ export class ChannelRaftTransport implements Transport {
   send(to: NodeId, messages: readonly Message[]): void {
     if (!this.#channel || messages.length === 0) return;
     // Raft tolerates loss: a dropped batch (peer unreachable, queue full) is retried by raft.
-    this.#channel.send(to, messages.map(encodeMessage));
+    const sent = this.#channel.send(to, messages.map(encodeMessage));
+    if (TRACE) {
+      this.logger.info?.(`raft -> ${to.slice(-6)} ${sent ? "" : "DROPPED "}${describe(messages)}`);
+    }
   }
 
   onMessage(handler: (from: NodeId, messages: readonly Message[]) => void): void {
@@ -56,6 +70,7 @@ export class ChannelRaftTransport implements Transport {
       }
       messages.push(m);
     }
+    if (TRACE) this.logger.info?.(`raft <- ${from.slice(-6)} ${describe(messages)}`);
     if (messages.length > 0) this.#handler?.(from, messages);
   }
 

@@ -88,15 +88,9 @@
  * (SyncedState.recordUpload). A rejected proposal (compare-and-swap lost) needs no special
  * case: a fresh reconcile against the newer committed index turns it into a conflict.
  */
-import { hashEquals, toHex } from "../chunk/mod.ts";
-import {
-  ancestors,
-  caseFold,
-  type FileOp,
-  indexPathProblem,
-  type IndexRecord,
-} from "../fsm/mod.ts";
-import { comparePaths, EMPTY_FILE_ROOT } from "../merkle/mod.ts";
+import { hashEquals } from "../chunk/mod.ts";
+import { caseFold, type FileOp, indexPathProblem, type IndexRecord } from "../fsm/mod.ts";
+import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import type { LocalFileRecord } from "../store/mod.ts";
 import type { SyncedRecord } from "./synced_state.ts";
 
@@ -117,6 +111,12 @@ export interface RefusedPath {
 export interface SyncPlan {
   /** Ops to propose, in an order the state machine accepts one after the other. */
   upload: FileOp[];
+  /**
+   * The same ops grouped in waves: every op depends only on ops of earlier waves, so the ops
+   * of one wave may be split into commands and proposed in any order or concurrently, as long
+   * as a wave is committed before the next one is proposed.
+   */
+  uploadWaves: FileOp[][];
   /** Committed entries to write to disk, in order (see the module comment). */
   materialize: IndexRecord[];
   /** Paths changed on both sides, sorted by path. */
@@ -210,21 +210,24 @@ export function reconcile(
   const all = new Set<string>();
   for (const m of [local, synced, committed]) {
     for (const p of m.keys()) {
+      if (all.has(p)) continue;
       all.add(p);
-      for (const a of ancestors(p)) all.add(a);
+      for (let a = parentOf(p); a !== null && !all.has(a); a = parentOf(a)) all.add(a);
     }
   }
-  const paths = [...all].sort(comparePaths);
+  // Code-unit order: deterministic, and a parent (a prefix) sorts before its children.
+  const paths = [...all].sort();
 
+  // Paths in the committed index or the synced state were accepted by the index already.
   const refused: RefusedPath[] = [];
   const refusedSet = new Set<string>();
-  for (const p of paths) {
-    if (!local.has(p)) continue;
+  for (const p of local.keys()) {
+    if (committed.has(p) || synced.has(p)) continue;
     const reason = indexPathProblem(p);
-    if (reason) {
-      refused.push({ path: p, reason });
-      refusedSet.add(p);
-    }
+    if (reason) refusedSet.add(p);
+  }
+  for (const p of paths) {
+    if (refusedSet.has(p)) refused.push({ path: p, reason: indexPathProblem(p)! });
   }
 
   // Bottom-up pass: every path after all its descendants (reverse path order puts children
@@ -268,16 +271,27 @@ export function reconcile(
   // Top-down pass (T4): nothing below a local directory in conflict is planned this round.
   const conflictDirs = new Set<string>();
   for (const p of paths) {
-    if (ancestors(p).some((a) => conflictDirs.has(a))) {
-      decisions.set(p, NONE);
-      // Descendants of p are covered by the same ancestor; no need to record p.
-      continue;
-    }
     const d = decisions.get(p)!;
     if (d.t === "conflict" && local.get(p)?.kind === "dir") conflictDirs.add(p);
   }
+  if (conflictDirs.size > 0) {
+    for (const p of paths) {
+      for (let a = parentOf(p); a !== null; a = parentOf(a)) {
+        if (conflictDirs.has(a)) {
+          decisions.set(p, NONE);
+          break;
+        }
+      }
+    }
+  }
 
-  const upload = buildUploads(paths, decisions, local, synced, committed);
+  const { ops: upload, waves: uploadWaves } = buildUploads(
+    paths,
+    decisions,
+    local,
+    synced,
+    committed,
+  );
   const materialize: IndexRecord[] = [];
   const conflicts: Conflict[] = [];
   const adopt: string[] = [];
@@ -290,7 +304,14 @@ export function reconcile(
   }
   const tombstones = materialize.filter((r) => r.deleted).reverse();
   const lives = materialize.filter((r) => !r.deleted);
-  return { upload, materialize: [...tombstones, ...lives], conflicts, adopt, refused };
+  return {
+    upload,
+    uploadWaves,
+    materialize: [...tombstones, ...lives],
+    conflicts,
+    adopt,
+    refused,
+  };
 }
 
 /** Ops for the put/delete decisions, with renames detected (rule N), in dependency order. */
@@ -300,7 +321,7 @@ function buildUploads(
   local: ReadonlyMap<string, LocalFileRecord>,
   synced: ReadonlyMap<string, SyncedRecord>,
   committed: ReadonlyMap<string, IndexRecord>,
-): FileOp[] {
+): { ops: FileOp[]; waves: FileOp[][] } {
   const puts: string[] = [];
   const deletes: string[] = [];
   for (const p of paths) {
@@ -312,25 +333,29 @@ function buildUploads(
 
   // N: pair gone files with new files of the same content and metadata, in path order.
   const renames: { from: string; to: string }[] = [];
-  const gone = new Map<string, string[]>();
   const renameKey = (root: Uint8Array, mode: number, mtime: number) =>
-    `${toHex(root)}:${mode}:${mtime}`;
-  for (const p of deletes) {
-    const S = synced.get(p)!;
-    if (S.kind !== "file" || hashEquals(S.root, EMPTY_FILE_ROOT)) continue;
-    const key = renameKey(S.root, S.mode, S.mtime);
-    const list = gone.get(key);
-    if (list) list.push(p);
-    else gone.set(key, [p]);
+    `${String.fromCharCode(...root)}:${mode}:${mtime}`;
+  const candidates = puts.filter((p) => {
+    const L = local.get(p)!;
+    return L.kind === "file" && !hashEquals(L.root, EMPTY_FILE_ROOT);
+  });
+  const gone = new Map<string, { paths: string[]; next: number }>();
+  if (candidates.length > 0) {
+    for (const p of deletes) {
+      const S = synced.get(p)!;
+      if (S.kind !== "file" || hashEquals(S.root, EMPTY_FILE_ROOT)) continue;
+      const key = renameKey(S.root, S.mode, S.mtime);
+      const list = gone.get(key);
+      if (list) list.paths.push(p);
+      else gone.set(key, { paths: [p], next: 0 });
+    }
   }
   if (gone.size > 0) {
-    for (const p of puts) {
+    for (const p of candidates) {
       const L = local.get(p)!;
-      if (L.kind !== "file" || hashEquals(L.root, EMPTY_FILE_ROOT)) continue;
       const list = gone.get(renameKey(L.root, L.mode, L.mtime));
-      if (!list || list.length === 0) continue;
-      const from = list.shift()!;
-      renames.push({ from, to: p });
+      if (!list || list.next === list.paths.length) continue;
+      renames.push({ from: list.paths[list.next++], to: p });
     }
   }
 
@@ -381,7 +406,7 @@ function buildUploads(
     }
     ops.push(...putOps);
     const ordered = orderOps(ops, committed);
-    if (Array.isArray(ordered)) return ordered;
+    if (!("cycle" in ordered)) return ordered;
     // Only renames can close a cycle (see the module comment): give up those on it.
     const onCycle = ordered.cycle.filter((i) => renameOf.has(i)).map((i) => renameOf.get(i)!);
     if (onCycle.length === 0) renames.forEach((_, k) => givenUp.add(k));
@@ -401,13 +426,13 @@ function removed(op: FileOp): string | null {
 
 /**
  * Topological order of `ops` by what the state machine checks (see the module comment),
- * keeping the given order wherever no dependency says otherwise. On a cycle, the indices of
- * the ops on it.
+ * keeping the given order wherever no dependency says otherwise, and grouped in waves. On a
+ * cycle, the indices of the ops on it.
  */
 function orderOps(
   ops: FileOp[],
   committed: ReadonlyMap<string, IndexRecord>,
-): FileOp[] | { cycle: number[] } {
+): { ops: FileOp[]; waves: FileOp[][] } | { cycle: number[] } {
   const mkdirAt = new Map<string, number>();
   const removalsByFold = new Map<string, number[]>();
   const removals: { path: string; i: number }[] = [];
@@ -438,8 +463,12 @@ function orderOps(
     }
     return out;
   };
-  const twins = (p: string): number[] =>
-    (removalsByFold.get(caseFold(p)) ?? []).filter((i) => removed(ops[i]) !== p);
+  // Folding is costly (Unicode normalization): only done when something is removed at all.
+  const twins = (p: string): number[] => {
+    if (removalsByFold.size === 0) return [];
+    const list = removalsByFold.get(caseFold(p));
+    return list ? list.filter((i) => removed(ops[i]) !== p) : [];
+  };
   const isCommittedDir = (p: string) => {
     const c = committed.get(p);
     return c !== undefined && !c.deleted && c.kind === "dir";
@@ -450,7 +479,7 @@ function orderOps(
     const out: number[] = [];
     const c = created(op);
     if (c !== null) {
-      for (const a of ancestors(c)) {
+      for (let a = parentOf(c); a !== null; a = parentOf(a)) {
         const m = mkdirAt.get(a);
         if (m !== undefined) out.push(m);
         out.push(...twins(a));
@@ -464,8 +493,11 @@ function orderOps(
   };
 
   // Depth-first post-order with an explicit stack: 0 = new, 1 = in progress, 2 = done.
+  // An op's wave is one more than the highest wave among its dependencies.
   const state = new Uint8Array(ops.length);
+  const wave = new Int32Array(ops.length);
   const out: FileOp[] = [];
+  const waves: FileOp[][] = [];
   for (let start = 0; start < ops.length; start++) {
     if (state[start] !== 0) continue;
     const stack: { i: number; deps: number[]; next: number }[] = [
@@ -487,9 +519,13 @@ function orderOps(
         continue;
       }
       state[top.i] = 2;
+      let w = 0;
+      for (const j of top.deps) w = Math.max(w, wave[j] + 1);
+      wave[top.i] = w;
       out.push(ops[top.i]);
+      (waves[w] ??= []).push(ops[top.i]);
       stack.pop();
     }
   }
-  return out;
+  return { ops: out, waves };
 }

@@ -19,11 +19,16 @@ const encoder = new Encoder({
   pack: false,
 });
 
+// copyBuffers: a decoded byte string must not be a view into the input. Views keep the whole
+// input buffer alive and, worse, Deno KV's serializer writes a view's entire underlying buffer:
+// Raft entries decoded from one network frame, each persisted as a view of that frame, made
+// one KV commit megabytes long and stalled a follower.
 const decoder = new Decoder({
   useRecords: false,
   structuredClone: false,
   bundleStrings: false,
   mapsAsObjects: true,
+  copyBuffers: true,
 });
 
 /**

@@ -7,28 +7,10 @@
 import assert from "node:assert/strict";
 import { formatInvite, parseInvite } from "../../src/net/mod.ts";
 import { runCli } from "../helpers/cli.ts";
-import { NodeProcess, type Status, tempDirs, waitFor } from "../helpers/cluster.ts";
+import { NodeProcess, startCluster, type Status, tempDirs, waitFor } from "../helpers/cluster.ts";
 
 function memberIds(s: Status): string[] {
   return s.members.map((m) => m.peerId).sort();
-}
-
-async function threeNodeCluster(dirs: string[]): Promise<NodeProcess[]> {
-  const a = await NodeProcess.start(dirs[0]);
-  const b = await NodeProcess.start(dirs[1], ["--join", a.invite]);
-  // The third node joins through the second (a follower) with an invite the second printed.
-  const inv = await runCli(["invite", dirs[1], "--ttl", "10m"]);
-  assert.equal(inv.code, 0, inv.stderr);
-  const c = await NodeProcess.start(dirs[2], ["--join", inv.stdout.trim()]);
-  const nodes = [a, b, c];
-  await waitFor("three voters everywhere", async () => {
-    for (const n of nodes) {
-      const s = await n.status();
-      if (s.members.filter((m) => m.role === "voter").length !== 3 || !s.leader) return false;
-    }
-    return true;
-  });
-  return nodes;
 }
 
 Deno.test({
@@ -39,7 +21,7 @@ Deno.test({
     const dirs = await tempDirs(5);
     let nodes: NodeProcess[] = [];
     try {
-      nodes = await threeNodeCluster(dirs);
+      nodes = await startCluster(dirs);
       const before = await nodes[0].status();
       assert.equal(before.members.length, 3);
       const all = new Set(memberIds(before));
@@ -99,7 +81,7 @@ Deno.test({
     const dirs = await tempDirs(3);
     let nodes: NodeProcess[] = [];
     try {
-      nodes = await threeNodeCluster(dirs);
+      nodes = await startCluster(dirs);
       const statuses = await Promise.all(nodes.map(async (n) => ({ n, s: await n.status() })));
       const { n: leader, s: s0 } = statuses.find(({ s }) => s.role === "leader")!;
       const committed = s0.commit;

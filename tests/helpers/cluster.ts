@@ -128,3 +128,81 @@ export async function waitFor<T>(
 export async function tempDirs(n: number, prefix = "filesync-e2e-"): Promise<string[]> {
   return await Promise.all(Array.from({ length: n }, () => Deno.makeTempDir({ prefix })));
 }
+
+/**
+ * A content hash of a whole tree (paths, kinds, file bytes, symlink targets; `.filesync/`
+ * excluded), so three directories can be compared in one assertion. Also returns the listing,
+ * which makes a failed comparison readable.
+ */
+export async function treeDigest(root: string): Promise<{ digest: string; listing: string[] }> {
+  const listing: string[] = [];
+  const walk = async (rel: string) => {
+    const names: string[] = [];
+    for await (const e of Deno.readDir(rel ? `${root}/${rel}` : root)) names.push(e.name);
+    names.sort();
+    for (const name of names) {
+      if (!rel && name === ".filesync") continue;
+      if (name.startsWith(".filesync-tmp-")) continue; // a write in progress, not yet visible
+      const path = rel ? `${rel}/${name}` : name;
+      const info = await Deno.lstat(`${root}/${path}`);
+      if (info.isSymlink) listing.push(`${path} -> ${await Deno.readLink(`${root}/${path}`)}`);
+      else if (info.isDirectory) {
+        listing.push(`${path}/`);
+        await walk(path);
+      } else {
+        const bytes = await Deno.readFile(`${root}/${path}`);
+        const h = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+        listing.push(
+          `${path} ${Array.from(h.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")}`,
+        );
+      }
+    }
+  };
+  await walk("");
+  const all = new TextEncoder().encode(listing.join("\n"));
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  return { digest: Array.from(d, (b) => b.toString(16).padStart(2, "0")).join(""), listing };
+}
+
+/** Wait until every directory has the same tree digest; returns it. */
+export async function waitConverged(dirs: string[], timeoutMs = 30_000): Promise<string[]> {
+  let last: string[][] = [];
+  try {
+    return await waitFor(
+      "directories to converge",
+      async () => {
+        const ds = await Promise.all(dirs.map(treeDigest));
+        last = ds.map((d) => d.listing);
+        return ds.every((d) => d.digest === ds[0].digest) ? ds[0].listing : null;
+      },
+      timeoutMs,
+      250,
+    );
+  } catch (e) {
+    throw new Error(
+      `${(e as Error).message}\n${
+        last.map((l, i) => `${dirs[i]}:\n  ${l.join("\n  ")}`).join("\n")
+      }`,
+    );
+  }
+}
+
+/** Start a three-node cluster: the second joins through the first, the third through the second. */
+export async function startCluster(dirs: string[], extra: string[] = []): Promise<NodeProcess[]> {
+  const a = await NodeProcess.start(dirs[0], extra);
+  const b = await NodeProcess.start(dirs[1], ["--join", a.invite, ...extra]);
+  const inv = await runCli(["invite", dirs[1], "--ttl", "10m"]);
+  if (inv.code !== 0) throw new Error(`invite failed: ${inv.stderr}`);
+  const c = await NodeProcess.start(dirs[2], ["--join", inv.stdout.trim(), ...extra]);
+  const nodes = [a, b, c];
+  await waitFor("three voters with a leader everywhere", async () => {
+    for (const n of nodes) {
+      const s = await n.status();
+      if (s.members.filter((m) => m.role === "voter").length !== dirs.length || !s.leader) {
+        return false;
+      }
+    }
+    return true;
+  });
+  return nodes;
+}

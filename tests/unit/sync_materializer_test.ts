@@ -9,16 +9,18 @@ import assert from "node:assert/strict";
 import { type Hash, sha256, toHex } from "../../src/chunk/mod.ts";
 import { type IndexRecord, PathError } from "../../src/fsm/mod.ts";
 import { EMPTY_FILE_ROOT, walkFileChunks } from "../../src/merkle/mod.ts";
-import { LocalStore } from "../../src/store/mod.ts";
+import { KvBatch, LocalStore, SchemaError } from "../../src/store/mod.ts";
 import {
   ChunkFetchError,
   isTempName,
   keepConflictCopy,
   materialize,
   type MaterializeSources,
+  parseSyncedRecord,
   reconcile,
   scanTree,
   sweepTempFiles,
+  syncedFromIndex,
   SyncedState,
   UnsafePathError,
 } from "../../src/sync/mod.ts";
@@ -26,7 +28,7 @@ import type { ExpectedEntry } from "../../src/sync/mod.ts";
 
 function bytesOf(seed: number, n: number): Uint8Array {
   const out = new Uint8Array(n);
-  let x = seed | 1;
+  let x = (seed * 2 + 1) >>> 0;
   for (let i = 0; i < n; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
@@ -47,6 +49,7 @@ class FakeRemote implements MaterializeSources {
   /** Runs inside fetchChunks before any chunk is delivered (to look at the disk meanwhile). */
   during: (() => Promise<void>) | null = null;
   #version = 100;
+  #writes = 0;
 
   private constructor(readonly store: LocalStore) {}
 
@@ -82,7 +85,8 @@ class FakeRemote implements MaterializeSources {
     await Deno.mkdir(abs.slice(0, abs.lastIndexOf("/")), { recursive: true });
     await Deno.writeFile(abs, content);
     await Deno.chmod(abs, o.mode ?? 0o644);
-    await Deno.utime(abs, new Date(), new Date(o.mtime ?? PAST));
+    // Distinct mtimes by default, so the source's own scanner sees every rewrite.
+    await Deno.utime(abs, new Date(), new Date(o.mtime ?? PAST + 1000 * ++this.#writes));
     await scanTree(this.store, { workers: 0 });
     const rec = (await this.store.files.get(path))!;
     return {
@@ -160,7 +164,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 Deno.test("materialize: a new file arrives with its mode and mtime; a rescan reads nothing", async () => {
   await withNode(async (store, remote) => {
     const content = bytesOf(1, 700_000);
-    const rec = await remote.file("docs/a.bin", content, { mode: 0o640 });
+    const rec = await remote.file("docs/a.bin", content, { mode: 0o640, mtime: PAST });
     const writes: [string, ExpectedEntry][] = [];
     const r = await materialize(store, rec, remote, { onWrite: (p, e) => writes.push([p, e]) });
     assert.equal(r.status, "written");
@@ -240,7 +244,9 @@ Deno.test("materialize: chunks come from other files of the tree, then packs, th
       localHas.add(toHex(c.hash));
     }
     for (const c of inB) localHas.add(toHex(c.hash));
-    const expectRemote = new Set(chunks.filter((c) => !localHas.has(toHex(c.hash))).map((c) => toHex(c.hash)));
+    const expectRemote = new Set(
+      chunks.filter((c) => !localHas.has(toHex(c.hash))).map((c) => toHex(c.hash)),
+    );
 
     const r = await materialize(store, rec, remote);
     assert.equal(r.status, "written");
@@ -341,7 +347,9 @@ Deno.test("materialize: tombstones delete files, symlinks and empty directories"
     await materialize(store, symlinkRecord("a/l", 3, "f.txt"), remote);
     const writes: string[] = [];
     const onWrite = (p: string, e: ExpectedEntry) => writes.push(`${p}:${e.kind}`);
-    const del = await materialize(store, { ...f, version: 300, deleted: true }, remote, { onWrite });
+    const del = await materialize(store, { ...f, version: 300, deleted: true }, remote, {
+      onWrite,
+    });
     assert.equal(del.status, "deleted");
     assert.deepEqual(writes, ["a/f.txt:absent"]);
     assert.equal(await store.files.get("a/f.txt"), null);
@@ -420,7 +428,10 @@ Deno.test("materialize: a symlinked ancestor is refused and nothing is written o
         materialize(store, { ...rec, version: 500, deleted: true }, remote),
         UnsafePathError,
       );
-      await assert.rejects(materialize(store, dirRecord("escape/sub", 501), remote), UnsafePathError);
+      await assert.rejects(
+        materialize(store, dirRecord("escape/sub", 501), remote),
+        UnsafePathError,
+      );
       await assert.rejects(
         materialize(store, symlinkRecord("escape/l", 502, "x"), remote),
         UnsafePathError,
@@ -431,9 +442,7 @@ Deno.test("materialize: a symlinked ancestor is refused and nothing is written o
       // A file where a directory should be is refused too.
       await Deno.writeTextFile(`${store.root}/plain`, "x");
       await assert.rejects(
-        materialize(store, await remote.file("plain2/x", bytesOf(18, 10)), remote).then(() =>
-          materialize(store, { ...dirRecord("plain/x", 503) }, remote)
-        ),
+        materialize(store, dirRecord("plain/x", 503), remote),
         (e: unknown) => e instanceof UnsafePathError && e.reason === "not-a-directory",
       );
       // Invalid paths never reach the file system.
@@ -509,4 +518,66 @@ Deno.test("materialize: leftover temp files are swept; isTempName names them", a
     assert.ok(!isTempName("filesync-tmp-1234"));
     assert.ok(!isTempName(".filesync"));
   });
+});
+
+Deno.test("synced state: put/get/list/delete/adopt/recordUpload through KvBatch", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const st = new SyncedState(kv);
+    const batch = new KvBatch(kv);
+    const file: IndexRecord = {
+      path: "a.txt",
+      version: 4,
+      kind: "file",
+      root: sha256(new Uint8Array([1])),
+      size: 3,
+      mode: 0o644,
+      mtime: PAST,
+      deleted: false,
+      origin: "A",
+    };
+    await st.adopt(batch, "a.txt", file);
+    await st.adopt(batch, "l", symlinkRecord("l", 5, "target"));
+    await st.put(batch, "d", syncedFromIndex(dirRecord("d", 6)));
+    await batch.flush();
+    assert.equal((await st.get("a.txt"))?.version, 4);
+    assert.equal((await st.get("l"))?.target, "target");
+    assert.deepEqual([...(await st.loadAll()).keys()], ["a.txt", "d", "l"]);
+    // A tombstone (or nothing) removes the record.
+    await st.adopt(batch, "a.txt", { ...file, version: 9, deleted: true });
+    await st.delete(batch, "d");
+    await batch.flush();
+    assert.deepEqual([...(await st.loadAll()).keys()], ["l"]);
+    // Records implied by committed uploads.
+    const local = new Map([["to", {
+      kind: "file" as const,
+      size: 3,
+      mtime: PAST,
+      mode: 0o600,
+      ino: 1,
+      root: file.root,
+    }]]);
+    await st.recordUpload(
+      batch,
+      { op: "mkdir", path: "m", base: 0, mode: 0o700, mtime: 1 },
+      10,
+      local,
+    );
+    await st.recordUpload(
+      batch,
+      { op: "rename", from: "l", fromBase: 5, to: "to", toBase: 0 },
+      11,
+      local,
+    );
+    await batch.flush();
+    assert.deepEqual([...(await st.loadAll()).keys()], ["m", "to"]);
+    assert.equal((await st.get("m"))?.mode, 0o700);
+    assert.equal((await st.get("to"))?.version, 11);
+    // Damaged values are reported, not returned.
+    await kv.set(["synced", "bad"], { version: "x" });
+    await assert.rejects(st.get("bad"), SchemaError);
+    assert.throws(() => parseSyncedRecord({ ...syncedFromIndex(file), version: 0 }), SchemaError);
+  } finally {
+    kv.close();
+  }
 });

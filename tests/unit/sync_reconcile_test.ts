@@ -10,6 +10,7 @@ import { type Hash, sha256, toHex } from "../../src/chunk/mod.ts";
 import {
   encodeCommand,
   type FileOp,
+  indexPathProblem,
   type IndexRecord,
   IndexState,
   type PutFile,
@@ -18,11 +19,14 @@ import { EMPTY_FILE_ROOT } from "../../src/merkle/mod.ts";
 import type { LocalFileRecord } from "../../src/store/mod.ts";
 import {
   conflictCopyName,
+  ConflictNameError,
+  conflictTimestamp,
   reconcile,
   syncedAfterUpload,
   syncedFromIndex,
   type SyncedRecord,
   type SyncPlan,
+  uniqueConflictCopyName,
 } from "../../src/sync/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -359,6 +363,26 @@ Deno.test("reconcile: new directories are created parents first, before their co
     "put a/b/f@0",
     "put a/e@0",
     "put z@0",
+  ]);
+});
+
+Deno.test("reconcile: upload waves group independent ops, dependencies in earlier waves", () => {
+  const p = plan({
+    local: { a: ld(), "a/b": ld(), "a/b/f": lf("f"), "a/e": lf("e"), z: lf("z") },
+  });
+  const waves = p.uploadWaves.map((w) => show({ ...p, upload: w }).upload);
+  assert.deepEqual(waves, [["mkdir a@0", "put z@0"], ["mkdir a/b@0", "put a/e@0"], [
+    "put a/b/f@0",
+  ]]);
+  const d = cd("d", 1), e = cf("d/e", 2, "e");
+  const q = plan({
+    local: { d: lf("file now") },
+    synced: { d: s(d), "d/e": s(e) },
+    committed: [d, e],
+  });
+  assert.deepEqual(q.uploadWaves.map((w) => show({ ...q, upload: w }).upload), [
+    ["delete d/e@2"],
+    ["put d@1"],
   ]);
 });
 
@@ -927,18 +951,41 @@ async function runModel(seed: number): Promise<void> {
         await c.apply("A", remoteEdit(r, await c.committed(), clock++));
         quiet = false;
       }
-      if (p.upload.length > 0) {
+      // The waves hold exactly the ops of `upload`.
+      assert.deepEqual(
+        p.uploadWaves.flat().map((op) => JSON.stringify(op)).sort(),
+        p.upload.map((op) => JSON.stringify(op)).sort(),
+      );
+      const record = (op: FileOp, version: number) => {
+        for (const { path, rec } of syncedAfterUpload(op, version, local)) {
+          if (rec) synced.set(path, rec);
+          else synced.delete(path);
+        }
+      };
+      if (p.upload.length > 0 && r.chance(0.5)) {
+        // All ops in one command, in the planned order.
         const res = await c.apply("B", p.upload);
-        if (res.ok) {
-          for (const op of p.upload) {
-            for (const { path, rec } of syncedAfterUpload(op, res.version, local)) {
-              if (rec) synced.set(path, rec);
-              else synced.delete(path);
-            }
-          }
-        } else {
+        if (res.ok) { for (const op of p.upload) record(op, res.version); }
+        else {
           // Only a concurrent commit may make a planned command fail.
           assert.ok(interfere && res.code !== "invalid", `${ctx}: ${res.code} ${res.message}`);
+        }
+      } else {
+        // Wave by wave, each op its own command, in a shuffled order within the wave.
+        for (const w of p.uploadWaves) {
+          const shuffled = [...w];
+          for (let i = shuffled.length - 1; i > 0; i--) {
+            const j = r.int(i + 1);
+            [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+          }
+          for (const op of shuffled) {
+            const res = await c.apply("B", [op]);
+            if (res.ok) record(op, res.version);
+            else {assert.ok(
+                interfere && res.code !== "invalid",
+                `${ctx}: ${res.code} ${res.message}`,
+              );}
+          }
         }
       }
     }
@@ -1005,4 +1052,62 @@ function materializeModel(
 
 Deno.test("reconcile model: random concurrent histories converge and drop no content", async () => {
   for (let seed = 1; seed <= 400; seed++) await runModel(seed);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Conflict copy names
+
+Deno.test("conflict names: extension kept, dotfiles and extensionless names, UTC time", () => {
+  const t = Date.UTC(2024, 0, 2, 3, 4, 5);
+  assert.equal(conflictCopyName("docs/a.txt", "n1", t), "docs/a.conflict-n1-20240102-030405.txt");
+  assert.equal(conflictCopyName("Makefile", "n1", t), "Makefile.conflict-n1-20240102-030405");
+  assert.equal(conflictCopyName("d/.bashrc", "n1", t), "d/.bashrc.conflict-n1-20240102-030405");
+  assert.equal(
+    conflictCopyName("x.tar.gz", "n1", new Date(t)),
+    "x.tar.conflict-n1-20240102-030405.gz",
+  );
+  assert.equal(conflictCopyName("end.", "n1", t), "end..conflict-n1-20240102-030405");
+  // A "suffix" too long to be an extension is treated as part of the name.
+  assert.equal(
+    conflictCopyName("a.this-is-not-an-extension", "n1", t),
+    "a.this-is-not-an-extension.conflict-n1-20240102-030405",
+  );
+  assert.equal(conflictCopyName("a.txt", "n1", t, 3), "a.conflict-n1-20240102-030405-3.txt");
+  // Node names cannot inject dots, slashes or length.
+  assert.equal(
+    conflictCopyName("a.txt", "evil/../name.x" + "z".repeat(100), t),
+    `a.conflict-evil____name_x${"z".repeat(18)}-20240102-030405.txt`,
+  );
+  assert.equal(conflictTimestamp(0), "19700101-000000");
+  assert.throws(() => conflictCopyName("a", "n", NaN), RangeError);
+  assert.throws(() => conflictCopyName("a", "n", 0, 0), RangeError);
+});
+
+Deno.test("conflict names: long names are cut to 255 bytes at a character boundary", () => {
+  const enc = new TextEncoder();
+  const long = "é".repeat(127) + ".md"; // 254 + 3 bytes: at the limit already
+  const copy = conflictCopyName(`dir/${long}`, "node", 0, 12);
+  const name = copy.slice(4);
+  assert.ok(enc.encode(name).length <= 255, `${enc.encode(name).length} bytes`);
+  assert.ok(name.endsWith(".conflict-node-19700101-000000-12.md"));
+  assert.ok(name.isWellFormed());
+  const emoji = "😀".repeat(63) + ".txt";
+  const e = conflictCopyName(emoji, "n", 0);
+  assert.ok(enc.encode(e).length <= 255 && e.isWellFormed());
+  assert.equal(indexPathProblem(copy), null);
+});
+
+Deno.test("conflict names: uniqueConflictCopyName counts up past taken names", async () => {
+  const taken = new Set([
+    "a.conflict-n-19700101-000000.txt",
+    "a.conflict-n-19700101-000000-2.txt",
+  ]);
+  assert.equal(
+    await uniqueConflictCopyName("a.txt", "n", 0, (p) => taken.has(p)),
+    "a.conflict-n-19700101-000000-3.txt",
+  );
+  await assert.rejects(
+    uniqueConflictCopyName("a.txt", "n", 0, () => Promise.resolve(true)),
+    ConflictNameError,
+  );
 });
