@@ -185,6 +185,9 @@ export class Daemon {
         transport,
         bootstrap,
         tickMs: opts.tickMs ?? 100,
+        // Callers retry (the sync engine re-plans, promotion re-proposes): a short wait keeps
+        // a dropped forwarded proposal from stalling them for long.
+        requestTimeoutMs: 5_000,
         stateMachine: {
           apply: async (e: Entry) => {
             if (TRACE_APPLY) log.debug("apply", { index: e.index });

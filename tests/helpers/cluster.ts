@@ -107,7 +107,9 @@ export interface Status {
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
+  // Generous: these are liveness bounds on a shared 2-core machine running other tests too,
+  // not performance assertions.
+  timeoutMs = 45_000,
   intervalMs = 200,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -165,7 +167,7 @@ export async function treeDigest(root: string): Promise<{ digest: string; listin
 }
 
 /** Wait until every directory has the same tree digest; returns it. */
-export async function waitConverged(dirs: string[], timeoutMs = 30_000): Promise<string[]> {
+export async function waitConverged(dirs: string[], timeoutMs = 60_000): Promise<string[]> {
   let last: string[][] = [];
   try {
     return await waitFor(
@@ -195,14 +197,24 @@ export async function startCluster(dirs: string[], extra: string[] = []): Promis
   if (inv.code !== 0) throw new Error(`invite failed: ${inv.stderr}`);
   const c = await NodeProcess.start(dirs[2], ["--join", inv.stdout.trim(), ...extra]);
   const nodes = [a, b, c];
-  await waitFor("three voters with a leader everywhere", async () => {
-    for (const n of nodes) {
-      const s = await n.status();
-      if (s.members.filter((m) => m.role === "voter").length !== dirs.length || !s.leader) {
-        return false;
+  try {
+    await waitFor("three voters with a leader everywhere", async () => {
+      for (const n of nodes) {
+        const s = await n.status();
+        if (s.members.filter((m) => m.role === "voter").length !== dirs.length || !s.leader) {
+          return false;
+        }
       }
-    }
-    return true;
-  });
+      return true;
+    }, 60_000);
+  } catch (e) {
+    // Leave a trail: each node's view and the end of its log.
+    const views = await Promise.all(nodes.map(async (n) => {
+      const st = await n.status().catch((err) => String(err));
+      return `${n.dir}: ${JSON.stringify(st)}\n${n.stderr.split("\n").slice(-15).join("\n")}`;
+    }));
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw new Error(`${(e as Error).message}\n${views.join("\n")}`);
+  }
   return nodes;
 }
