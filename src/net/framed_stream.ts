@@ -89,6 +89,15 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
         this.#maybeResume();
         return this.readCodec.decode(frame);
       }
+      if (this.#paused) {
+        // Bytes may still wait in libp2p's buffer behind our pause (even after the remote
+        // closed); take them before deciding anything.
+        this.#paused = false;
+        try {
+          this.stream.resume();
+          continue;
+        } catch { /* the readable end is closed: nothing is buffered there */ }
+      }
       if (this.#ended) {
         if (this.#error !== null) {
           throw new StreamEndedError(`stream closed: ${this.#error.message}`);

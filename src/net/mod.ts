@@ -37,7 +37,12 @@ export {
   raftCodec,
 } from "./codec.ts";
 export { FrameDecoder } from "./frame.ts";
-export { StreamEndedError, waitForDrain } from "./framed_stream.ts";
+export {
+  FramedStream,
+  type FramedStreamOptions,
+  StreamEndedError,
+  waitForDrain,
+} from "./framed_stream.ts";
 export { QUIC_READ_SIZE } from "./quic_read_size.ts";
 export {
   createInvite,

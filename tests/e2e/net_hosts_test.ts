@@ -10,10 +10,12 @@
 import assert from "node:assert/strict";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Hash, sha256, toHex } from "../../src/chunk/hash.ts";
+import { encodeObjectFrame } from "../../src/net/codec.ts";
 import {
   type AdmissionLimits,
   createHost,
   createInvite,
+  FramedStream,
   type Host,
   type Invite,
   joinCluster,
@@ -24,6 +26,7 @@ import {
   ObjectFetcher,
   type ObjectProvider,
   OBJECTS_PROTOCOL,
+  objectsCodec,
   openMessageChannel,
   RAFT_PROTOCOL,
   raftCodec,
@@ -461,5 +464,84 @@ Deno.test({
     const again = await fetcher.fetch(hashesOf(store).slice(0, 1), [bad.host.peerId], () => {});
     assert.equal(again.fetched, 0);
     assert.equal(again.missing.length, 1);
+  },
+});
+
+Deno.test({
+  name: "net: a paused reader still gets every frame, also after the sender closed",
+  ...opts,
+  async fn() {
+    await using h = await hosts(2);
+    const [a, b] = h.list;
+    await h.mesh(a, b);
+    const count = 24;
+    await b.host.handle("/test/flood/1", async (stream) => {
+      const fs = new FramedStream(stream, raftCodec, raftCodec);
+      for (let i = 0; i < count; i++) {
+        await fs.write({ type: "batch", msgs: [new Uint8Array(512 * 1024).fill(i)] });
+      }
+      await fs.close();
+    }, { membersOnly: true });
+    const stream = await a.host.openStream(b.host.peerId, "/test/flood/1");
+    const fs = new FramedStream(stream, raftCodec, raftCodec, { readHighWater: 1024 * 1024 });
+    const seen: number[] = [];
+    for (let msg = await fs.read(); msg !== null; msg = await fs.read()) {
+      seen.push(msg.msgs[0][0]);
+      await new Promise((r) => setTimeout(r, 5)); // a slow consumer: the stream gets paused
+    }
+    assert.deepEqual(seen, Array.from({ length: count }, (_, i) => i));
+  },
+});
+
+Deno.test({
+  name: "net: a frame larger than the reader's high-water mark still arrives",
+  ...opts,
+  async fn() {
+    await using h = await hosts(2);
+    const [a, b] = h.list;
+    await h.mesh(a, b);
+    await b.host.handle("/test/big/1", async (stream) => {
+      const fs = new FramedStream(stream, raftCodec, raftCodec);
+      await fs.write({ type: "batch", msgs: [new Uint8Array(3 << 20).fill(7)] });
+      await fs.write({ type: "batch", msgs: [new Uint8Array([8])] });
+    }, { membersOnly: true });
+    const stream = await a.host.openStream(b.host.peerId, "/test/big/1");
+    // Pausing at 256 KiB must not wait forever for the rest of a 3 MiB frame.
+    const fs = new FramedStream(stream, raftCodec, raftCodec, { readHighWater: 256 * 1024 });
+    const guard = AbortSignal.timeout(30_000); // liveness guard only: a hang fails, not slowness
+    const first = await fs.read(guard);
+    assert.equal(first?.msgs[0].length, 3 << 20);
+    assert.equal((await fs.read(guard))?.msgs[0][0], 8);
+  },
+});
+
+Deno.test({
+  name: "net: a peer that floods a reader that is not reading has its stream reset",
+  ...opts,
+  async fn() {
+    await using h = await hosts(2);
+    const [a, b] = h.list;
+    await h.mesh(a, b);
+    let writerError: unknown = null;
+    await b.host.handle("/test/flood/2", async (stream) => {
+      const fs = new FramedStream(stream, objectsCodec, objectsCodec);
+      try {
+        for (let i = 0; i < 64; i++) {
+          await fs.writeEncoded(encodeObjectFrame(new Uint8Array(32), new Uint8Array(1 << 20)));
+        }
+      } catch (err) {
+        writerError = err;
+      }
+    }, { membersOnly: true });
+    const stream = await a.host.openStream(b.host.peerId, "/test/flood/2");
+    const fs = new FramedStream(stream, objectsCodec, objectsCodec, { readHighWater: 1 << 20 });
+    // Never read: buffered bytes pass our high-water mark, the stream is paused, and libp2p
+    // resets it once its own buffer passes one maximal frame: memory stays bounded.
+    await eventually("stream reset", () => stream.status !== "open");
+    assert.ok(stream.readBufferLength <= objectsCodec.maxFrame + 65536 + (1 << 20));
+    await assert.rejects(async () => {
+      while ((await fs.read()) !== null) { /* drain what was kept */ }
+    });
+    await eventually("writer saw the reset", () => writerError !== null);
   },
 });

@@ -201,7 +201,7 @@ export async function startCluster(dirs: string[], extra: string[] = []): Promis
     await waitFor("three voters with a leader everywhere", async () => {
       for (const n of nodes) {
         const s = await n.status();
-        if (s.members.filter((m) => m.role === "voter").length !== dirs.length || !s.leader) {
+        if (s.members.filter((m) => m.role === "voter").length !== nodes.length || !s.leader) {
           return false;
         }
       }
