@@ -3,8 +3,8 @@
  * every object verified (SHA-256 of the bytes = the requested hash) before the caller sees it.
  *
  * Throughput comes from pipelining and parallelism: each peer gets `streamsPerPeer` streams,
- * and each stream keeps up to `window` objects requested ahead (pipelined `want`s, answered in
- * order), so the server never waits for a round trip. All streams pull batches from one
+ * and each stream keeps about `windowBytes` of objects requested ahead (pipelined `want`s,
+ * answered in order), so the server never waits for a round trip. All streams pull batches from one
  * shared queue, so faster peers and streams simply take more. (With the transport's stock
  * 4 KiB reads one stream carried ~30 MiB/s and many streams were needed; with larger reads,
  * see quic_read_size.ts, two deep streams per peer did best here: bench/transport_bench.ts.)
@@ -39,9 +39,13 @@ export interface FetchOptions {
   /** Streams opened to each peer (default 2; see bench/transport_bench.ts). */
   streamsPerPeer?: number;
   /**
-   * Objects requested ahead per stream (default 64: with 64 KiB chunks, 4 MiB in flight per
-   * stream, enough to hide a loaded event loop's latency on either side).
+   * Bytes requested ahead per stream (default 16 MiB, the QUIC stream window). The number of
+   * objects in flight is this divided by the average size of the objects received so far, so
+   * the pipeline holds the same amount of data for 4 KiB Merkle nodes and 256 KiB chunks; a
+   * deep pipeline is what keeps the server busy while either side's event loop is late.
    */
+  windowBytes?: number;
+  /** Most objects in flight per stream, whatever their size (default 512). */
   window?: number;
   /** Hashes per `want` request (default 16, at most MAX_WANT_HASHES). */
   batch?: number;
@@ -170,7 +174,10 @@ class FetchRun {
   #wakers: (() => void)[] = [];
   readonly #streamsPerPeer: number;
   readonly #window: number;
+  readonly #windowBytes: number;
   readonly #batch: number;
+  /** Running average size of received objects: converts windowBytes into a count. */
+  #avgSize = 64 * 1024;
   readonly #stallMs: number;
   readonly #maxFailures: number;
 
@@ -181,8 +188,9 @@ class FetchRun {
     private readonly opts: FetchOptions,
   ) {
     this.#streamsPerPeer = Math.max(1, opts.streamsPerPeer ?? 2);
-    this.#window = Math.max(1, opts.window ?? 64);
-    this.#batch = Math.min(MAX_WANT_HASHES, Math.max(1, opts.batch ?? 16), this.#window);
+    this.#window = Math.max(1, opts.window ?? 512);
+    this.#windowBytes = Math.max(1, opts.windowBytes ?? 16 * 1024 * 1024);
+    this.#batch = Math.min(MAX_WANT_HASHES, Math.max(1, opts.batch ?? 16));
     this.#stallMs = opts.stallMs ?? 30_000;
     this.#maxFailures = opts.maxPeerFailures ?? 3;
   }
@@ -229,7 +237,7 @@ class FetchRun {
     };
   }
 
-  /** One stream's loop: open, keep `window` requests in flight, verify and deliver answers. */
+  /** One stream's loop: open, keep the window of requests in flight, verify and deliver. */
   async #work(peer: PeerState): Promise<void> {
     while (peer.usable && this.#remaining > 0 && this.#fatal === null) {
       if (!this.#hasWorkFor(peer)) {
@@ -243,12 +251,17 @@ class FetchRun {
           signal: AbortSignal.timeout(Math.min(this.#stallMs, 5_000)),
         });
         worker.fs = new FramedStream(stream, objectsCodec, objectsCodec, {
-          // The window bounds what a well-behaved peer sends ahead; pause (and let libp2p
-          // reset a peer that ignores it) only well beyond that, for chunks up to 512 KiB.
-          readHighWater: Math.max(2 * OBJECTS_MAX_FRAME, this.#window * 512 * 1024),
+          // The window bounds what a well-behaved peer sends ahead (give or take one batch of
+          // objects larger than average); pause, and let libp2p reset a peer that ignores the
+          // pause, only beyond that.
+          readHighWater: this.#windowBytes + 2 * OBJECTS_MAX_FRAME,
         });
         await this.#pump(worker);
-        await worker.fs.close();
+        // Every request is answered, so nothing is lost by resetting rather than closing
+        // gracefully. A graceful close waits for the server's side to close too, and libp2p
+        // counted such half-closed streams against the per-connection stream limit until it
+        // was exhausted ("Too many outbound protocol streams") and every fetch failed.
+        worker.fs.abort(new Error("fetch done"));
       } catch (err) {
         worker.fs?.abort(err as Error);
         this.#requeue(worker.inflight);
@@ -273,8 +286,13 @@ class FetchRun {
     const fs = w.fs!;
     while (w.peer.usable && this.#fatal === null) {
       // Top up the pipeline in whole batches (a partial one only when it would otherwise idle).
-      while (w.inflight.length + this.#batch <= this.#window || w.inflight.length === 0) {
-        const batch = this.#take(w.peer, Math.min(this.#batch, this.#window - w.inflight.length));
+      const limit = Math.max(
+        1,
+        Math.min(this.#window, Math.floor(this.#windowBytes / this.#avgSize)),
+      );
+      const batchSize = Math.min(this.#batch, limit);
+      while (w.inflight.length + batchSize <= limit || w.inflight.length === 0) {
+        const batch = this.#take(w.peer, Math.min(batchSize, limit - w.inflight.length));
         if (batch.length === 0) break;
         w.inflight.push(...batch);
         await fs.write({ type: "want", hashes: batch.map((e) => e.hash) });
@@ -307,6 +325,7 @@ class FetchRun {
       }
       if (entry.done) continue; // delivered by another stream after a requeue
       entry.done = true;
+      this.#avgSize = Math.max(1024, 0.9 * this.#avgSize + 0.1 * msg.data.length);
       this.#remaining--;
       this.#fetched++;
       this.#bytes += msg.data.length;

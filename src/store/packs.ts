@@ -37,6 +37,7 @@ export class PackStore {
   #pendingBytes = 0;
   #flushing: Promise<void> = Promise.resolve();
   #readers = new Map<number, Deno.FsFile>();
+  #readQueues = new Map<number, Promise<void>>();
   #packNo = 0;
   #packSize = 0;
   #backgroundError: unknown = undefined;
@@ -117,7 +118,22 @@ export class PackStore {
     return this.get(hash);
   }
 
-  async #readRecord(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
+  /**
+   * Reads of one pack share a file handle, and a read is a seek then a read: two at once
+   * would interleave and read each other's bytes, so reads of a pack run one at a time.
+   */
+  #readRecord(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
+    const previous = this.#readQueues.get(loc.pack) ?? Promise.resolve();
+    const run = previous.then(() => this.#readRecordNow(hash, loc));
+    const settled = run.then(() => {}, () => {});
+    this.#readQueues.set(loc.pack, settled);
+    settled.then(() => {
+      if (this.#readQueues.get(loc.pack) === settled) this.#readQueues.delete(loc.pack);
+    });
+    return run;
+  }
+
+  async #readRecordNow(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
     let file = this.#readers.get(loc.pack);
     if (!file) {
       try {

@@ -157,3 +157,13 @@ Deno.test("snapshots: unique labels, lookup by label or id, clear error otherwis
     await assert.rejects(store.snapshots.resolve("nope"), UnknownSnapshotError);
   });
 });
+
+Deno.test("packs: many concurrent reads of one pack each get their own object", async () => {
+  await withStore(async (_dir, store) => {
+    const objects = Array.from({ length: 200 }, (_, i) => bytesOf(1000 + i, 50 + (i * 97) % 4000));
+    for (const o of objects) store.packs.put(sha256(o), o);
+    await store.packs.flush();
+    const got = await Promise.all(objects.map((o) => store.packs.get(sha256(o))));
+    got.forEach((g, i) => assert.deepEqual(g, objects[i]));
+  });
+});
