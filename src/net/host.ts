@@ -25,10 +25,13 @@ type MuxerFactory = NonNullable<Libp2pOptions["streamMuxers"]>[number];
 export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/4001/quic-v1"];
 
 /**
- * QUIC flow-control and buffer settings (passed to @chainsafe/libp2p-quic). The library's
- * defaults (10 MB per stream, 15 MB per connection, 500 KB socket buffers) are sized for the
- * internet; ours let several bulk streams run at once without stalling on the connection
- * window, and give the UDP socket room for bursts.
+ * QUIC flow-control and buffer settings (passed to @chainsafe/libp2p-quic), plus the native
+ * read size. The library's flow-control defaults (10 MB per stream, 15 MB per connection)
+ * let only 1.5 streams' worth of data be in flight per connection; ours give every stream of
+ * a multi-stream transfer its full window (several 16 MiB streams under a 64 MiB connection
+ * window), which matters once the round trip is longer than loopback's: the window caps a
+ * stream at window/RTT. On 127.0.0.1 both measure the same (bench --quic-defaults); what does
+ * matter there is `readSize` (about 2.5x, see quic_read_size.ts).
  */
 export interface QuicTuning {
   /** Bytes a peer may send on one stream before it must wait for us to read. */
@@ -54,7 +57,7 @@ export interface QuicTuning {
   readSize: number;
 }
 
-/** Our defaults for QuicTuning (see bench/transport_bench.ts for the measurements). */
+/** Our defaults for QuicTuning (bench/transport_bench.ts compares them with the library's). */
 export const DEFAULT_QUIC_TUNING: QuicTuning = {
   maxStreamData: 16 * 1024 * 1024,
   maxConnectionData: 64 * 1024 * 1024,

@@ -23,6 +23,7 @@ import {
   NONCE_LENGTH,
 } from "./codec.ts";
 import { InviteError, JoinError, WireDecodeError } from "./errors.ts";
+import { deadline } from "./deadline.ts";
 import { FramedStream } from "./framed_stream.ts";
 import { remoteIp } from "./gate.ts";
 import type { Host } from "./host.ts";
@@ -90,7 +91,8 @@ export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<vo
   await host.handle(JOIN_PROTOCOL, async (stream, peer, connection) => {
     const ip = remoteIp(connection.remoteAddr);
     const fs: JoinStream = new FramedStream(stream, joinRequestCodec, joinResponseCodec);
-    const signal = AbortSignal.timeout(timeoutMs);
+    const timer = deadline(timeoutMs);
+    const signal = timer.signal;
     const reject = async (reason: string) => {
       await fs.write({ type: "rejected", reason }, signal).catch(() => {});
       await fs.close();
@@ -98,6 +100,7 @@ export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<vo
     if (!host.gate.joinRate.tryTake(ip)) {
       host.logger.warn(`join from ${peer} at ${ip} refused: rate limited`);
       await reject("too many join attempts from your address; try again later");
+      timer.clear();
       return;
     }
     try {
@@ -162,6 +165,8 @@ export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<vo
         host.logger.warn(`join from ${peer} at ${ip}: bad message: ${err.message}`);
       }
       fs.abort(err as Error);
+    } finally {
+      timer.clear();
     }
   }, { membersOnly: false, maxInboundStreams: 4, maxOutboundStreams: 4 });
   host.gate.openForJoins();
@@ -222,7 +227,22 @@ async function joinThrough(
   addrs: string[],
   opts: JoinOptions,
 ): Promise<JoinResult> {
-  const timeout = AbortSignal.timeout(opts.timeoutMs ?? 15_000);
+  const timer = deadline(opts.timeoutMs ?? 15_000);
+  try {
+    return await handshake(host, invite, serverPeer, addrs, opts, timer.signal);
+  } finally {
+    timer.clear();
+  }
+}
+
+async function handshake(
+  host: Host,
+  invite: Invite,
+  serverPeer: string,
+  addrs: string[],
+  opts: JoinOptions,
+  timeout: AbortSignal,
+): Promise<JoinResult> {
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
   let stream;
   try {

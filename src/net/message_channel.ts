@@ -11,6 +11,7 @@
  */
 import { raftCodec, type RaftMessage } from "./codec.ts";
 import { WireDecodeError } from "./errors.ts";
+import { deadline } from "./deadline.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 
@@ -154,10 +155,9 @@ export class MessageChannel {
   #connect(to: string, link: PeerLink): void {
     link.connecting = true;
     (async () => {
+      const timer = deadline(this.#dialTimeout);
       try {
-        const stream = await this.host.openStream(to, this.#protocol, {
-          signal: AbortSignal.timeout(this.#dialTimeout),
-        });
+        const stream = await this.host.openStream(to, this.#protocol, { signal: timer.signal });
         if (this.#closed) {
           stream.abort(new Error("channel closed"));
           return;
@@ -187,6 +187,7 @@ export class MessageChannel {
           this.host.logger.info?.(`raft channel to ${to} unavailable: ${(err as Error).message}`);
         }
       } finally {
+        timer.clear();
         link.connecting = false;
       }
     })();

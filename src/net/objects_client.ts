@@ -27,6 +27,7 @@ import {
   type ObjectsMessage,
 } from "./codec.ts";
 import { FetchError, WireDecodeError } from "./errors.ts";
+import { deadline } from "./deadline.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 import { OBJECTS_PROTOCOL } from "./objects_server.ts";
@@ -247,9 +248,10 @@ class FetchRun {
       const worker: Worker = { peer, fs: null, inflight: [], lastProgress: Date.now() };
       peer.streams.add(worker);
       try {
+        const timer = deadline(Math.min(this.#stallMs, 5_000));
         const stream = await this.host.openStream(peer.id, OBJECTS_PROTOCOL, {
-          signal: AbortSignal.timeout(Math.min(this.#stallMs, 5_000)),
-        });
+          signal: timer.signal,
+        }).finally(() => timer.clear());
         worker.fs = new FramedStream(stream, objectsCodec, objectsCodec, {
           // The window bounds what a well-behaved peer sends ahead (give or take one batch of
           // objects larger than average); pause, and let libp2p reset a peer that ignores the

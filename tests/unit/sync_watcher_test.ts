@@ -43,12 +43,16 @@ const allPaths = (batches: WatchBatch[]) => new Set(batches.flatMap((b) => b.pat
 Deno.test("watcher: a burst of writes becomes one batch of relative paths", async () => {
   await withWatcher({ debounceMs: 150, maxDelayMs: 5000 }, async (dir, batches) => {
     await Deno.mkdir(`${dir}/sub`);
+    // A recursive watch adds the new directory's own watch asynchronously; a file written
+    // into it before that is seen only by the periodic rescan. Let the watch settle first.
+    assert.ok(await waitFor(() => allPaths(batches).has("sub")));
+    batches.length = 0;
     for (let i = 0; i < 5; i++) await Deno.writeTextFile(`${dir}/f${i}.txt`, `v${i}`);
     await Deno.writeTextFile(`${dir}/sub/g.txt`, "g");
     assert.ok(await waitFor(() => allPaths(batches).has("sub/g.txt")));
     assert.equal(batches.length, 1, JSON.stringify(batches));
-    assert.deepEqual(batches[0], {
-      paths: ["f0.txt", "f1.txt", "f2.txt", "f3.txt", "f4.txt", "sub", "sub/g.txt"],
+    assert.deepEqual({ ...batches[0], paths: batches[0].paths.filter((p) => p !== "sub") }, {
+      paths: ["f0.txt", "f1.txt", "f2.txt", "f3.txt", "f4.txt", "sub/g.txt"],
       overflow: false,
     });
     // Deletions are reported too (the path no longer exists).
