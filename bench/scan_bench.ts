@@ -56,7 +56,7 @@ async function generate(): Promise<{ tree: string; bigDir: string; bytes: number
     await big.write(block);
   }
   big.close();
-  bytes += LARGE_MIB << 20;
+  bytes += LARGE_MIB * 1024 * 1024;
   await Deno.link(`${tree}/large.bin`, `${bigDir}/large.bin`);
   return { tree, bigDir, bytes };
 }
@@ -162,7 +162,7 @@ const rows = [
   [
     `filesync scan, ${LARGE_MIB} MiB file alone`,
     `${bigOnly.seconds.toFixed(2)} s`,
-    `${((LARGE_MIB << 20) / MB / bigOnly.seconds).toFixed(0)} MB/s`,
+    `${((LARGE_MIB * 1024 * 1024) / MB / bigOnly.seconds).toFixed(0)} MB/s`,
     "-",
     `${bigOnly.peakRssMiB.toFixed(0)} MiB`,
   ],
@@ -186,7 +186,7 @@ console.log(JSON.stringify({
   firstScanPeakRssMiB: first.peakRssMiB,
   rescanSeconds: rescan.seconds,
   rescanHashedBytes: rescan.json.hashedBytes,
-  largeAloneMBps: (LARGE_MIB << 20) / MB / bigOnly.seconds,
+  largeAloneMBps: (LARGE_MIB * 1024 * 1024) / MB / bigOnly.seconds,
   largeAlonePeakRssMiB: bigOnly.peakRssMiB,
   dataDirBytes: dataBytes,
   dataDirShare: dataBytes / bytes,

@@ -15,6 +15,14 @@ import { parseLogLevel } from "../sync/mod.ts";
 
 export const VERSION = "0.1.0";
 
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new InvalidArgumentError("must be a non-negative integer");
+  }
+  return n;
+}
+
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 1) {
@@ -35,7 +43,11 @@ function buildProgram(result: { code: number }): Command {
     .description("index a directory: chunk changed files, record chunk locations, print the root")
     .argument("<dir>", "directory to scan")
     .option("--json", "print a machine-readable summary")
-    .option("--workers <n>", "hash worker threads (default: number of cores)", positiveInt)
+    .option(
+      "--workers <n>",
+      "hash worker threads; 0 hashes on the main thread (default: number of cores)",
+      nonNegativeInt,
+    )
     .action(async (dir: string, opts) => {
       result.code = await scanCommand(dir, opts);
     });

@@ -21,7 +21,10 @@ export interface HashedFile {
   mode: number;
   ino: number;
   root: Hash;
-  /** Every chunk, in order. */
+  /**
+   * Every chunk, in order — unless the caller passed `onChunks`, which then received them in
+   * batches and this list is empty (so memory does not grow with the file).
+   */
   chunks: { offset: number; length: number; hash: Hash }[];
   /** Every Merkle node of the file's tree, as [hash, bytes]. */
   nodes: [Hash, Uint8Array][];
@@ -42,10 +45,20 @@ export class HashFileError extends Error {
  */
 const SMALL_FILE_BYTES = 1 << 20;
 
-/** Chunk and tree-hash the file at `absPath`; throws HashFileError. */
+/** Chunks handed to `onChunks` at a time. */
+const CHUNK_BATCH = 4096;
+
+/** Receives a file's chunks in order, a batch at a time, while the file is read. */
+export type ChunkSink = (chunks: HashedFile["chunks"]) => void;
+
+/**
+ * Chunk and tree-hash the file at `absPath`; throws HashFileError. With `onChunks`, chunks are
+ * delivered in batches as they are found and not kept, so memory stays flat for any file size.
+ */
 export async function hashFile(
   absPath: string,
   options: Partial<ChunkerOptions> = {},
+  onChunks?: ChunkSink,
 ): Promise<HashedFile> {
   let file: Deno.FsFile;
   try {
@@ -55,17 +68,29 @@ export async function hashFile(
     throw new HashFileError("unreadable", `cannot open: ${(e as Error).message}`);
   }
   let before: ReturnType<typeof statFields>;
-  let chunks: HashedFile["chunks"] = [];
+  const kept: HashedFile["chunks"] = [];
+  let pending: HashedFile["chunks"] = [];
+  let read = 0;
   const nodes: HashedFile["nodes"] = [];
   const builder = new FileTreeBuilder({ put: (hash, bytes) => nodes.push([hash, bytes]) });
+  const take = (c: HashedFile["chunks"][number]) => {
+    read += c.length;
+    builder.add(c.hash, c.length);
+    if (!onChunks) return kept.push(c);
+    pending.push(c);
+    if (pending.length >= CHUNK_BATCH) {
+      onChunks(pending);
+      pending = [];
+    }
+  };
   try {
     before = statFields(file.statSync());
     if (before.size < SMALL_FILE_BYTES) {
-      chunks = chunkBuffer(readWholeSync(file, before.size), options);
+      for (const c of chunkBuffer(readWholeSync(file, before.size), options)) take(c);
     } else {
       // Up to 1 MiB per read into one reused buffer amortizes each read's cost.
       const buffer = new Uint8Array(READ_SIZE);
-      for await (const chunk of chunkStream(readPieces(file, buffer), options)) chunks.push(chunk);
+      for await (const c of chunkStream(readPieces(file, buffer), options)) take(c);
     }
   } catch (e) {
     throw new HashFileError("unreadable", `read failed: ${(e as Error).message}`);
@@ -78,16 +103,15 @@ export async function hashFile(
   } catch {
     throw new HashFileError("gone", "file disappeared while it was read");
   }
-  const read = chunks.reduce((n, c) => n + c.length, 0);
   if (
     read !== before.size || after.size !== before.size || after.mtime !== before.mtime ||
     after.ino !== before.ino
   ) {
     throw new HashFileError("changed", "file changed while it was read");
   }
-  for (const c of chunks) builder.add(c.hash, c.length);
+  if (onChunks && pending.length > 0) onChunks(pending);
   const tree = builder.finish();
-  return { ...before, root: tree.root, chunks, nodes };
+  return { ...before, root: tree.root, chunks: kept, nodes };
 }
 
 /**

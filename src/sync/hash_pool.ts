@@ -3,11 +3,12 @@
  * many files keeps every core busy while the main thread writes the index.
  */
 import type { ChunkerOptions } from "../chunk/mod.ts";
-import { type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
+import { type ChunkSink, type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
 
 interface Job {
   id: number;
   absPath: string;
+  onChunks: ChunkSink;
   resolve: (r: HashedFile) => void;
   reject: (e: Error) => void;
 }
@@ -38,11 +39,11 @@ export class HashPool {
     }
   }
 
-  /** Hash one file; rejects with HashFileError. */
-  hash(absPath: string): Promise<HashedFile> {
-    if (this.size === 0) return hashFile(absPath, this.options);
+  /** Hash one file, streaming its chunks to `onChunks`; rejects with HashFileError. */
+  hash(absPath: string, onChunks: ChunkSink): Promise<HashedFile> {
+    if (this.size === 0) return hashFile(absPath, this.options, onChunks);
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, absPath, resolve, reject });
+      this.#queue.push({ id: this.#nextId++, absPath, onChunks, resolve, reject });
       this.#pump();
     });
   }
@@ -63,8 +64,20 @@ export class HashPool {
 
   #done(
     w: Worker,
-    msg: { id: number; ok: boolean; result?: HashedFile; code?: string; message?: string },
+    msg: {
+      id: number;
+      chunks?: HashedFile["chunks"];
+      ok?: boolean;
+      result?: HashedFile;
+      code?: string;
+      message?: string;
+    },
   ): void {
+    if (msg.chunks) {
+      const running = this.#busy.get(w);
+      if (running && running.id === msg.id) running.onChunks(msg.chunks);
+      return;
+    }
     const job = this.#busy.get(w);
     this.#busy.delete(w);
     this.#idle.push(w);

@@ -131,7 +131,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   let hashedFiles = 0;
   let hashedBytes = 0;
   const smallJob = progress.bytesTotal < INLINE_HASH_BYTES && toHash.length < INLINE_HASH_FILES;
-  const workers = options.workers ?? (smallJob ? 0 : navigator.hardwareConcurrency ?? 2);
+  // No more workers than files: an idle worker is an isolate's worth of memory for nothing.
+  const workers = options.workers ??
+    (smallJob ? 0 : Math.min(navigator.hardwareConcurrency ?? 2, toHash.length));
   const pool = new HashPool(workers, chunker);
   try {
     // Keep a bounded number of files in flight so memory does not grow with the tree.
@@ -140,21 +142,28 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     // Woken whenever a job finishes, so the loop below waits without racing every promise.
     let slotFree: (() => void) | null = null;
     for (const e of toHash) {
-      const job = pool.hash(`${store.root}/${e.path}`).then(
+      // Locations are recorded as chunk batches arrive, so a huge file's chunk list is never
+      // held whole. The old content's locations are dropped first.
+      // The old content's locations are dropped before any new one is queued, so a chunk
+      // kept by the edit keeps its (new) location.
+      const prev = previous.get(e.path);
+      const forgotten = prev && prev.kind === "file"
+        ? forgetChunks(store, batch, e.path, prev.root, located)
+        : Promise.resolve();
+      const recording: Promise<void>[] = [];
+      const onChunks = (chunks: HashedFile["chunks"]) => {
+        recording.push(recordLocations(store, batch, e.path, chunks, located));
+      };
+      const job = forgotten.then(() => pool.hash(`${store.root}/${e.path}`, onChunks)).then(
         async (hashed) => {
+          await Promise.all(recording);
           hashedFiles++;
           hashedBytes += hashed.size;
-          const rec = await recordHashed(
-            store,
-            batch,
-            e.path,
-            hashed,
-            previous.get(e.path),
-            located,
-          );
+          const rec = await recordHashed(store, batch, e.path, hashed, located);
           records.set(e.path, rec);
         },
-        (err) => {
+        async (err) => {
+          await Promise.allSettled(recording);
           if (err instanceof HashFileError && err.code === "gone") return;
           problems.push({ path: e.path, message: (err as Error).message });
         },
@@ -226,21 +235,30 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   };
 }
 
-/** Store a freshly hashed file: its tree nodes, chunk locations and index record. */
+/** Queue the locations of chunks found in `path`. */
+async function recordLocations(
+  store: LocalStore,
+  batch: KvBatch,
+  path: string,
+  chunks: HashedFile["chunks"],
+  located: Set<string>,
+): Promise<void> {
+  for (const c of chunks) {
+    located.add(toHex(c.hash));
+    await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
+  }
+}
+
+/** Store a freshly hashed file: its tree nodes (and any chunks not yet streamed) and record. */
 async function recordHashed(
   store: LocalStore,
   batch: KvBatch,
   path: string,
   hashed: HashedFile,
-  prev: LocalFileRecord | undefined,
   located: Set<string>,
 ): Promise<LocalFileRecord> {
   for (const [hash, bytes] of hashed.nodes) store.packs.put(hash, bytes);
-  if (prev && prev.kind === "file") await forgetChunks(store, batch, path, prev.root, located);
-  for (const c of hashed.chunks) {
-    located.add(toHex(c.hash));
-    await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
-  }
+  await recordLocations(store, batch, path, hashed.chunks, located);
   const rec: LocalFileRecord = {
     kind: "file",
     size: hashed.size,
