@@ -9,20 +9,11 @@
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
 import { NodeProcess, startCluster, tempDirs, waitConverged, waitFor } from "../helpers/cluster.ts";
+import { seededBytes } from "../helpers/bytes.ts";
 
 const TEST = { sanitizeResources: false, sanitizeOps: false };
 
-function bytes(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const bytes = seededBytes;
 
 async function withCluster(fn: (dirs: string[], nodes: NodeProcess[]) => Promise<void>) {
   const dirs = await tempDirs(3, "filesync-sync-");

@@ -8,18 +8,9 @@ import { sha256, toHex } from "../../src/chunk/mod.ts";
 import { walkDirTree, walkFileChunks } from "../../src/merkle/mod.ts";
 import { LocalStore, StaleLocationError } from "../../src/store/mod.ts";
 import { hashFile, HashFileError, scanTree } from "../../src/sync/mod.ts";
+import { seededBytes } from "../helpers/bytes.ts";
 
-function bytesOf(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const bytesOf = seededBytes;
 
 async function tempTree(files: Record<string, Uint8Array | string>): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "filesync-scan-" });

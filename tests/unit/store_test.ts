@@ -12,18 +12,9 @@ import {
   StaleLocationError,
   UnknownSnapshotError,
 } from "../../src/store/mod.ts";
+import { seededBytes } from "../helpers/bytes.ts";
 
-function bytesOf(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const bytesOf = seededBytes;
 
 async function withStore(fn: (dir: string, store: LocalStore) => Promise<void>) {
   const dir = await Deno.makeTempDir({ prefix: "filesync-store-" });
