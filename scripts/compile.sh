@@ -31,4 +31,7 @@ for addon in node_modules/@chainsafe/libp2p-quic-*; do
   [[ -d "$addon" ]] && args+=(--include "$addon")
 done
 
-exec deno "${args[@]}" main.ts
+# The project's pinned Deno (npm devDependency) when installed, else the one on PATH.
+DENO=deno
+[[ -x node_modules/.bin/deno ]] && DENO=node_modules/.bin/deno
+exec "$DENO" "${args[@]}" main.ts
