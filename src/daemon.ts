@@ -83,13 +83,15 @@ export interface NodeStatus {
   commit: number;
   applied: number;
   members: { peerId: string; role: "voter" | "learner"; addrs: string[]; connected: boolean }[];
-  connections: { peerId: string; remoteAddr: string; direction: string }[];
+  connections: { peerId: string; remoteAddr: string; direction: string; streams: number }[];
   sync: {
     passes: number;
     busy: boolean;
     pendingUp: number;
     pendingDown: number;
     conflicts: number;
+    /** Object bytes (chunks and tree nodes) received from peers since start. */
+    fetchedBytes: number;
   };
   /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
   raftError: string | null;
@@ -110,6 +112,7 @@ export class Daemon {
   #lastDial = new Map<string, number>();
   #stopped = false;
   #engine: SyncEngine | null = null;
+  #fetchedBytes = 0;
 
   private constructor(
     readonly store: LocalStore,
@@ -275,7 +278,11 @@ export class Daemon {
       nodeId: this.host.peerId,
       log: this.log,
       remote: {
-        fetch: async (hashes, onObject, preferred = []) => {
+        fetch: async (hashes, deliver, preferred = []) => {
+          const onObject = (hash: Uint8Array, bytes: Uint8Array) => {
+            this.#fetchedBytes += bytes.length;
+            return deliver(hash, bytes);
+          };
           // A short stall limit: a peer that is stopped or cut off keeps its connection for a
           // while but answers nothing, and must not hold a file up for long.
           const opts = { stallMs: 3_000, maxPeerFailures: 1 };
@@ -494,6 +501,7 @@ export class Daemon {
         peerId: c.peerId,
         remoteAddr: c.remoteAddr,
         direction: c.direction,
+        streams: c.streams,
       })),
       raftError: this.raft.error ? this.raft.error.message : null,
       sync: (() => {
@@ -504,6 +512,7 @@ export class Daemon {
           pendingUp: p?.pendingUp ?? 0,
           pendingDown: p?.pendingDown ?? 0,
           conflicts: p?.conflicts ?? 0,
+          fetchedBytes: this.#fetchedBytes,
         };
       })(),
     };

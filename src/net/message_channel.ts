@@ -53,6 +53,8 @@ interface PeerLink {
   pendingBytes: number;
   failures: number;
   retryAt: number;
+  /** When the current stream was opened (ms since the epoch). */
+  openedAt: number;
 }
 
 /** The raft message channel of one host. Create with `openMessageChannel`. */
@@ -88,7 +90,12 @@ export class MessageChannel {
   async start(): Promise<void> {
     await this.host.handle(
       this.#protocol,
-      (stream, peer) => this.#serve(new FramedStream(stream, raftCodec, raftCodec), peer),
+      (stream, peer, connection) =>
+        this.#serve(
+          new FramedStream(stream, raftCodec, raftCodec),
+          peer,
+          connection.timeline.open,
+        ),
       { membersOnly: true, maxInboundStreams: 8, maxOutboundStreams: 8 },
     );
   }
@@ -110,6 +117,7 @@ export class MessageChannel {
         pendingBytes: 0,
         failures: 0,
         retryAt: 0,
+        openedAt: 0,
       };
       this.#links.set(to, link);
     }
@@ -171,6 +179,7 @@ export class MessageChannel {
         });
         link.failures = 0;
         link.stream = fs;
+        link.openedAt = Date.now();
         const pending = link.pending;
         link.pending = [];
         link.pendingBytes = 0;
@@ -194,14 +203,16 @@ export class MessageChannel {
   }
 
   /**
-   * A peer opened a new inbound stream: it (re)started its side of the channel, perhaps as a
-   * new process after a crash. Our outbound stream to it may belong to the dead connection,
-   * where writes vanish until the transport's idle timeout; drop it (and any backoff) so the
-   * next send opens a fresh stream over the live connection.
+   * A peer opened an inbound stream over a connection newer than our outbound stream to it:
+   * it came back (perhaps as a new process after a crash) and our stream belongs to the dead
+   * connection, where writes vanish until the transport's idle timeout. Drop it (and any
+   * backoff) so the next send opens a fresh stream over the live connection. Streams on the
+   * same connection are left alone, or two peers would keep resetting each other's streams.
    */
-  #peerReconnected(peer: string): void {
+  #peerReconnected(peer: string, connectionOpenedAt: number): void {
     const link = this.#links.get(peer);
-    if (link === undefined) return;
+    if (link === undefined || link.stream === null) return;
+    if (link.openedAt >= connectionOpenedAt) return;
     const old = link.stream;
     link.stream = null;
     link.failures = 0;
@@ -216,9 +227,9 @@ export class MessageChannel {
     link.retryAt = Date.now() + delay;
   }
 
-  async #serve(fs: RaftStream, from: string): Promise<void> {
+  async #serve(fs: RaftStream, from: string, connectionOpenedAt: number): Promise<void> {
     this.#inbound.add(fs);
-    this.#peerReconnected(from);
+    this.#peerReconnected(from, connectionOpenedAt);
     try {
       while (true) {
         const msg = await fs.read();

@@ -58,7 +58,7 @@ export async function serveObjects(
     });
     try {
       while (true) {
-        const msg = await fs.read();
+        const msg = await readWithin(fs, IDLE_STREAM_MS);
         if (msg === null) break;
         if (!host.gate.isMember(peer)) {
           fs.abort(new Error("no longer a member"));
@@ -77,7 +77,11 @@ export async function serveObjects(
           throw new WireDecodeError("unknown-type", `unexpected ${msg.type} from a client`);
         }
       }
-      await fs.close();
+      // The client is done: it reads every answer before it ends its side, so nothing is
+      // lost by resetting. A graceful close waited for a close the client never sends once it
+      // has reset, and libp2p counted each such stream against the per-connection limit
+      // until no new stream could open.
+      fs.abort(new Error("client done"));
     } catch (err) {
       if (err instanceof WireDecodeError) {
         host.logger.warn(`objects stream from ${peer}: ${err.message}`);
@@ -85,6 +89,27 @@ export async function serveObjects(
       fs.abort(err as Error);
     }
   }, { membersOnly: true, maxInboundStreams: opts.maxStreams ?? 64, maxOutboundStreams: 64 });
+}
+
+/**
+ * A stream with no request for this long is dropped. Clients open a stream per fetch and end
+ * it when done; one that never does (a crashed or misbehaving client, or a reset the stream
+ * layer did not pass on) would otherwise hold one of the connection's 64 stream slots forever.
+ */
+const IDLE_STREAM_MS = 10_000;
+
+/** The next message, or null at the end of the stream or after `ms` without one. */
+async function readWithin(fs: ObjectsStream, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const idle = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+    Deno.unrefTimer(timer);
+  });
+  try {
+    return await Promise.race([fs.read(), idle]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function sendObjects(

@@ -1,0 +1,268 @@
+/**
+ * FileSync against Syncthing (and rsync) on the anchor's deterministic workload, in one run:
+ * 1,000 small files, 20 of 1-8 MiB and one large file (../shared/anchors/syncthing/run.py
+ * --gen-only writes the same bytes). For FileSync with two and with three nodes on 127.0.0.1:
+ *   - initial sync: from starting node A (with the data already in its folder) until every
+ *     other node holds a byte-identical tree (A's first scan and all commits included);
+ *   - one byte inserted in the middle of the large file, and 4 KiB overwritten in place: time
+ *     until node B's copy matches, and object bytes B received (chunks and tree nodes);
+ *   - create-to-visible latency of a new 1 KiB file on B, p50/p90/max over `--trials`.
+ * Then the anchor harness runs Syncthing and rsync on the same workload (if `syncthing` is
+ * installed: apt-get install -y syncthing rsync) and both are printed side by side.
+ *
+ * Usage: deno task bench:sync [--large-mib 256] [--trials 30] [--no-anchor]
+ */
+import { createHash } from "node:crypto";
+import { NodeProcess, tempDirs, waitFor } from "../tests/helpers/cluster.ts";
+import { runCli } from "../tests/helpers/cli.ts";
+
+const argv = Deno.args;
+const arg = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
+const LARGE_MIB = Number(arg("large-mib", "256"));
+const TRIALS = Number(arg("trials", "30"));
+const ANCHOR = new URL("../../shared/anchors/syncthing/run.py", import.meta.url).pathname;
+
+async function sh(cmd: string[], cwd?: string): Promise<string> {
+  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stderr: "inherit" })
+    .output();
+  if (out.code !== 0) throw new Error(`${cmd.join(" ")} exited ${out.code}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Sorted list of (path, size) of regular files, `.filesync/` and temp files left out. */
+async function shape(root: string): Promise<string> {
+  const out: string[] = [];
+  const walk = async (rel: string) => {
+    for await (const e of Deno.readDir(rel ? `${root}/${rel}` : root)) {
+      if (e.name === ".filesync" || e.name.startsWith(".filesync-tmp-")) continue;
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory) await walk(p);
+      else if (e.isFile) out.push(`${p}:${(await Deno.stat(`${root}/${p}`)).size}`);
+    }
+  };
+  await walk("");
+  return out.sort().join("\n");
+}
+
+async function fileHash(path: string): Promise<string> {
+  const h = createHash("sha256");
+  const f = await Deno.open(path);
+  for await (const piece of f.readable) h.update(piece);
+  return h.digest("hex");
+}
+
+/** Content hash of every file (only called once shapes match). */
+async function contentHash(root: string): Promise<string> {
+  const h = createHash("sha256");
+  for (const line of (await shape(root)).split("\n")) {
+    const p = line.slice(0, line.lastIndexOf(":"));
+    h.update(`${p}\n${await fileHash(`${root}/${p}`)}\n`);
+  }
+  return h.digest("hex");
+}
+
+async function fetchedBytes(n: NodeProcess): Promise<number> {
+  const s = await n.status() as unknown as { sync: { fetchedBytes: number } };
+  return s.sync.fetchedBytes;
+}
+
+function insert1(path: string) {
+  const f = Deno.openSync(path, { read: true, write: true });
+  const size = f.statSync().size;
+  const mid = Math.floor(size / 2) + 12345;
+  const tail = new Uint8Array(size - mid);
+  f.seekSync(mid, Deno.SeekMode.Start);
+  let n = 0;
+  while (n < tail.length) n += f.readSync(tail.subarray(n)) ?? 0;
+  f.seekSync(mid, Deno.SeekMode.Start);
+  f.writeSync(new Uint8Array([0x42]));
+  let w = 0;
+  while (w < tail.length) w += f.writeSync(tail.subarray(w));
+  f.close();
+}
+
+function overwrite4k(path: string) {
+  const f = Deno.openSync(path, { read: true, write: true });
+  const size = f.statSync().size;
+  f.seekSync(Math.floor(size / 3), Deno.SeekMode.Start);
+  const block = new Uint8Array(4096);
+  for (let i = 0; i < block.length; i++) block[i] = (i * 7 + 13) & 0xff;
+  f.writeSync(block);
+  f.close();
+}
+
+interface Row {
+  initialS: number;
+  insert1S: number;
+  insert1Bytes: number;
+  overwriteS: number;
+  overwriteBytes: number;
+  latency?: { p50: number; p90: number; max: number };
+}
+
+async function runFileSync(src: string, nodeCount: number): Promise<Row> {
+  const dirs = await tempDirs(nodeCount, `filesync-syncbench-${nodeCount}-`);
+  await sh(["cp", "-a", `${src}/.`, dirs[0]]);
+  const want = await shape(src);
+  const wantHash = await contentHash(src);
+  const nodes: NodeProcess[] = [];
+  try {
+    const t0 = performance.now();
+    nodes.push(await NodeProcess.start(dirs[0]));
+    for (let i = 1; i < nodeCount; i++) {
+      const inv = await runCli(["invite", dirs[0]]);
+      nodes.push(await NodeProcess.start(dirs[i], ["--join", inv.stdout.trim()]));
+    }
+    for (const d of dirs.slice(1)) {
+      await waitFor("initial sync", async () => (await shape(d)) === want, 1_800_000, 100);
+    }
+    const initialS = (performance.now() - t0) / 1000;
+    for (const d of dirs.slice(1)) {
+      if (await contentHash(d) !== wantHash) throw new Error(`${d} differs after initial sync`);
+    }
+    const [a, b] = [dirs[0], dirs[1]];
+    const edit = async (mutate: (p: string) => void) => {
+      await new Promise((r) => setTimeout(r, 2000));
+      const before = await fetchedBytes(nodes[1]);
+      mutate(`${a}/large.bin`);
+      const target = await fileHash(`${a}/large.bin`);
+      const t = performance.now();
+      await waitFor(
+        "edit to reach B",
+        async () => {
+          try {
+            return await fileHash(`${b}/large.bin`) === target;
+          } catch {
+            return false;
+          }
+        },
+        600_000,
+        50,
+      );
+      const s = (performance.now() - t) / 1000;
+      await new Promise((r) => setTimeout(r, 1000));
+      return { s, bytes: (await fetchedBytes(nodes[1])) - before };
+    };
+    const ins = await edit(insert1);
+    const ow = await edit(overwrite4k);
+    const row: Row = {
+      initialS,
+      insert1S: ins.s,
+      insert1Bytes: ins.bytes,
+      overwriteS: ow.s,
+      overwriteBytes: ow.bytes,
+    };
+    if (nodeCount === 2) {
+      const lat: number[] = [];
+      for (let i = 0; i < TRIALS; i++) {
+        const name = `lat${String(i).padStart(3, "0")}.txt`;
+        const payload = new TextEncoder().encode(`latency probe ${i}\n`.repeat(60).slice(0, 1024));
+        await Deno.writeFile(`${a}/.${name}.tmp`, payload);
+        const t = performance.now();
+        await Deno.rename(`${a}/.${name}.tmp`, `${a}/${name}`);
+        await waitFor(
+          "latency probe",
+          async () => {
+            try {
+              const got = await Deno.readFile(`${b}/${name}`);
+              return got.length === payload.length && got.every((v, j) => v === payload[j]);
+            } catch {
+              return false;
+            }
+          },
+          120_000,
+          5,
+        );
+        lat.push(performance.now() - t);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      lat.sort((x, y) => x - y);
+      row.latency = {
+        p50: lat[Math.floor(lat.length / 2)],
+        p90: lat[Math.floor(lat.length * 0.9)],
+        max: lat[lat.length - 1],
+      };
+    }
+    return row;
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+}
+
+const work = await Deno.makeTempDir({ prefix: "filesync-syncbench-" });
+try {
+  const src = `${work}/src`;
+  await sh(["python3", ANCHOR, "--gen-only", src, "--large-mib", String(LARGE_MIB)]);
+  const two = await runFileSync(src, 2);
+  const three = await runFileSync(src, 3);
+
+  let anchor: Record<string, number | Record<string, number>> | null = null;
+  if (!argv.includes("--no-anchor")) {
+    try {
+      await sh(["which", "syncthing"]);
+      // The harness writes results.json beside itself: run a copy in our work dir.
+      await Deno.copyFile(ANCHOR, `${work}/run.py`);
+      await sh([
+        "python3",
+        `${work}/run.py`,
+        "--large-mib",
+        String(LARGE_MIB),
+        "--work",
+        `${work}/st`,
+        "--trials",
+        String(TRIALS),
+      ]);
+      anchor = JSON.parse(await Deno.readTextFile(`${work}/results.json`));
+    } catch (e) {
+      console.error(`anchor not run: ${(e as Error).message}`);
+    }
+  }
+
+  const mib = (b: number) => (b / 2 ** 20).toFixed(2);
+  const st = (k: string) => anchor ? Number(anchor[k]) : NaN;
+  console.log(`\nworkload: anchor --gen-only, large file ${LARGE_MIB} MiB`);
+  console.log(
+    "case                      FileSync 2 nodes     FileSync 3 nodes     Syncthing           rsync",
+  );
+  console.log(
+    `initial sync              ${two.initialS.toFixed(2)} s              ${
+      three.initialS.toFixed(2)
+    } s` +
+      `              ${st("st_initial_s").toFixed(2)} s              ${
+        st("rsync_initial_s").toFixed(2)
+      } s`,
+  );
+  console.log(
+    `1-byte insert             ${two.insert1S.toFixed(2)} s ${mib(two.insert1Bytes)} MiB   ${
+      three.insert1S.toFixed(2)
+    } s ${mib(three.insert1Bytes)} MiB   ` +
+      `${st("st_insert1_s").toFixed(2)} s ${mib(st("st_insert1_bytes"))} MiB   ${
+        st("rsync_insert1_s").toFixed(2)
+      } s ${mib(st("rsync_insert1_bytes"))} MiB`,
+  );
+  console.log(
+    `4 KiB overwrite           ${two.overwriteS.toFixed(2)} s ${mib(two.overwriteBytes)} MiB   ${
+      three.overwriteS.toFixed(2)
+    } s ${mib(three.overwriteBytes)} MiB   ` +
+      `${st("st_overwrite4k_s").toFixed(2)} s ${mib(st("st_overwrite4k_bytes"))} MiB   ${
+        st("rsync_overwrite4k_s").toFixed(2)
+      } s ${mib(st("rsync_overwrite4k_bytes"))} MiB`,
+  );
+  const lat = two.latency!;
+  const stl = anchor?.st_latency_ms as Record<string, number> | undefined;
+  console.log(
+    `create-to-visible (ms)    p50 ${lat.p50.toFixed(0)} p90 ${lat.p90.toFixed(0)} max ${
+      lat.max.toFixed(0)
+    }` +
+      `                       ${
+        stl ? `p50 ${stl.p50.toFixed(0)} p90 ${stl.p90.toFixed(0)} max ${stl.max.toFixed(0)}` : "-"
+      }`,
+  );
+  console.log(JSON.stringify({ largeMiB: LARGE_MIB, fileSync2: two, fileSync3: three, anchor }));
+} finally {
+  await Deno.remove(work, { recursive: true }).catch(() => {});
+}
