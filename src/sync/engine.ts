@@ -122,6 +122,9 @@ export class SyncEngine {
     if (swept > 0) this.deps.log.info("removed unfinished writes", { count: swept });
     if (this.opts.watch !== false) {
       this.#watcher = new Watcher(this.deps.store.root, () => this.request(), {
+        // A short quiet period: create-to-visible latency starts here. Bursts still coalesce
+        // (a pass is single-flight and picks up everything changed meanwhile).
+        debounceMs: 50,
         onError: (e) => this.deps.log.warn("watcher error", { error: String(e) }),
       });
     }
