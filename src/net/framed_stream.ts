@@ -11,6 +11,7 @@
  *  - writing: `write()` resolves once the stream's queue is below `writeHighWater`, so a slow
  *    reader slows the writer instead of growing our queue.
  */
+import { concatBytes } from "../wire/mod.ts";
 import type { Stream } from "@libp2p/interface";
 import type { ProtocolCodec } from "./codec.ts";
 import { FrameDecoder } from "./frame.ts";
@@ -146,15 +147,7 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     if (this.stream.writableNeedsDrain) {
       for (const p of parts) this.stream.send(p);
     } else {
-      let n = 0;
-      for (const p of parts) n += p.length;
-      const joined = new Uint8Array(n);
-      let o = 0;
-      for (const p of parts) {
-        joined.set(p, o);
-        o += p.length;
-      }
-      this.stream.send(joined);
+      this.stream.send(concatBytes(parts));
     }
     while (this.stream.writableNeedsDrain && this.stream.writeBufferLength > this.#writeHighWater) {
       await waitForDrain(this.stream, signal);

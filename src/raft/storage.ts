@@ -6,6 +6,7 @@
  * needs. Two implementations: {@link MemoryStorage} (tests, simulation) and
  * {@link KvRaftStorage} (Deno KV on disk).
  */
+import { concatBytes } from "../wire/mod.ts";
 import type { Compaction } from "./core.ts";
 import {
   type Entry,
@@ -225,7 +226,7 @@ export class KvRaftStorage implements RaftStorage {
           if (!p.value) throw new RaftError("InvalidState", `storage: entry ${i} lost piece ${k}`);
           parts.push(p.value);
         }
-        data = concat(parts);
+        data = concatBytes(parts);
         this.#pieces.set(i, h.n ?? 0);
       }
       entries.push({ index: i, term: h.t, type: h.y as EntryType, data });
@@ -248,7 +249,7 @@ export class KvRaftStorage implements RaftStorage {
         if (!p.value) throw new RaftError("InvalidState", `storage: snapshot lost piece ${k}`);
         parts.push(p.value);
       }
-      snapshot = { meta: metaOf(b.snap), data: concat(parts) };
+      snapshot = { meta: metaOf(b.snap), data: concatBytes(parts) };
     }
     for await (const r of this.#kv.list({ prefix: this.#k("sd") })) {
       if (r.key[r.key.length - 2] !== b.snap?.id) garbage.push(this.#del(r.key));
@@ -455,16 +456,4 @@ export class KvRaftStorage implements RaftStorage {
 
 function metaOf(s: StoredSnapshot): SnapshotMeta {
   return { index: s.index, term: s.term, config: { voters: s.voters, learners: s.learners } };
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
