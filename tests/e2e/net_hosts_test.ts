@@ -33,6 +33,7 @@ import {
   serveJoin,
   serveObjects,
 } from "../../src/net/mod.ts";
+import { refused } from "../helpers/net.ts";
 
 const LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1"];
 
@@ -137,32 +138,6 @@ function serveInvite(server: TestHost, invite: Invite, admitted: JoinRequest[], 
       });
     },
   });
-}
-
-/**
- * Whether a raft stream from `host` to `peer` is refused. The server resets such a stream as
- * soon as its protocol is negotiated; QUIC may then drop the negotiation reply too, so the
- * refusal shows either as a failed open or as a stream that ends without a byte.
- */
-async function refused(host: Host, peer: string): Promise<boolean> {
-  let stream;
-  try {
-    stream = await host.openStream(peer, RAFT_PROTOCOL);
-  } catch {
-    return true;
-  }
-  try {
-    stream.send(raftCodec.encodeFrame({ type: "batch", msgs: [new Uint8Array([1])] }));
-  } catch {
-    return true;
-  }
-  let bytes = 0;
-  try {
-    for await (const m of stream) bytes += m.byteLength;
-  } catch {
-    return true;
-  }
-  return bytes === 0;
 }
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

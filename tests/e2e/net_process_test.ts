@@ -18,11 +18,10 @@ import {
   ObjectFetcher,
   openMessageChannel,
   parseInvite,
-  RAFT_PROTOCOL,
-  raftCodec,
   serveJoin,
   serveObjects,
 } from "../../src/net/mod.ts";
+import { refused } from "../helpers/net.ts";
 
 const SERVER_FLAG = "--net-peer-server";
 const OBJECTS = 200;
@@ -121,32 +120,6 @@ class PeerProcess {
     await this.child.status;
     clearTimeout(timer);
   }
-}
-
-/**
- * Whether a raft stream from `host` to `peer` is refused. The server resets such a stream as
- * soon as its protocol is negotiated; QUIC may then drop the negotiation reply too, so the
- * refusal shows either as a failed open or as a stream that ends without a byte.
- */
-async function refused(host: Host, peer: string): Promise<boolean> {
-  let stream;
-  try {
-    stream = await host.openStream(peer, RAFT_PROTOCOL);
-  } catch {
-    return true;
-  }
-  try {
-    stream.send(raftCodec.encodeFrame({ type: "batch", msgs: [new Uint8Array([1])] }));
-  } catch {
-    return true;
-  }
-  let bytes = 0;
-  try {
-    for await (const m of stream) bytes += m.byteLength;
-  } catch {
-    return true;
-  }
-  return bytes === 0;
 }
 
 if (Deno.args[0] === SERVER_FLAG) {
