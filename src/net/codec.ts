@@ -193,18 +193,33 @@ export const MAX_WANT_HASHES = 1024;
 export const OBJECTS_MAX_FRAME = MAX_OBJECT_SIZE + 64;
 
 /**
- * Messages of /filesync/objects/1. Requests (`have`, `want`) are answered strictly in order on
- * the same stream: `have` by one `haveReply` (bit i set = hash i held), `want` by one `object`
- * or `missing` per hash, in the order asked.
+ * Messages of /filesync/objects/1. Requests are answered strictly in order on the same stream:
+ *  - pull: `have` by one `haveReply` (bit i set = hash i held), `want` by one `object` or
+ *    `missing` per hash, in the order asked;
+ *  - push: `store` by one `stored` once the server accepted the object (its count is the
+ *    number of objects stored on this stream so far), `flush` by one `flushed` once every
+ *    object stored on this stream is durable (count as for `stored`). A server that cannot
+ *    take pushed objects (none accepted here, or its store failed) answers `refused` instead,
+ *    after which it takes nothing more on that stream.
+ * The per-store answers are the pusher's flow control: it keeps a bounded number of bytes
+ * unanswered, because the transport's own window does not hold a sender back (objects_push.ts).
  */
 export type ObjectsMessage =
   | { type: "have"; hashes: Hash[] }
   | { type: "haveReply"; bits: Uint8Array }
   | { type: "want"; hashes: Hash[] }
   | { type: "object"; hash: Hash; data: Uint8Array }
-  | { type: "missing"; hash: Hash };
+  | { type: "missing"; hash: Hash }
+  | { type: "store"; hash: Hash; data: Uint8Array }
+  | { type: "flush" }
+  | { type: "flushed"; count: number }
+  | { type: "stored"; count: number }
+  | { type: "refused"; reason: string };
 
 const OBJECT_TAG = 35;
+const STORE_TAG = 37;
+/** Longest reason a server gives in `refused`. */
+export const MAX_REFUSAL_LENGTH = 512;
 
 const objectsMessages = new MessageSet<ObjectsMessage>("objects", [
   {
@@ -224,12 +239,24 @@ const objectsMessages = new MessageSet<ObjectsMessage>("objects", [
     fields: [["hash", fixedBytes(HASH_LENGTH)], ["data", bytes(0, MAX_OBJECT_SIZE)]],
   },
   { tag: 36, type: "missing", fields: [["hash", fixedBytes(HASH_LENGTH)]] },
+  {
+    tag: STORE_TAG,
+    type: "store",
+    fields: [["hash", fixedBytes(HASH_LENGTH)], ["data", bytes(0, MAX_OBJECT_SIZE)]],
+  },
+  { tag: 38, type: "flush", fields: [] },
+  { tag: 39, type: "flushed", fields: [["count", uint()]] },
+  { tag: 40, type: "stored", fields: [["count", uint()]] },
+  { tag: 41, type: "refused", fields: [["reason", text(0, MAX_REFUSAL_LENGTH)]] },
 ]);
 
 /** Codec of /filesync/objects/1. */
 export const objectsCodec = new ProtocolCodec(objectsMessages, OBJECTS_MAX_FRAME);
 
-/** Bytes a frame adds around an object's data: header, array, tag, hash, data header. */
+/**
+ * Bytes a frame adds around an object's data: header, array, tag, hash, data header. The same
+ * for `object` and `store` frames, which share their layout.
+ */
 export const OBJECT_FRAME_OVERHEAD = FRAME_HEADER_LENGTH + 1 + 2 + 2 + HASH_LENGTH + 5;
 
 /**
@@ -240,7 +267,7 @@ export const OBJECT_FRAME_OVERHEAD = FRAME_HEADER_LENGTH + 1 + 2 + 2 + HASH_LENG
  * checks it against the generic encoder.
  */
 export function encodeObjectFrame(hash: Hash, data: Uint8Array): Uint8Array {
-  const head = encodeObjectFrameHead(hash, data, data.length);
+  const head = encodeDataFrameHead(OBJECT_TAG, "object", hash, data, data.length);
   head.set(data, head.length - data.length);
   return head;
 }
@@ -251,16 +278,33 @@ export function encodeObjectFrame(hash: Hash, data: Uint8Array): Uint8Array {
  * transport will concatenate queued buffers anyway.
  */
 export function encodeObjectFrameHeader(hash: Hash, data: Uint8Array): Uint8Array {
-  return encodeObjectFrameHead(hash, data, 0);
+  return encodeDataFrameHead(OBJECT_TAG, "object", hash, data, 0);
 }
 
-/** The envelope of an object frame, in a buffer with `room` spare bytes at the end. */
-function encodeObjectFrameHead(hash: Hash, data: Uint8Array, room: number): Uint8Array {
+/**
+ * The bytes of a `store` frame that precede its data (see encodeObjectFrameHeader): pushing is
+ * the other bulk path, so its payload is not copied either.
+ */
+export function encodeStoreFrameHeader(hash: Hash, data: Uint8Array): Uint8Array {
+  return encodeDataFrameHead(STORE_TAG, "store", hash, data, 0);
+}
+
+/**
+ * The envelope of a `[tag, hash, data]` frame (`object` or `store`), in a buffer with `room`
+ * spare bytes at the end. `type` names the message in errors.
+ */
+function encodeDataFrameHead(
+  tag: number,
+  type: string,
+  hash: Hash,
+  data: Uint8Array,
+  room: number,
+): Uint8Array {
   if (!(hash instanceof Uint8Array) || hash.length !== HASH_LENGTH) {
-    throw new WireEncodeError(`object.hash must be exactly ${HASH_LENGTH} bytes`);
+    throw new WireEncodeError(`${type}.hash must be exactly ${HASH_LENGTH} bytes`);
   }
   if (!(data instanceof Uint8Array) || data.length > MAX_OBJECT_SIZE) {
-    throw new WireEncodeError(`object.data must be at most ${MAX_OBJECT_SIZE} bytes`);
+    throw new WireEncodeError(`${type}.data must be at most ${MAX_OBJECT_SIZE} bytes`);
   }
   const n = data.length;
   // CBOR byte-string header for the data: shortest form, as cbor-x writes it.
@@ -271,8 +315,8 @@ function encodeObjectFrameHead(hash: Hash, data: Uint8Array, room: number): Uint
   view.setUint32(0, payload);
   let p = FRAME_HEADER_LENGTH;
   out[p++] = 0x83; // array of 3
-  out[p++] = 0x18; // uint8 follows
-  out[p++] = OBJECT_TAG;
+  out[p++] = 0x18; // uint8 follows (both tags are >= 24)
+  out[p++] = tag;
   out[p++] = 0x58; // bytes, uint8 length follows
   out[p++] = HASH_LENGTH;
   out.set(hash, p);

@@ -63,3 +63,33 @@ export class NotMemberError extends Error {
 export class FetchError extends Error {
   override name = "FetchError";
 }
+
+/**
+ * An object push that did not end with the peer confirming that it durably holds every
+ * object. The code tells a caller whether to retry, try another peer, or look at local data.
+ */
+export class PushError extends Error {
+  override name = "PushError";
+  constructor(
+    /** The peer pushed to. */
+    readonly peerId: string,
+    readonly code:
+      /** The stream could not be opened. */
+      | "unreachable"
+      /** The peer cannot take pushed objects (none accepted there, or its store failed). */
+      | "refused"
+      /** The peer answered something the protocol does not allow. */
+      | "protocol"
+      /** The stream was reset or ended before the peer confirmed durability. */
+      | "closed"
+      /** The peer did not answer in time. */
+      | "timeout"
+      /** The caller's signal aborted the push. */
+      | "aborted"
+      /** A local object could not be read, or is damaged or too large. */
+      | "read",
+    message: string,
+  ) {
+    super(message);
+  }
+}

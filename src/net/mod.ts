@@ -24,6 +24,7 @@ export {
   InviteError,
   JoinError,
   NotMemberError,
+  PushError,
   WireDecodeError,
   WireEncodeError,
 } from "./errors.ts";
@@ -74,8 +75,10 @@ export {
 } from "./message_channel.ts";
 export {
   type ObjectProvider,
+  type ObjectReceiver,
   OBJECTS_PROTOCOL,
   type ObjectServerOptions,
+  PUSH_WINDOW_LIMIT,
   serveObjects,
 } from "./objects_server.ts";
 export {
@@ -84,3 +87,9 @@ export {
   ObjectFetcher,
   type ObjectSink,
 } from "./objects_client.ts";
+export {
+  ObjectPusher,
+  type ObjectReader,
+  type PushOptions,
+  type PushResult,
+} from "./objects_push.ts";

@@ -31,6 +31,7 @@ import { deadline } from "./deadline.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 import { OBJECTS_PROTOCOL } from "./objects_server.ts";
+import { StreamPool } from "./stream_pool.ts";
 
 /** Called with each verified object; the fetch waits for it (backpressure to the store). */
 export type ObjectSink = (hash: Hash, bytes: Uint8Array) => Promise<void> | void;
@@ -87,18 +88,37 @@ interface Worker {
   fs: ObjectsStream | null;
   inflight: Entry[];
   lastProgress: number;
+  /** Answers read on this stream. */
+  received: number;
 }
 
 type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
 
+/** Bytes requested ahead per stream by default: the QUIC stream window. */
+const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
+
 /** Fetches objects from members; remembers peers that served bad data. */
 export class ObjectFetcher {
   readonly #avoidUntil = new Map<string, number>();
+  /** Open streams kept between fetches (see stream_pool.ts). */
+  readonly streams: StreamPool<ObjectsMessage>;
 
   constructor(
     private readonly host: Host,
     private readonly opts: { avoidMs?: number } = {},
-  ) {}
+  ) {
+    this.streams = new StreamPool(host, OBJECTS_PROTOCOL, objectsCodec, {
+      // The window bounds what a well-behaved peer sends ahead (give or take one batch of
+      // objects larger than average); pause, and let libp2p reset a peer that ignores the
+      // pause, only beyond that.
+      readHighWater: DEFAULT_WINDOW_BYTES + 2 * OBJECTS_MAX_FRAME,
+    });
+  }
+
+  /** Reset the streams kept open between fetches. */
+  close(): void {
+    this.streams.close();
+  }
 
   /** Is this peer currently avoided for having sent a bad object? */
   isAvoided(peerId: string, now: number = Date.now()): boolean {
@@ -190,7 +210,7 @@ class FetchRun {
   ) {
     this.#streamsPerPeer = Math.max(1, opts.streamsPerPeer ?? 2);
     this.#window = Math.max(1, opts.window ?? 512);
-    this.#windowBytes = Math.max(1, opts.windowBytes ?? 16 * 1024 * 1024);
+    this.#windowBytes = Math.max(1, opts.windowBytes ?? DEFAULT_WINDOW_BYTES);
     this.#batch = Math.min(MAX_WANT_HASHES, Math.max(1, opts.batch ?? 16));
     this.#stallMs = opts.stallMs ?? 30_000;
     this.#maxFailures = opts.maxPeerFailures ?? 3;
@@ -245,30 +265,36 @@ class FetchRun {
         await this.#waitForChange();
         continue;
       }
-      const worker: Worker = { peer, fs: null, inflight: [], lastProgress: Date.now() };
+      const worker: Worker = {
+        peer,
+        fs: null,
+        inflight: [],
+        lastProgress: Date.now(),
+        received: 0,
+      };
       peer.streams.add(worker);
+      let reused = false;
       try {
         const timer = deadline(Math.min(this.#stallMs, 5_000));
-        const stream = await this.host.openStream(peer.id, OBJECTS_PROTOCOL, {
-          signal: timer.signal,
-        }).finally(() => timer.clear());
-        worker.fs = new FramedStream(stream, objectsCodec, objectsCodec, {
-          // The window bounds what a well-behaved peer sends ahead (give or take one batch of
-          // objects larger than average); pause, and let libp2p reset a peer that ignores the
-          // pause, only beyond that.
-          readHighWater: this.#windowBytes + 2 * OBJECTS_MAX_FRAME,
-        });
+        const lease = await this.fetcher.streams.acquire(peer.id, timer.signal)
+          .finally(() => timer.clear());
+        worker.fs = lease.fs;
+        reused = lease.reused;
         await this.#pump(worker);
-        // Every request is answered, so nothing is lost by resetting rather than closing
-        // gracefully. A graceful close waits for the server's side to close too, and libp2p
-        // counted such half-closed streams against the per-connection stream limit until it
-        // was exhausted ("Too many outbound protocol streams") and every fetch failed.
-        worker.fs.abort(new Error("fetch done"));
+        if (worker.inflight.length === 0 && peer.usable && this.#fatal === null) {
+          // Every request was answered: the stream is clean and can serve the next fetch.
+          this.fetcher.streams.release(peer.id, worker.fs);
+        } else {
+          worker.fs.abort(new Error("fetch ended"));
+        }
       } catch (err) {
         worker.fs?.abort(err as Error);
         this.#requeue(worker.inflight);
         worker.inflight = [];
-        if (peer.usable && this.#fatal === null) {
+        // A pooled stream the peer closed while it was idle fails at once: not the peer's
+        // fault, try a fresh one.
+        const staleIdle = reused && worker.received === 0;
+        if (peer.usable && this.#fatal === null && !staleIdle) {
           peer.failures++;
           if (peer.failures >= this.#maxFailures) {
             this.host.logger.warn(
@@ -304,6 +330,7 @@ class FetchRun {
       if (msg === null) throw new FetchError(`${w.peer.id} closed the stream`);
       if (!w.peer.usable || this.#fatal !== null) return; // dropped while we waited
       w.lastProgress = Date.now();
+      w.received++;
       const entry = w.inflight.shift();
       if (entry === undefined) {
         this.#badPeer(w.peer, `sent an unrequested ${msg.type}`);

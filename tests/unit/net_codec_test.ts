@@ -4,13 +4,16 @@
  * oversized, unknown or cross-protocol input with a WireDecodeError.
  */
 import assert from "node:assert/strict";
+import { sha256 } from "../../src/chunk/hash.ts";
 import { cborEncode } from "../../src/wire/mod.ts";
 import {
   encodeObjectFrame,
   encodeObjectFrameHeader,
+  encodeStoreFrameHeader,
   joinRequestCodec,
   joinResponseCodec,
   MAX_OBJECT_SIZE,
+  MAX_REFUSAL_LENGTH,
   MAX_WANT_HASHES,
   objectsCodec,
   raftCodec,
@@ -108,6 +111,14 @@ Deno.test("every message of every protocol round-trips", () => {
     [objectsCodec, { type: "object", hash: h(4), data: new Uint8Array([1, 2, 3]) }],
     [objectsCodec, { type: "object", hash: h(4), data: new Uint8Array(0) }],
     [objectsCodec, { type: "missing", hash: h(5) }],
+    [objectsCodec, { type: "store", hash: h(6), data: new Uint8Array([4, 5]) }],
+    [objectsCodec, { type: "store", hash: h(6), data: new Uint8Array(0) }],
+    [objectsCodec, { type: "stored", count: 1 }],
+    [objectsCodec, { type: "flush" }],
+    [objectsCodec, { type: "flushed", count: 0 }],
+    [objectsCodec, { type: "flushed", count: 2 ** 40 }],
+    [objectsCodec, { type: "refused", reason: "this node takes no pushed objects" }],
+    [objectsCodec, { type: "refused", reason: "" }],
   ] as const;
   for (const [codec, msg] of cases) {
     // deno-lint-ignore no-explicit-any
@@ -142,7 +153,35 @@ Deno.test("the hand-laid object frame is byte for byte the codec's", () => {
   );
 });
 
+Deno.test("the hand-laid store frame head is byte for byte the codec's", () => {
+  for (const n of [0, 1, 23, 24, 255, 256, 65535, 65536, 262144]) {
+    const data = new Uint8Array(n).map((_, i) => (i * 17) & 0xff);
+    const generic = objectsCodec.encodeFrame({ type: "store", hash: h(3), data });
+    const head = encodeStoreFrameHeader(h(3), data);
+    assert.deepEqual(generic.subarray(0, head.length), head);
+    assert.equal(head.length + n, generic.length);
+    // Same layout as an object frame, a different tag: never mistaken for one.
+    assert.notDeepEqual(head, encodeObjectFrameHeader(h(3), data));
+  }
+  assert.throws(() => encodeStoreFrameHeader(h(1).subarray(1), new Uint8Array(1)), /store\.hash/);
+  assert.throws(
+    () => encodeStoreFrameHeader(h(1), new Uint8Array(MAX_OBJECT_SIZE + 1)),
+    WireEncodeError,
+  );
+});
+
 Deno.test("encoders refuse what decoders would refuse", () => {
+  assert.throws(
+    () => objectsCodec.encode({ type: "refused", reason: "x".repeat(MAX_REFUSAL_LENGTH + 1) }),
+    WireEncodeError,
+  );
+  assert.throws(() => objectsCodec.encode({ type: "flushed", count: -1 }), WireEncodeError);
+  assert.throws(() => objectsCodec.encode({ type: "stored", count: 1.5 }), WireEncodeError);
+  assert.throws(
+    () =>
+      objectsCodec.encode({ type: "store", hash: h(1), data: new Uint8Array(MAX_OBJECT_SIZE + 1) }),
+    WireEncodeError,
+  );
   assert.throws(
     () => objectsCodec.encode({ type: "missing", hash: new Uint8Array(31) }),
     WireEncodeError,
@@ -175,6 +214,27 @@ Deno.test("decoders refuse malformed, unknown and cross-protocol messages", () =
   decodeError(() => objectsCodec.decode(cborEncode([36, "x".repeat(32)])), "invalid-field");
   decodeError(() => objectsCodec.decode(cborEncode([34, [h(1), 5]])), "invalid-field");
   decodeError(() => raftCodec.decode(cborEncode([16, [new Uint8Array(0)]])), "invalid-field");
+  // The push messages: exact arity, bounded fields.
+  decodeError(() => objectsCodec.decode(cborEncode([38, 0])), "malformed");
+  decodeError(() => objectsCodec.decode(cborEncode([39])), "malformed");
+  decodeError(() => objectsCodec.decode(cborEncode([39, -1])), "invalid-field");
+  decodeError(() => objectsCodec.decode(cborEncode([40, "1"])), "invalid-field");
+  decodeError(() => objectsCodec.decode(cborEncode([37, h(1)])), "malformed");
+  decodeError(() => objectsCodec.decode(cborEncode([37, h(1), "data"])), "invalid-field");
+  decodeError(
+    () => objectsCodec.decode(cborEncode([41, "x".repeat(MAX_REFUSAL_LENGTH + 1)])),
+    "invalid-field",
+  );
+  // A store frame as big as the largest object still fits the frame limit; one byte
+  // more is refused by the schema.
+  const biggest = new Uint8Array(MAX_OBJECT_SIZE);
+  const frame = new FrameDecoder(objectsCodec.maxFrame);
+  frame.push(objectsCodec.encodeFrame({ type: "store", hash: sha256(biggest), data: biggest }));
+  assert.equal(objectsCodec.decode(frame.next()!).type, "store");
+  decodeError(
+    () => objectsCodec.decode(cborEncode([37, h(1), new Uint8Array(MAX_OBJECT_SIZE + 1)])),
+    "invalid-field",
+  );
   decodeError(() => joinRequestCodec.decode(cborEncode([1, -1, "c", new Uint8Array(16), h(1)])));
   decodeError(() => joinRequestCodec.decode(cborEncode([1, 1.5, "c", new Uint8Array(16), h(1)])));
   // A frame of one protocol is an unknown type to another.
