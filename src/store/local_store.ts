@@ -4,11 +4,15 @@
  */
 import { ChunkLocator } from "./locator.ts";
 import { FileIndex } from "./file_index.ts";
-import { PackStore } from "./packs.ts";
+import { collectGarbage, type GcOptions } from "./gc.ts";
+import { type CompactStats, PackStore, type PackStoreOptions } from "./packs.ts";
 import { Snapshots } from "./snapshots.ts";
 
 /** Name of the per-directory data folder; always excluded from scans and sync. */
 export const DATA_DIR_NAME = ".filesync";
+
+/** Options of LocalStore.open; all optional. */
+export type LocalStoreOptions = PackStoreOptions;
 
 /** Everything a node keeps locally about one synced directory. */
 export class LocalStore {
@@ -25,13 +29,13 @@ export class LocalStore {
   ) {}
 
   /** Open (creating if needed) the store of the synced directory `root`. */
-  static async open(root: string): Promise<LocalStore> {
+  static async open(root: string, opts: LocalStoreOptions = {}): Promise<LocalStore> {
     const absRoot = await Deno.realPath(root);
     const dataDir = `${absRoot}/${DATA_DIR_NAME}`;
     await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
     const kv = await Deno.openKv(`${dataDir}/index.kv`);
     try {
-      const packs = await PackStore.open(kv, `${dataDir}/packs`);
+      const packs = await PackStore.open(kv, `${dataDir}/packs`, opts);
       return new LocalStore(
         absRoot,
         dataDir,
@@ -47,7 +51,15 @@ export class LocalStore {
     }
   }
 
-  /** Flush pending objects and close the database. */
+  /**
+   * Reclaim pack space held by chunks that current files of the tree hold (see gc.ts for the
+   * rule, which history retention will extend). Safe to run while syncing; one at a time.
+   */
+  collectGarbage(opts: GcOptions = {}): Promise<CompactStats> {
+    return collectGarbage(this.packs, this.locator, opts);
+  }
+
+  /** Stop any garbage collection, flush pending objects and close the database. */
   async close(): Promise<void> {
     try {
       await this.packs.close();

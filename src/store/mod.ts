@@ -4,11 +4,20 @@
  */
 export { CorruptObjectError, MissingObjectError, StaleLocationError } from "./errors.ts";
 export { KV_MAX_VALUE_BYTES, KvBatch } from "./kv_batch.ts";
-export { MAX_OBJECT_BYTES, PackStore } from "./packs.ts";
+export {
+  type CompactOptions,
+  type CompactStats,
+  type CompactStep,
+  DEFAULT_PACK_TARGET_BYTES,
+  MAX_OBJECT_BYTES,
+  PackStore,
+  type PackStoreOptions,
+} from "./packs.ts";
+export { collectGarbage, type GcOptions, heldByTree } from "./gc.ts";
 export { ChunkLocator } from "./locator.ts";
 export { FileIndex, type ScanSummary } from "./file_index.ts";
 export { Snapshots, UnknownSnapshotError } from "./snapshots.ts";
-export { DATA_DIR_NAME, LocalStore } from "./local_store.ts";
+export { DATA_DIR_NAME, LocalStore, type LocalStoreOptions } from "./local_store.ts";
 export {
   type ChunkLocation,
   type EntryKind,
