@@ -20,6 +20,7 @@ import {
   type MemberInfo,
   type MessageChannel,
   ObjectFetcher,
+  ObjectPusher,
   openMessageChannel,
   parseInvite,
   serveJoin,
@@ -54,6 +55,15 @@ import {
 } from "./sync/mod.ts";
 import { cborDecode, cborEncode } from "./wire/mod.ts";
 
+/**
+ * A push not confirmed within this long, plus PUSH_HEDGE_MS_PER_OBJECT for each object (a
+ * 64 KiB chunk at 50 MiB/s), gets one more voter pushed to in parallel, ms.
+ */
+const PUSH_HEDGE_MS = 2_000;
+const PUSH_HEDGE_MS_PER_OBJECT = 1.25;
+/** A voter whose push failed is tried last for this long, ms. */
+const PUSH_FAILURE_MEMORY_MS = 30_000;
+
 /** How a node is started. */
 export interface DaemonOptions {
   /** The synced directory. */
@@ -69,6 +79,8 @@ export interface DaemonOptions {
   tickMs?: number;
   /** Safety-net rescan period of the sync engine, ms. */
   rescanMs?: number;
+  /** How often pack space is reclaimed when objects came in, ms (default 60,000). */
+  gcIntervalMs?: number;
 }
 
 /** What `filesync status` shows. */
@@ -90,8 +102,10 @@ export interface NodeStatus {
     pendingUp: number;
     pendingDown: number;
     conflicts: number;
-    /** Object bytes (chunks and tree nodes) received from peers since start. */
+    /** Object bytes (chunks and tree nodes) fetched from peers since start. */
     fetchedBytes: number;
+    /** Object bytes peers pushed to this node before committing their changes, since start. */
+    receivedBytes: number;
   };
   /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
   raftError: string | null;
@@ -112,7 +126,19 @@ export class Daemon {
   #lastDial = new Map<string, number>();
   #stopped = false;
   #engine: SyncEngine | null = null;
+  #fetcher: ObjectFetcher | null = null;
+  /** Rotates which voters receive an upload's objects first. */
+  #pushRotation = 0;
+  /** When a push to a peer last failed: such peers are tried last for a while. */
+  readonly #pushFailedAt = new Map<string, number>();
+  readonly #pusher: ObjectPusher;
   #fetchedBytes = 0;
+  /** Object bytes peers pushed to this node. */
+  #receivedBytes = 0;
+  /** Bytes taken into the packs (pushed or fetched) when garbage was last collected. */
+  #packedAtGc = 0;
+  #collecting = false;
+  #gcIntervalMs = 60_000;
 
   private constructor(
     readonly store: LocalStore,
@@ -123,7 +149,9 @@ export class Daemon {
     private readonly channel: MessageChannel,
     private readonly control: ControlServer,
     readonly log: Logger,
-  ) {}
+  ) {
+    this.#pusher = new ObjectPusher(host);
+  }
 
   /** Open the directory, join or create the cluster, and start serving. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
@@ -222,6 +250,7 @@ export class Daemon {
       for (const m of joinedMembers) self.#members.add(m.peerId);
       ref.daemon = self;
       await self.#serveProtocols();
+      self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
       self.#startBackgroundTasks();
       self.#startEngine(opts.rescanMs);
       log.info("serving", {
@@ -252,16 +281,99 @@ export class Daemon {
     await serveObjects(this.host, {
       has: async (h) =>
         (await this.store.packs.has(h)) || (await this.store.locator.lookup(h)) !== null,
-      get: async (h) => {
-        try {
-          const fromTree = await this.store.locator.read(h);
-          if (fromTree) return fromTree;
-        } catch (e) {
-          if (!(e instanceof StaleLocationError)) throw e;
-        }
-        return (await this.store.packs.has(h)) ? await this.store.packs.get(h) : null;
+      get: (h) => this.#readObject(h),
+    }, {
+      // Objects pushed before a commit: kept in the packs (put copies the bytes, which may
+      // share a receive buffer; the server verified them already).
+      receiver: {
+        store: (h, bytes) => {
+          this.#receivedBytes += bytes.length;
+          return Promise.resolve(this.store.packs.put(h, bytes));
+        },
+        flush: () => this.store.packs.flush(),
       },
     });
+  }
+
+  /** An object from the tree (through the chunk locator) or the packs; null if not held. */
+  async #readObject(h: Uint8Array): Promise<Uint8Array | null> {
+    try {
+      const fromTree = await this.store.locator.read(h);
+      if (fromTree) return fromTree;
+    } catch (e) {
+      if (!(e instanceof StaleLocationError)) throw e;
+    }
+    return (await this.store.packs.has(h)) ? await this.store.packs.get(h) : null;
+  }
+
+  /**
+   * Push `hashes` to enough voters that, with this node, a majority of voters holds them
+   * durably (DESIGN, write path step 4); rejects if that many cannot confirm. Pushes start to
+   * `needed` voters (those that failed a push lately last, the rest in rotating order so
+   * successive uploads spread over the peers); each failure, and every hedge interval without
+   * enough confirmations, starts one more (a killed peer can look connected for a while and
+   * answer nothing). Once enough confirmed, the pushes still running are cancelled.
+   */
+  async #replicate(hashes: Uint8Array[]): Promise<void> {
+    const { voters } = this.raft.status().config;
+    const self = this.host.peerId;
+    const needed = Math.floor(voters.length / 2) + 1 - (voters.includes(self) ? 1 : 0);
+    if (needed <= 0) return;
+    const now = Date.now();
+    const failedLately = (p: string) =>
+      now - (this.#pushFailedAt.get(p) ?? 0) < PUSH_FAILURE_MEMORY_MS;
+    const others = voters.filter((p) => p !== self);
+    const start = this.#pushRotation++ % Math.max(1, others.length);
+    const rotated = [...others.slice(start), ...others.slice(0, start)];
+    const order = [...rotated.filter((p) => !failedLately(p)), ...rotated.filter(failedLately)];
+    if (order.length < needed) {
+      throw new Error(`data not durable on a majority: ${order.length} other voters`);
+    }
+    const read = async (h: Uint8Array) => {
+      const bytes = await this.#readObject(h);
+      if (bytes === null) throw new Error("object is no longer held here");
+      return bytes;
+    };
+    const cancel = new AbortController();
+    let hedge: ReturnType<typeof setInterval> | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let next = 0;
+        let running = 0;
+        let confirmed = 0;
+        const errors: string[] = [];
+        const launch = () => {
+          if (next >= order.length) return;
+          const peer = order[next++];
+          running++;
+          this.#pusher.push(peer, hashes, read, { signal: cancel.signal }).then(() => {
+            this.#pushFailedAt.delete(peer);
+            if (++confirmed === needed) resolve();
+          }, (e: Error) => {
+            if (cancel.signal.aborted) return;
+            this.#pushFailedAt.set(peer, Date.now());
+            errors.push(e.message);
+            launch();
+          }).finally(() => {
+            running--;
+            if (running === 0 && next >= order.length && confirmed < needed) {
+              reject(
+                new Error(
+                  `data not durable on a majority (${confirmed} of ${needed} peers confirmed): ${
+                    errors.join("; ")
+                  }`,
+                ),
+              );
+            }
+          });
+        };
+        for (let i = 0; i < needed; i++) launch();
+        hedge = setInterval(launch, PUSH_HEDGE_MS + hashes.length * PUSH_HEDGE_MS_PER_OBJECT);
+      });
+    } finally {
+      clearInterval(hedge);
+      cancel.abort(new Error("enough peers hold the data"));
+    }
   }
 
   /** Schedule a sync pass (after a commit, say). */
@@ -269,14 +381,45 @@ export class Daemon {
     this.#engine?.request();
   }
 
+  /**
+   * Reclaim pack space held by objects that files now hold (pushed chunks, once written into
+   * their files, are duplicates). Runs on a timer, one at a time, and only when objects came
+   * in since the last run, so an idle node does no work.
+   */
+  async #collectGarbage(): Promise<void> {
+    const packed = this.#receivedBytes + this.#fetchedBytes;
+    if (this.#collecting || packed === this.#packedAtGc || this.#engine?.lastPass.busy) return;
+    this.#collecting = true;
+    try {
+      const stats = await this.store.collectGarbage();
+      this.#packedAtGc = packed;
+      if (stats.bytesReclaimed > 0 || stats.corrupt.length > 0) {
+        this.log.info("packs compacted", {
+          packs: stats.packsRewritten,
+          objects: stats.objectsDropped,
+          bytes: stats.bytesReclaimed,
+          corrupt: stats.corrupt.length,
+        });
+      }
+    } catch (e) {
+      if (!this.#stopped) {
+        this.log.warn("garbage collection failed", { error: (e as Error).message });
+      }
+    } finally {
+      this.#collecting = false;
+    }
+  }
+
   #startEngine(rescanMs?: number): void {
     const fetcher = new ObjectFetcher(this.host);
+    this.#fetcher = fetcher;
     this.#engine = new SyncEngine({
       store: this.store,
       index: this.index,
       propose: (c) => this.propose(c),
       nodeId: this.host.peerId,
       log: this.log,
+      replicate: (hashes) => this.#replicate(hashes),
       remote: {
         fetch: async (hashes, deliver, preferred = []) => {
           const onObject = (hash: Uint8Array, bytes: Uint8Array) => {
@@ -370,6 +513,7 @@ export class Daemon {
         this.log.debug("membership upkeep failed", { error: (e as Error).message })
       );
     }, 500));
+    this.#timers.push(setInterval(() => this.#collectGarbage(), this.#gcIntervalMs));
   }
 
   /** Track the Raft configuration; close connections of peers that left it. */
@@ -513,6 +657,7 @@ export class Daemon {
           pendingDown: p?.pendingDown ?? 0,
           conflicts: p?.conflicts ?? 0,
           fetchedBytes: this.#fetchedBytes,
+          receivedBytes: this.#receivedBytes,
         };
       })(),
     };
@@ -525,6 +670,7 @@ export class Daemon {
     for (const t of this.#timers) clearInterval(t);
     await this.control.close().catch(() => {});
     await this.#engine?.stop().catch(() => {});
+    this.#fetcher?.close();
     await this.raft.stop().catch(() => {});
     await this.channel.close().catch(() => {});
     await this.host.stop().catch(() => {});

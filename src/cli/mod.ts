@@ -69,6 +69,18 @@ function buildProgram(result: { code: number }): Command {
       "addresses to listen on (default /ip4/0.0.0.0/udp/4001/quic-v1)",
     )
     .option("--tcp", "also listen on and dial TCP (fallback transport)")
+    .option(
+      "--rescan <seconds>",
+      "full rescan period, a safety net for missed file events",
+      positiveInt,
+      10,
+    )
+    .option(
+      "--gc-interval <seconds>",
+      "how often pack space held by duplicates of file content is reclaimed",
+      positiveInt,
+      60,
+    )
     .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
     .option("--log-format <format>", "text or json", (v: string) => {
       if (v !== "text" && v !== "json") throw new InvalidArgumentError("must be text or json");

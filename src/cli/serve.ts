@@ -7,6 +7,10 @@ export interface ServeOptions {
   join?: string;
   listen?: string[];
   tcp?: boolean;
+  /** Safety-net rescan period, s. */
+  rescan: number;
+  /** Pack garbage collection period, s. */
+  gcInterval: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }
@@ -20,6 +24,8 @@ export async function serveCommand(dir: string, opts: ServeOptions): Promise<num
     listen: opts.listen,
     enableTcp: opts.tcp,
     logger: log,
+    rescanMs: opts.rescan * 1000,
+    gcIntervalMs: opts.gcInterval * 1000,
   });
   const status = await daemon.status();
   const lines = [`node ${status.peerId} of cluster ${status.clusterId}`];

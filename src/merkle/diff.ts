@@ -37,6 +37,7 @@ import type { DirEntry, DirLeafNode, FileLeafNode, MerkleNode } from "./node.ts"
 import { comparePaths } from "./paths.ts";
 import { fetchNode, hashKey } from "./source.ts";
 import type { NodeSource } from "./source.ts";
+import { mapLimit } from "../util/mod.ts";
 
 /** Fetches in flight per source during a diff: enough to hide a peer's latency. */
 export const DIFF_FETCH_CONCURRENCY = 16;
@@ -87,28 +88,6 @@ interface Frontiers {
 
 function kindOf(node: MerkleNode): TreeKind {
   return node.type === "file-leaf" || node.type === "file-inner" ? "file" : "dir";
-}
-
-async function mapLimit<T>(
-  items: T[],
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  const n = Math.min(limit, items.length);
-  await Promise.all(Array.from({ length: n }, worker));
 }
 
 async function load(items: Item[], source: NodeSource, kind: TreeKind | null): Promise<void> {

@@ -3,6 +3,7 @@
  * print, ask their status, and stop them by PID (only the processes a test started).
  */
 import { runCli } from "./cli.ts";
+import type { NodeStatus } from "../../src/daemon.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1";
@@ -92,16 +93,8 @@ export class NodeProcess {
 }
 
 /** The shape of `filesync status --json` that tests read. */
-export interface Status {
-  peerId: string;
-  clusterId: string;
-  role: string;
-  leader: string;
-  term: number;
-  commit: number;
-  applied: number;
-  members: { peerId: string; role: string }[];
-}
+/** What `filesync status --json` prints. */
+export type Status = NodeStatus;
 
 /** Poll `fn` until it returns a truthy value or the time is up (then throw with `what`). */
 export async function waitFor<T>(

@@ -1,0 +1,2 @@
+/** Small helpers shared by several layers. */
+export { mapLimit } from "./concurrency.ts";

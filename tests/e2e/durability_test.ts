@@ -1,0 +1,143 @@
+/**
+ * Durability before commit, pack space, and an idle cluster, with three real processes on
+ * 127.0.0.1:
+ *  - a change's objects are pushed to a majority before it is proposed, so the origin can die
+ *    the moment it committed and the third node still gets the bytes (from the second);
+ *  - pushed chunks, once written into their file, leave the packs (no doubled disk use);
+ *  - an unchanged tree moves no object, and an idle node uses next to no CPU.
+ */
+import assert from "node:assert/strict";
+import { NodeProcess, startCluster, tempDirs, waitConverged, waitFor } from "../helpers/cluster.ts";
+import { runCli } from "../helpers/cli.ts";
+import { seededBytes } from "../helpers/bytes.ts";
+
+const TEST = { sanitizeOps: false, sanitizeResources: false };
+
+async function withCluster(
+  extra: string[],
+  fn: (dirs: string[], nodes: NodeProcess[]) => Promise<void>,
+) {
+  const dirs = await tempDirs(3, "filesync-durable-");
+  let nodes: NodeProcess[] = [];
+  try {
+    nodes = await startCluster(dirs, extra);
+    await fn(dirs, nodes);
+  } catch (e) {
+    for (const n of nodes) {
+      console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-30).join("\n")}`);
+    }
+    throw e;
+  } finally {
+    for (const n of nodes) n.kill("SIGCONT");
+    await Promise.all(nodes.map((n) => n.stop()));
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Bytes in a directory tree (the pack files, here). */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory) total += await treeBytes(p);
+    else if (e.isFile) total += (await Deno.stat(p)).size;
+  }
+  return total;
+}
+
+/** User + system CPU time of a process so far, in clock ticks (100 per second here). */
+async function cpuTicks(pid: number): Promise<number> {
+  // Read through `cat`: Deno lets only --allow-all read /proc directly, the suite runs with
+  // --allow-run.
+  const out = await new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).output();
+  const stat = new TextDecoder().decode(out.stdout);
+  // Fields after the parenthesized command name; utime and stime are the 14th and 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+Deno.test({
+  ...TEST,
+  name: "durability: the origin dies right after committing; the data survives on a majority",
+  async fn() {
+    await withCluster(["--gc-interval", "1"], async ([a, b, c], nodes) => {
+      const data = seededBytes(21, 3 * 1024 * 1024 + 123);
+      // C is stopped: the only other holder A can count on is B.
+      nodes[2].kill("SIGSTOP");
+      await Deno.writeFile(`${a}/payload.bin`, data);
+      await waitConverged([a, b], 60_000);
+      const sb = await nodes[1].status();
+      // B got the objects pushed before the commit, so it fetched nothing to write the file.
+      assert.ok(sb.sync.receivedBytes >= data.length, `B received ${sb.sync.receivedBytes}`);
+      assert.equal(sb.sync.fetchedBytes, 0);
+      // A dies; C comes back and can only get the bytes from B.
+      nodes[0].kill("SIGKILL");
+      await nodes[0].stop();
+      nodes[2].kill("SIGCONT");
+      await waitConverged([b, c], 60_000);
+      const got = await Deno.readFile(`${c}/payload.bin`);
+      assert.ok(got.length === data.length && got.every((v, i) => v === data[i]));
+      // B's pushed copies are in its file now: garbage collection takes them out of the packs.
+      await waitFor(
+        "B's packs to shrink below the file's size",
+        async () => (await treeBytes(`${b}/.filesync/packs`)) < data.length / 4,
+        30_000,
+        250,
+      );
+    });
+  },
+});
+
+Deno.test({
+  ...TEST,
+  name: "durability: without a majority a change is not committed, and it lands later",
+  async fn() {
+    await withCluster([], async ([a, b, c], nodes) => {
+      nodes[1].kill("SIGSTOP");
+      nodes[2].kill("SIGSTOP");
+      await Deno.writeFile(`${a}/alone.bin`, seededBytes(22, 200_000));
+      // No peer can confirm the objects (nor the proposal): the change stays pending.
+      const r = await runCli(["status", a, "--wait", "--timeout", "3"]);
+      assert.notEqual(r.code, 0);
+      nodes[1].kill("SIGCONT");
+      nodes[2].kill("SIGCONT");
+      await waitConverged([a, b, c], 60_000);
+    });
+  },
+});
+
+Deno.test({
+  ...TEST,
+  name: "idle: an unchanged tree moves no object and an idle node uses next to no CPU",
+  async fn() {
+    await withCluster(["--rescan", "1"], async ([a, b, c], nodes) => {
+      await Deno.writeFile(`${a}/one.bin`, seededBytes(23, 500_000));
+      await Deno.writeTextFile(`${b}/two.txt`, "two\n");
+      await waitConverged([a, b, c], 60_000);
+      for (const d of [a, b, c]) {
+        const r = await runCli(["status", d, "--wait", "--timeout", "30"]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const moved = async () => {
+        let total = 0;
+        for (const n of nodes) {
+          const s = await n.status();
+          total += s.sync.fetchedBytes + s.sync.receivedBytes;
+        }
+        return total;
+      };
+      const before = await moved();
+      const ticks0 = await Promise.all(nodes.map((n) => cpuTicks(n.pid)));
+      // Several rescans (every second) and explicit sync passes over the unchanged tree.
+      await new Promise((r) => setTimeout(r, 5_000));
+      const ticks1 = await Promise.all(nodes.map((n) => cpuTicks(n.pid)));
+      for (const d of [a, b, c]) await runCli(["status", d, "--wait", "--timeout", "30"]);
+      assert.equal(await moved(), before, "object bytes moved while nothing changed");
+      // 5 s idle with a rescan every second: well under a tenth of a core each (50 ticks).
+      for (let i = 0; i < 3; i++) {
+        const used = ticks1[i] - ticks0[i];
+        assert.ok(used < 50, `node ${i} used ${used} CPU ticks in 5 s idle`);
+      }
+    });
+  },
+});
