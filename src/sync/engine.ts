@@ -26,9 +26,11 @@ import {
   materialize,
   type MaterializeSources,
   sweepTempFiles,
+  WriteGroup,
 } from "./materializer.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
 import { objectsOfOps } from "./replicate.ts";
+import { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 import { scanTree } from "./scanner.ts";
 import { syncedAfterUpload, SyncedState } from "./synced_state.ts";
 import { Watcher } from "./watcher.ts";
@@ -86,8 +88,29 @@ export interface PassResult {
 const UPLOAD_BATCH = 64;
 /** Proposals in flight at once during an upload. */
 const UPLOAD_CONCURRENCY = 16;
-/** Files written at once by a pass. */
+/** Small files written at once by a pass. */
 const MATERIALIZE_CONCURRENCY = 8;
+/** Larger files written at once (each one keeps several streams busy by itself). */
+const LARGE_FILE_CONCURRENCY = 2;
+/** Small files whose objects are fetched ahead together: at most this many, or bytes. */
+const PREFETCH_BATCH_FILES = 256;
+const PREFETCH_BATCH_BYTES = 32 << 20;
+
+/** Split small files into prefetch batches bounded in count and bytes (memory). */
+function* prefetchBatches(records: IndexRecord[]): Generator<IndexRecord[]> {
+  let batch: IndexRecord[] = [];
+  let bytes = 0;
+  for (const r of records) {
+    if (batch.length >= PREFETCH_BATCH_FILES || bytes + r.size > PREFETCH_BATCH_BYTES) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(r);
+    bytes += r.size;
+  }
+  if (batch.length > 0) yield batch;
+}
 
 /** A short, file-name-safe name for this node in conflict copies. */
 function shortNodeName(nodeId: string): string {
@@ -224,18 +247,41 @@ export class SyncEngine {
       );
       log.info("conflict", { path: c.path, kept: copy, committed: c.committed.version });
       conflicts++;
-      await this.#write(c.committed);
+      await this.#write(c.committed, null);
     }
     let materialized = 0;
     let pendingDown = 0;
     const phases = writePhases(plan.materialize);
-    const write = async (rec: IndexRecord) => {
-      if (await this.#write(rec)) materialized++;
+    const write = async (
+      rec: IndexRecord,
+      prefetched: PrefetchedObjects | null = null,
+      group?: WriteGroup,
+    ) => {
+      if (await this.#write(rec, prefetched, group)) materialized++;
       else pendingDown++;
     };
     for (const rec of phases.serial) await write(rec);
-    // Many small files are bound by round trips and fsyncs, not bandwidth: overlap them.
-    await mapLimit(phases.concurrent, MATERIALIZE_CONCURRENCY, write);
+    // Many small files are bound by round trips and fsyncs, not bandwidth: their objects are
+    // fetched ahead a batch at a time and they are written several at once; larger files go
+    // alongside, fewer at once.
+    const small = phases.concurrent.filter(isPrefetchable);
+    const large = phases.concurrent.filter((r) => !isPrefetchable(r));
+    await Promise.all([
+      mapLimit(large, LARGE_FILE_CONCURRENCY, write),
+      (async () => {
+        for (const batch of prefetchBatches(small)) {
+          const objects = await prefetchObjects(store, this.deps.remote, batch).catch(() => null);
+          const group = new WriteGroup(store);
+          try {
+            await mapLimit(batch, MATERIALIZE_CONCURRENCY, (rec) => write(rec, objects, group));
+          } finally {
+            await group.finish().catch((e) =>
+              log.warn("recording written files failed", { error: (e as Error).message })
+            );
+          }
+        }
+      })(),
+    ]);
     for (const rec of phases.last) await write(rec);
     const written = performance.now();
     const { uploaded, pending } = await this.#upload(plan.uploadWaves, local, committed);
@@ -261,10 +307,15 @@ export class SyncEngine {
   }
 
   /** Write one committed entry to disk; false if it must wait (local change, fetch failed). */
-  async #write(rec: IndexRecord): Promise<boolean> {
+  async #write(
+    rec: IndexRecord,
+    prefetched: PrefetchedObjects | null,
+    group?: WriteGroup,
+  ): Promise<boolean> {
     try {
-      const r = await materialize(this.deps.store, rec, this.#sources(rec.origin), {
+      const r = await materialize(this.deps.store, rec, this.#sources(rec.origin, prefetched), {
         onWrite: (path, expected) => this.#watcher?.expect(path, expected),
+        group,
       });
       if (r.status === "local-changed") {
         this.#again = true;
@@ -368,11 +419,13 @@ export class SyncEngine {
   }
 
   /** Materializer sources backed by the remote object fetcher, asking `origin` first. */
-  #sources(origin: string): MaterializeSources {
+  #sources(origin: string, prefetched: PrefetchedObjects | null): MaterializeSources {
     const remote = this.deps.remote;
     const preferred = origin && origin !== this.deps.nodeId ? [origin] : [];
     const nodes: NodeSource = {
       async getNode(hash: Hash): Promise<Uint8Array> {
+        const ahead = prefetched?.get(hash);
+        if (ahead) return ahead;
         let found: Uint8Array | null = null;
         await remote.fetch([hash], (_h, bytes) => {
           found = bytes;
@@ -385,7 +438,14 @@ export class SyncEngine {
     return {
       nodes,
       async fetchChunks(hashes, onChunk) {
-        const r = await remote.fetch(hashes, onChunk, preferred);
+        const rest: Hash[] = [];
+        for (const h of hashes) {
+          const ahead = prefetched?.get(h);
+          if (ahead) await onChunk(h, ahead);
+          else rest.push(h);
+        }
+        if (rest.length === 0) return;
+        const r = await remote.fetch(rest, onChunk, preferred);
         if (r.missing.length > 0) {
           throw new Error(`${r.missing.length} chunks are held by no reachable peer`);
         }

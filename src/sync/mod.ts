@@ -50,6 +50,8 @@ export {
   sweepTempFiles,
   TEMP_PREFIX,
   UnsafePathError,
+  WriteGroup,
 } from "./materializer.ts";
+export { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
 export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";

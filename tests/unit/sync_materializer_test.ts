@@ -17,12 +17,15 @@ import {
   materialize,
   type MaterializeSources,
   parseSyncedRecord,
+  prefetchObjects,
   reconcile,
+  type RemoteObjects,
   scanTree,
   sweepTempFiles,
   syncedFromIndex,
   SyncedState,
   UnsafePathError,
+  WriteGroup,
 } from "../../src/sync/mod.ts";
 import type { ExpectedEntry } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
@@ -572,4 +575,53 @@ Deno.test("synced state: put/get/list/delete/adopt/recordUpload through KvBatch"
   } finally {
     kv.close();
   }
+});
+
+Deno.test("materialize: small files prefetched in two round trips, recorded in one group", async () => {
+  await withNode(async (store, remote) => {
+    const files = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => bytesOf(40 + i, 1_000 + 3_000 * i)),
+    );
+    const recs: IndexRecord[] = [];
+    for (let i = 0; i < files.length; i++) recs.push(await remote.file(`s/f${i}.bin`, files[i]));
+    // The cluster as the engine sees it: one fetch call serves any objects (nodes or chunks).
+    let calls = 0;
+    const objects: RemoteObjects = {
+      async fetch(hashes, onObject) {
+        calls++;
+        for (const h of hashes) {
+          const bytes = (await remote.store.packs.has(h))
+            ? await remote.store.packs.get(h)
+            : (await remote.store.locator.read(h))!;
+          await onObject(h, bytes);
+        }
+        return { missing: [] };
+      },
+    };
+    const ahead = await prefetchObjects(store, objects, recs);
+    assert.equal(calls, 2, "roots in one request, then their chunks in one");
+    assert.ok(ahead.size >= 2 * files.length, "a node and at least one chunk per file");
+    // Written from what was prefetched: the remote is never asked again.
+    const sources: MaterializeSources = {
+      nodes: { getNode: (h) => Promise.resolve(ahead.get(h)!) },
+      async fetchChunks(hashes, onChunk) {
+        for (const h of hashes) await onChunk(h, ahead.get(h)!);
+      },
+    };
+    await Deno.mkdir(`${store.root}/s`);
+    const group = new WriteGroup(store);
+    for (const rec of recs) {
+      assert.equal((await materialize(store, rec, sources, { group })).status, "written");
+    }
+    // Nothing is recorded until the group finishes; then everything is, and a rescan reads
+    // nothing.
+    assert.equal(await store.files.get("s/f0.bin"), null);
+    await group.finish();
+    for (let i = 0; i < files.length; i++) {
+      assert.ok(sameBytes(await Deno.readFile(`${store.root}/s/f${i}.bin`), files[i]));
+      assert.ok(await store.files.get(`s/f${i}.bin`));
+    }
+    assert.equal((await scanTree(store, { workers: 0 })).hashedFiles, 0);
+    assert.equal(remote.chunkCalls, 0);
+  });
 });
