@@ -30,7 +30,8 @@ export interface GcOptions extends CompactOptions {
 export function heldByTree(locator: ChunkLocator): (hash: Hash) => Promise<boolean> {
   return async (hash) => {
     try {
-      return (await locator.read(hash)) !== null;
+      // Fresh: a cached handle could be of a file deleted since, whose old bytes still verify.
+      return (await locator.read(hash, { fresh: true })) !== null;
     } catch {
       // StaleLocationError, or a read error: either way the tree is not a safe copy.
       return false;

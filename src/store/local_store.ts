@@ -61,6 +61,7 @@ export class LocalStore {
 
   /** Stop any garbage collection, flush pending objects and close the database. */
   async close(): Promise<void> {
+    this.locator.close();
     try {
       await this.packs.close();
     } finally {

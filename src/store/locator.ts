@@ -33,32 +33,153 @@ export class ChunkLocator {
 
   /**
    * The chunk's bytes, read from its file and verified. Returns null if no location is known;
-   * throws StaleLocationError if the recorded place no longer holds the chunk.
+   * throws StaleLocationError if the recorded place no longer holds the chunk. Reads go
+   * through a few cached open handles; `fresh` opens the path anew.
    */
-  async read(hash: Hash): Promise<Uint8Array | null> {
+  async read(hash: Hash, opts: { fresh?: boolean } = {}): Promise<Uint8Array | null> {
     const loc = await this.lookup(hash);
     if (!loc) return null;
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(`${this.root}/${loc.path}`, { read: true });
-    } catch (e) {
-      throw new StaleLocationError(hash, loc.path, `cannot open: ${(e as Error).message}`);
+    if (opts.fresh) {
+      // The file at the path now, not a handle kept from before (which may be of a file
+      // since deleted or replaced): for callers that rely on the tree as a copy (GC).
+      this.#files.drop(`${this.root}/${loc.path}`);
+      const now = await this.#readVerified(hash, loc, false);
+      if (now === null) throw new StaleLocationError(hash, loc.path, "bytes there have changed");
+      return now;
     }
+    // A cached handle may be of a file that was replaced since (a rename over it): if its bytes
+    // do not verify, look again through a fresh open before calling the location stale.
     try {
+      const cached = await this.#readVerified(hash, loc, true);
+      if (cached !== null) return cached;
+    } catch (e) {
+      if (!(e instanceof StaleLocationError)) throw e;
+    }
+    this.#files.drop(`${this.root}/${loc.path}`);
+    const fresh = await this.#readVerified(hash, loc, false);
+    if (fresh !== null) return fresh;
+    throw new StaleLocationError(hash, loc.path, "bytes there have changed");
+  }
+
+  /** Close the files kept open for reads. */
+  close(): void {
+    this.#files.clear();
+  }
+
+  /** The verified bytes at the location, or null if they do not match the hash. */
+  async #readVerified(
+    hash: Hash,
+    loc: ChunkLocation,
+    useCache: boolean,
+  ): Promise<Uint8Array | null> {
+    const bytes = await this.#files.readAt(`${this.root}/${loc.path}`, loc, useCache, hash);
+    return hashEquals(sha256(bytes), hash) ? bytes : null;
+  }
+
+  readonly #files = new OpenFiles();
+}
+
+/** Files kept open for reads at once, and how long an unused one stays open, ms. */
+const OPEN_FILES = 32;
+const OPEN_FILE_IDLE_MS = 5_000;
+
+interface OpenFile {
+  file: Deno.FsFile;
+  /** seek + read pairs on one handle must not interleave: they run one after another. */
+  queue: Promise<unknown>;
+  lastUse: number;
+}
+
+/**
+ * A few recently read files kept open: serving a 256 MiB file chunk by chunk opened and closed
+ * it 4,096 times. Handles are closed after a few idle seconds, so a deleted file's space is
+ * not held for long (its bytes, read meanwhile, still verify against their hashes).
+ */
+class OpenFiles {
+  #open = new Map<string, OpenFile>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** `loc.length` bytes at `loc.offset` of `abs`; StaleLocationError if unreadable or short. */
+  async readAt(
+    abs: string,
+    loc: ChunkLocation,
+    useCache: boolean,
+    hash: Hash,
+  ): Promise<Uint8Array> {
+    let entry = useCache ? this.#open.get(abs) : undefined;
+    if (!entry) {
+      let file: Deno.FsFile;
+      try {
+        file = await Deno.open(abs, { read: true });
+      } catch (e) {
+        throw new StaleLocationError(hash, loc.path, `cannot open: ${(e as Error).message}`);
+      }
+      // Another read may have opened the same file meanwhile: keep one handle.
+      const raced = this.#open.get(abs);
+      if (raced && useCache) {
+        file.close();
+        entry = raced;
+      } else {
+        if (raced) this.drop(abs, raced);
+        entry = { file, queue: Promise.resolve(), lastUse: Date.now() };
+        this.#keep(abs, entry);
+      }
+    }
+    const e = entry;
+    e.lastUse = Date.now();
+    const run = e.queue.then(async () => {
       const bytes = new Uint8Array(loc.length);
-      await file.seek(loc.offset, Deno.SeekMode.Start);
+      await e.file.seek(loc.offset, Deno.SeekMode.Start);
       let read = 0;
       while (read < bytes.length) {
-        const n = await file.read(bytes.subarray(read));
+        const n = await e.file.read(bytes.subarray(read));
         if (n === null) throw new StaleLocationError(hash, loc.path, "file is shorter now");
         read += n;
       }
-      if (!hashEquals(sha256(bytes), hash)) {
-        throw new StaleLocationError(hash, loc.path, "bytes there have changed");
-      }
       return bytes;
-    } finally {
-      file.close();
+    });
+    e.queue = run.catch(() => {});
+    return await run;
+  }
+
+  /** Close the handle of `abs` (after the reads queued on it). */
+  drop(abs: string, entry: OpenFile | undefined = this.#open.get(abs)): void {
+    if (!entry) return;
+    if (this.#open.get(abs) === entry) this.#open.delete(abs);
+    entry.queue.finally(() => {
+      try {
+        entry.file.close();
+      } catch { /* already closed */ }
+    });
+  }
+
+  /** Close every handle. */
+  clear(): void {
+    for (const [abs, entry] of [...this.#open]) this.drop(abs, entry);
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  #keep(abs: string, entry: OpenFile): void {
+    if (this.#open.size >= OPEN_FILES) {
+      const [oldest, e] = this.#open.entries().next().value!;
+      this.drop(oldest, e);
+    }
+    this.#open.set(abs, entry);
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(() => this.#sweep(), OPEN_FILE_IDLE_MS);
+      Deno.unrefTimer(this.#sweeper);
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [abs, e] of [...this.#open]) {
+      if (now - e.lastUse >= OPEN_FILE_IDLE_MS) this.drop(abs, e);
+    }
+    if (this.#open.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
     }
   }
 }

@@ -381,6 +381,7 @@ export class SyncEngine {
       // Durability before commit: once committed, every node will want these objects, and
       // they must exist beyond this node even if its disk dies right after.
       if (this.deps.replicate) {
+        const t0 = performance.now();
         const objects = await objectsOfOps(ops, this.deps.store.packs, (op) => {
           if (op.op !== "put" || op.base === 0) return null;
           const base = committed.get(op.path);
@@ -388,7 +389,14 @@ export class SyncEngine {
             ? base.root
             : null;
         });
+        const listed = performance.now();
         if (objects.length > 0) await this.deps.replicate(objects);
+        this.deps.log.debug("objects durable on a majority", {
+          ops: ops.length,
+          objects: objects.length,
+          listMs: Math.round(listed - t0),
+          pushMs: Math.round(performance.now() - listed),
+        });
       }
       result = await this.deps.propose({ origin: this.deps.nodeId, ops });
     } catch (e) {

@@ -349,6 +349,8 @@ interface Located {
 /** Bytes read at once from a source file: runs of contiguous chunks are read together. */
 const MAX_RUN_BYTES = 8 << 20;
 const LOOKUP_CONCURRENCY = 32;
+/** Chunks read from the packs at once by a materialization. */
+const PACK_READ_RUN = 32;
 
 /**
  * Reads chunks that are already on this node: from files of the tree (the previous version of
@@ -401,8 +403,18 @@ class LocalChunks {
     while (i < located.length) {
       const first = located[i];
       if (first.src === null) {
-        if (!(await this.#fromPacks(first, out))) failed.push(first);
-        i++;
+        // A run of chunks only the packs may hold (pushed before the commit, say): read them
+        // several at a time (each is a lookup, a seek and a read), write them in order.
+        let j = i + 1;
+        while (j < located.length && located[j].src === null && j - i < PACK_READ_RUN) j++;
+        const run = located.slice(i, j);
+        const found = await Promise.all(run.map((c) => this.#fromPacks(c)));
+        for (let k = 0; k < run.length; k++) {
+          const bytes = found[k];
+          if (bytes === null) failed.push(run[k]);
+          else await out.write(run[k].offset, bytes);
+        }
+        i = j;
         continue;
       }
       // A run: same source file, contiguous in the source and (by construction) the target.
@@ -436,7 +448,9 @@ class LocalChunks {
           if (goodStart < 0) goodStart = k;
         } else {
           await flushGood(pos);
-          if (!(await this.#fromPacks(c, out))) failed.push(c);
+          const bytes = await this.#fromPacks(c);
+          if (bytes === null) failed.push(c);
+          else await out.write(c.offset, bytes);
         }
         pos += c.length;
       }
@@ -447,15 +461,13 @@ class LocalChunks {
     return failed;
   }
 
-  async #fromPacks(c: Located, out: PipelinedWriter): Promise<boolean> {
+  /** The chunk's bytes from the packs (verified there), or null if they do not hold it. */
+  async #fromPacks(c: Located): Promise<Uint8Array | null> {
     try {
-      if (!(await this.store.packs.has(c.hash))) return false;
       const bytes = await this.store.packs.get(c.hash);
-      if (bytes.length !== c.length) return false;
-      await out.write(c.offset, bytes);
-      return true;
+      return bytes.length === c.length ? bytes : null;
     } catch (e) {
-      if (e instanceof CorruptObjectError || e instanceof MissingObjectError) return false;
+      if (e instanceof CorruptObjectError || e instanceof MissingObjectError) return null;
       throw e;
     }
   }

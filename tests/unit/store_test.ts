@@ -110,6 +110,13 @@ Deno.test("locator: reads verify; a file changed or removed behind its back is a
     await assert.rejects(store.locator.read(hash), StaleLocationError);
     await Deno.remove(`${dir}/f.bin`);
     await assert.rejects(store.locator.read(hash), StaleLocationError);
+
+    // Reads keep a few handles open; a fresh read sees the path as it is now, so a file
+    // deleted after a cached read is not taken for a copy of its chunks (GC relies on this).
+    await Deno.writeFile(`${dir}/f.bin`, content);
+    assert.deepEqual(await store.locator.read(hash), chunk);
+    await Deno.remove(`${dir}/f.bin`);
+    await assert.rejects(store.locator.read(hash, { fresh: true }), StaleLocationError);
   });
 });
 
