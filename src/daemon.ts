@@ -102,7 +102,11 @@ export interface NodeStatus {
     passes: number;
     busy: boolean;
     pendingUp: number;
+    /** Bytes of the files waiting to be committed. */
+    pendingUpBytes: number;
     pendingDown: number;
+    /** Bytes of the committed files waiting to be written here. */
+    pendingDownBytes: number;
     conflicts: number;
     /** Object bytes (chunks and tree nodes) fetched from peers since start. */
     fetchedBytes: number;
@@ -675,7 +679,9 @@ export class Daemon {
           passes: p?.passes ?? 0,
           busy: p?.busy ?? false,
           pendingUp: p?.pendingUp ?? 0,
+          pendingUpBytes: p?.pendingUpBytes ?? 0,
           pendingDown: p?.pendingDown ?? 0,
+          pendingDownBytes: p?.pendingDownBytes ?? 0,
           conflicts: p?.conflicts ?? 0,
           fetchedBytes: this.#fetchedBytes,
           receivedBytes: this.#receivedBytes,

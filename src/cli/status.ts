@@ -3,7 +3,7 @@ import type { NodeStatus } from "../daemon.ts";
 import { DATA_DIR_NAME } from "../store/mod.ts";
 import { callControl, NotRunningError } from "../sync/mod.ts";
 import { CliError, requireDirectory } from "./errors.ts";
-import { printJson } from "./format.ts";
+import { formatBytes, printJson } from "./format.ts";
 
 export async function statusCommand(
   dir: string,
@@ -31,7 +31,8 @@ export async function statusCommand(
   }
   console.log(`connections ${s.connections.length}`);
   console.log(
-    `sync     ${s.sync.pendingUp} changes to commit, ${s.sync.pendingDown} to write, ` +
+    `sync     ${s.sync.pendingUp} changes to commit (${formatBytes(s.sync.pendingUpBytes)}), ` +
+      `${s.sync.pendingDown} to write (${formatBytes(s.sync.pendingDownBytes)}), ` +
       `${s.sync.passes} passes${s.sync.busy ? " (running)" : ""}`,
   );
   return 0;

@@ -80,8 +80,12 @@ export interface PassResult {
   conflicts: number;
   /** Ops that could not be committed this pass (kept for the next one). */
   pendingUp: number;
+  /** Bytes of the files among pendingUp. */
+  pendingUpBytes: number;
   /** Committed entries not yet on disk (a local change in the way, or a fetch failure). */
   pendingDown: number;
+  /** Bytes of the files among pendingDown. */
+  pendingDownBytes: number;
 }
 
 /** Ops proposed together; a rejected batch is retried op by op. */
@@ -151,7 +155,15 @@ export class SyncEngine {
   #running: Promise<PassResult> | null = null;
   #again = false;
   #stopped = false;
-  #last: PassResult = { uploaded: 0, materialized: 0, conflicts: 0, pendingUp: 0, pendingDown: 0 };
+  #last: PassResult = {
+    uploaded: 0,
+    materialized: 0,
+    conflicts: 0,
+    pendingUp: 0,
+    pendingUpBytes: 0,
+    pendingDown: 0,
+    pendingDownBytes: 0,
+  };
   #synced: SyncedState;
   #passes = 0;
   #lastPassEnd = 0;
@@ -233,6 +245,17 @@ export class SyncEngine {
     for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
     const plan = reconcile(local, synced, committed);
     const planned = performance.now();
+    // Until this pass ends, status reports everything it is about to do as pending: a pass
+    // can take long (a large transfer, or a push waiting for peers that do not answer).
+    const ops = plan.uploadWaves.flat();
+    const writes = plan.materialize.filter((r) => !r.deleted);
+    this.#last = {
+      ...this.#last,
+      pendingUp: ops.length,
+      pendingUpBytes: ops.reduce((n, op) => n + (op.op === "put" ? op.size : 0), 0),
+      pendingDown: plan.materialize.length,
+      pendingDownBytes: writes.reduce((n, r) => n + r.size, 0),
+    };
     for (const r of plan.refused) log.warn("path not synced", { path: r.path, reason: r.reason });
 
     await this.#adopt(plan, committed);
@@ -251,6 +274,7 @@ export class SyncEngine {
     }
     let materialized = 0;
     let pendingDown = 0;
+    let pendingDownBytes = 0;
     const phases = writePhases(plan.materialize);
     const write = async (
       rec: IndexRecord,
@@ -258,7 +282,10 @@ export class SyncEngine {
       group?: WriteGroup,
     ) => {
       if (await this.#write(rec, prefetched, group)) materialized++;
-      else pendingDown++;
+      else {
+        pendingDown++;
+        pendingDownBytes += rec.deleted ? 0 : rec.size;
+      }
     };
     for (const rec of phases.serial) await write(rec);
     // Many small files are bound by round trips and fsyncs, not bandwidth: their objects are
@@ -284,7 +311,11 @@ export class SyncEngine {
     ]);
     for (const rec of phases.last) await write(rec);
     const written = performance.now();
-    const { uploaded, pending } = await this.#upload(plan.uploadWaves, local, committed);
+    const { uploaded, pending, pendingBytes } = await this.#upload(
+      plan.uploadWaves,
+      local,
+      committed,
+    );
     const ms = (a: number, b: number) => Math.round(b - a);
     log.debug("sync pass", {
       scanMs: ms(started, scanned),
@@ -295,7 +326,15 @@ export class SyncEngine {
       uploaded,
     });
     if (conflicts > 0 || pending > 0 || pendingDown > 0) this.#again = this.#again || conflicts > 0;
-    return { uploaded, materialized, conflicts, pendingUp: pending, pendingDown };
+    return {
+      uploaded,
+      materialized,
+      conflicts,
+      pendingUp: pending,
+      pendingUpBytes: pendingBytes,
+      pendingDown,
+      pendingDownBytes,
+    };
   }
 
   /** Record synced state for paths whose disk content already equals the committed entry. */
@@ -344,9 +383,10 @@ export class SyncEngine {
     waves: FileOp[][],
     local: ReadonlyMap<string, LocalFileRecord>,
     committed: ReadonlyMap<string, IndexRecord>,
-  ): Promise<{ uploaded: number; pending: number }> {
+  ): Promise<{ uploaded: number; pending: number; pendingBytes: number }> {
     let uploaded = 0;
     let pending = 0;
+    let pendingBytes = 0;
     const runBatch = async (batch: FileOp[]) => {
       if (await this.#propose(batch, local, committed)) {
         uploaded += batch.length;
@@ -355,7 +395,10 @@ export class SyncEngine {
       // A command is all or none: find which ops can go by proposing them one by one.
       for (const op of batch) {
         if (batch.length > 1 && await this.#propose([op], local, committed)) uploaded++;
-        else pending++;
+        else {
+          pending++;
+          pendingBytes += op.op === "put" ? op.size : 0;
+        }
       }
     };
     for (const wave of waves) {
@@ -367,7 +410,7 @@ export class SyncEngine {
         await Promise.all(batches.slice(i, i + UPLOAD_CONCURRENCY).map(runBatch));
       }
     }
-    return { uploaded, pending };
+    return { uploaded, pending, pendingBytes };
   }
 
   /** Propose ops as one command; on success record the synced state. */

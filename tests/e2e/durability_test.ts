@@ -99,6 +99,10 @@ Deno.test({
       // No peer can confirm the objects (nor the proposal): the change stays pending.
       const r = await runCli(["status", a, "--wait", "--timeout", "3"]);
       assert.notEqual(r.code, 0);
+      // status says what waits: one file, its bytes.
+      const st = await nodes[0].status();
+      assert.equal(st.sync.pendingUp, 1);
+      assert.equal(st.sync.pendingUpBytes, 200_000);
       nodes[1].kill("SIGCONT");
       nodes[2].kill("SIGCONT");
       await waitConverged([a, b, c], 60_000);
