@@ -26,6 +26,7 @@ import {
   materialize,
   type MaterializeSources,
   sweepTempFiles,
+  DIR_NOT_EMPTY,
   WriteGroup,
 } from "./materializer.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
@@ -167,6 +168,8 @@ export class SyncEngine {
   #synced: SyncedState;
   #passes = 0;
   #lastPassEnd = 0;
+  /** Directories deleted elsewhere and kept here (not empty), warned about once each. */
+  #keptDirs = new Set<string>();
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
@@ -357,9 +360,22 @@ export class SyncEngine {
         group,
       });
       if (r.status === "local-changed") {
-        this.#again = true;
+        if (r.reason === DIR_NOT_EMPTY) {
+          // Deleted elsewhere, but here it still holds entries: new files the next scan will
+          // upload (their events trigger it), or ignored files, which are kept (as Syncthing
+          // does) along with the directory. Passing again at once would spin on the latter.
+          if (!this.#keptDirs.has(rec.path)) {
+            this.#keptDirs.add(rec.path);
+            this.deps.log.warn("directory deleted elsewhere is kept: it is not empty here", {
+              path: rec.path,
+            });
+          }
+        } else {
+          this.#again = true;
+        }
         return false;
       }
+      this.#keptDirs.delete(rec.path);
       if (r.status !== "unchanged") {
         this.deps.log.info("materialized", {
           path: rec.path,

@@ -124,6 +124,9 @@ export class WriteGroup {
   }
 }
 
+/** The refusal reason when a directory to delete or replace still holds entries. */
+export const DIR_NOT_EMPTY = "directory is not empty";
+
 /** What a materialization did. */
 export type MaterializeStatus =
   /** The entry was created, replaced or had its mode/mtime changed. */
@@ -718,7 +721,7 @@ export async function materialize(
       await Deno.remove(abs);
     } catch (e) {
       if (current.isDirectory && !(e instanceof Deno.errors.NotFound)) {
-        return refuse("directory is not empty");
+        return refuse(DIR_NOT_EMPTY);
       }
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
@@ -798,7 +801,7 @@ export async function materialize(
       try {
         await Deno.remove(abs);
       } catch {
-        return refuse("directory is not empty");
+        return refuse(DIR_NOT_EMPTY);
       }
     }
     opts.onWrite?.(

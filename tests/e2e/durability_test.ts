@@ -7,7 +7,14 @@
  *  - an unchanged tree moves no object, and an idle node uses next to no CPU.
  */
 import assert from "node:assert/strict";
-import { NodeProcess, startCluster, tempDirs, waitConverged, waitFor } from "../helpers/cluster.ts";
+import {
+  cpuTicks,
+  NodeProcess,
+  startCluster,
+  tempDirs,
+  waitConverged,
+  waitFor,
+} from "../helpers/cluster.ts";
 import { runCli } from "../helpers/cli.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
@@ -43,17 +50,6 @@ async function treeBytes(dir: string): Promise<number> {
     else if (e.isFile) total += (await Deno.stat(p)).size;
   }
   return total;
-}
-
-/** User + system CPU time of a process so far, in clock ticks (100 per second here). */
-async function cpuTicks(pid: number): Promise<number> {
-  // Read through `cat`: Deno lets only --allow-all read /proc directly, the suite runs with
-  // --allow-run.
-  const out = await new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).output();
-  const stat = new TextDecoder().decode(out.stdout);
-  // Fields after the parenthesized command name; utime and stime are the 14th and 15th.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
 }
 
 Deno.test({

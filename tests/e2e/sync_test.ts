@@ -8,7 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
-import { NodeProcess, startCluster, tempDirs, waitConverged, waitFor } from "../helpers/cluster.ts";
+import {
+  cpuTicks,
+  NodeProcess,
+  startCluster,
+  tempDirs,
+  waitConverged,
+  waitFor,
+} from "../helpers/cluster.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
 const TEST = { sanitizeResources: false, sanitizeOps: false };
@@ -200,6 +207,41 @@ Deno.test({
       }
       nodes[2] = await NodeProcess.start(c);
       await waitConverged([a, b, c], 90_000);
+    });
+  },
+});
+
+Deno.test({
+  ...TEST,
+  name:
+    "sync: a directory deleted elsewhere that holds ignored files here is kept, without spinning",
+  async fn() {
+    await withCluster(async ([a, b, c], nodes) => {
+      await Deno.writeTextFile(`${a}/.filesyncignore`, "*.log\n");
+      await Deno.mkdir(`${a}/logs`);
+      await Deno.writeTextFile(`${a}/logs/keep.txt`, "synced\n");
+      await waitConverged([a, b, c]);
+      // C has a file there that is ignored (never synced); A deletes the directory.
+      await Deno.writeTextFile(`${c}/logs/debug.log`, "local only\n");
+      await Deno.remove(`${a}/logs`, { recursive: true });
+      await waitConverged([a, b]);
+      await waitFor("C to remove the synced file", async () => {
+        try {
+          await Deno.stat(`${c}/logs/keep.txt`);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      // The ignored file and its directory stay on C, and C does not busy-loop over them.
+      assert.equal(await Deno.readTextFile(`${c}/logs/debug.log`), "local only\n");
+      const before = await cpuTicks(nodes[2].pid);
+      await new Promise((r) => setTimeout(r, 3_000));
+      const used = (await cpuTicks(nodes[2].pid)) - before;
+      assert.ok(used < 60, `C used ${used} CPU ticks in 3 s`);
+      const st = await nodes[2].status();
+      assert.equal(st.sync.pendingDown, 1, "the kept directory is reported as not written");
+      assert.ok(nodes[2].stderr.includes("directory deleted elsewhere is kept"));
     });
   },
 });
