@@ -16,11 +16,11 @@
  *
  * Every read re-hashes the bytes: a corrupt pack is reported, never served.
  */
+import { mapLimit } from "../util/mod.ts";
 import { assertHash, type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
 import { CorruptObjectError, MissingObjectError } from "./errors.ts";
 import { KvBatch } from "./kv_batch.ts";
 import {
-  mapLimited,
   MAX_OBJECT_BYTES,
   type PackedObject,
   packName,
@@ -513,7 +513,7 @@ export class PackStore {
     } else {
       indexed = await this.#indexedIn(pack, from, to);
     }
-    const dead = await mapLimited(indexed, DEAD_CHECK_CONCURRENCY, (o) => {
+    const dead = await mapLimit(indexed, DEAD_CHECK_CONCURRENCY, (o) => {
       signal.throwIfAborted();
       return isDead(o.hash);
     });

@@ -1,19 +1,21 @@
 /**
- * Run `fn` over `items` with at most `limit` calls in flight, in the items' order of start.
- * The first failure stops new calls from starting and is thrown once the running ones end.
+ * Run `fn` over `items` with at most `limit` calls in flight, started in the items' order, and
+ * return the results in that order. The first failure stops new calls from starting and is
+ * thrown once the running ones end.
  */
-export async function mapLimit<T>(
+export async function mapLimit<T, R>(
   items: readonly T[],
   limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
   let next = 0;
   let failed = false;
   const worker = async () => {
     while (!failed && next < items.length) {
-      const item = items[next++];
+      const i = next++;
       try {
-        await fn(item);
+        out[i] = await fn(items[i]);
       } catch (e) {
         failed = true;
         throw e;
@@ -22,4 +24,5 @@ export async function mapLimit<T>(
   };
   const n = Math.min(Math.max(1, limit), items.length);
   await Promise.all(Array.from({ length: n }, worker));
+  return out;
 }
