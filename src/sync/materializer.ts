@@ -549,6 +549,7 @@ async function assemble(
   previous: Map<string, number> | null,
   windowChunks: number,
   result: MaterializeResult,
+  inPlace: Set<number> | null = null,
 ): Promise<void> {
   const nodes = nodeSourceFor(store, sources.nodes);
   const localChunks = new LocalChunks(store, record.path, previous);
@@ -568,8 +569,9 @@ async function assemble(
       if (missing.size > 0) await fetchMissing(record.path, missing, sources, file, result);
     };
     for await (const c of walkFileChunks(record.root, nodes)) {
-      window.push(c);
       size = c.offset + c.length;
+      if (inPlace?.has(c.offset)) continue; // already in the file, verified
+      window.push(c);
       if (window.length >= windowChunks) await flushWindow();
     }
     await flushWindow();
@@ -582,6 +584,68 @@ async function assemble(
       `the file tree holds ${size} bytes, the index says ${record.size}`,
     );
   }
+}
+
+/** Files at least this large are edited by copying the old file first (see copyThenVerify). */
+const COPY_THEN_PATCH_BYTES = 16 << 20;
+
+/**
+ * Start the new version of a large file as a kernel copy of the old one (no bytes through
+ * JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms), then check which
+ * chunks of the new version are already right: those the old version had at the same offset,
+ * read back from the copy and hashed. Returns the offsets of the verified ones; assemble()
+ * writes only the rest, and the caller truncates to the new size. Verifying costs a read and a
+ * hash, but a file changed behind our back within one mtime tick would otherwise turn into a
+ * silently wrong copy. Null (nothing copied) if the old file cannot be copied.
+ */
+async function copyThenVerify(
+  store: LocalStore,
+  record: IndexRecord,
+  sources: MaterializeSources,
+  abs: string,
+  tmpAbs: string,
+  file: Deno.FsFile,
+  previous: Map<string, number>,
+): Promise<Set<number> | null> {
+  try {
+    await Deno.copyFile(abs, tmpAbs);
+  } catch {
+    await file.truncate(0);
+    return null;
+  }
+  const verified = new Set<number>();
+  let run: { hash: Hash; offset: number; length: number }[] = [];
+  let runBytes = 0;
+  const checkRun = async () => {
+    if (run.length === 0) return;
+    const start = run[0].offset;
+    const data = new Uint8Array(runBytes);
+    await file.seek(start, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < data.length) {
+      const n = await file.read(data.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    for (const c of run) {
+      const at = c.offset - start;
+      if (at + c.length <= got && hashEquals(sha256(data.subarray(at, at + c.length)), c.hash)) {
+        verified.add(c.offset);
+      }
+    }
+    run = [];
+    runBytes = 0;
+  };
+  for await (const c of walkFileChunks(record.root, nodeSourceFor(store, sources.nodes))) {
+    if (previous.get(hashKey(c.hash)) !== c.offset) continue;
+    const contiguous = run.length > 0 &&
+      run[run.length - 1].offset + run[run.length - 1].length === c.offset;
+    if (!contiguous || runBytes + c.length > MAX_RUN_BYTES) await checkRun();
+    run.push(c);
+    runBytes += c.length;
+  }
+  await checkRun();
+  return verified;
 }
 
 async function fetchMissing(
@@ -770,10 +834,19 @@ export async function materialize(
       if (record.target === undefined) throw new MaterializeError(path, "symlink without target");
       await Deno.symlink(record.target, tmpAbs);
     } else {
-      const file = await Deno.open(tmpAbs, { write: true, createNew: true, mode: 0o600 });
+      const file = await Deno.open(tmpAbs, {
+        read: true,
+        write: true,
+        createNew: true,
+        mode: 0o600,
+      });
       try {
         if (!hashEquals(record.root, EMPTY_FILE_ROOT)) {
           previous = await previousChunks(store, local, current !== null && current.isFile);
+          const inPlace = previous !== null && current !== null &&
+              current.size >= COPY_THEN_PATCH_BYTES
+            ? await copyThenVerify(store, record, sources, abs, tmpAbs, file, previous)
+            : null;
           await assemble(
             store,
             record,
@@ -782,7 +855,9 @@ export async function materialize(
             previous,
             opts.windowChunks ?? DEFAULT_WINDOW_CHUNKS,
             result,
+            inPlace,
           );
+          if (inPlace !== null) await file.truncate(record.size);
         } else if (record.size !== 0) {
           throw new MaterializeError(path, `empty file tree but size ${record.size}`);
         }
