@@ -17,7 +17,7 @@ import { HASH_LENGTH } from "../chunk/hash.ts";
 import type { Hash } from "../chunk/hash.ts";
 import { cborDecode as wireDecode, cborEncode as wireEncode } from "../wire/mod.ts";
 import { WireDecodeError, WireEncodeError } from "./errors.ts";
-import { encodeFrame, FRAME_HEADER_LENGTH } from "./frame.ts";
+import { encodeFrame, FRAME_HEADER_LENGTH, type FrameSplitter, type SplitFrame } from "./frame.ts";
 import {
   arrayOf,
   bytes,
@@ -55,9 +55,22 @@ function cborDecode(bytes: Uint8Array): unknown {
   }
 }
 
+/**
+ * A protocol's bulk frames, read without the generic decoder: `decode` builds the message of
+ * a payload cut by the splitter, and must give exactly what `ProtocolCodec.decode` gives for
+ * the same payload (the splitter only accepts payloads for which it can).
+ */
+export interface BulkFrames<M> extends FrameSplitter {
+  decode(frame: SplitFrame): M;
+}
+
 /** A protocol's codec: message set plus frame limit, for both directions. */
 export class ProtocolCodec<M extends { type: string }> {
-  constructor(readonly messages: MessageSetType<M>, readonly maxFrame: number) {}
+  constructor(
+    readonly messages: MessageSetType<M>,
+    readonly maxFrame: number,
+    readonly bulk?: BulkFrames<M>,
+  ) {}
 
   /** Encode a message to its CBOR payload (no frame header). */
   encode(msg: M): Uint8Array {
@@ -250,8 +263,52 @@ const objectsMessages = new MessageSet<ObjectsMessage>("objects", [
   { tag: 41, type: "refused", fields: [["reason", text(0, MAX_REFUSAL_LENGTH)]] },
 ]);
 
+/** Payload offset of the hash in an `object` or `store` frame, and of its data's header. */
+const DATA_FRAME_HASH_AT = 5;
+const DATA_FRAME_DATA_HEADER_AT = DATA_FRAME_HASH_AT + HASH_LENGTH;
+
+/**
+ * `object` and `store` frames read without cbor-x: the data comes out in a buffer of its own,
+ * copied once from the received chunks (cbor-x copies it out of the frame, which itself is a
+ * copy whenever it spans chunks), and the envelope is checked byte by byte. Only the layout
+ * the senders write, with any definite length form for the data, is taken here; anything else
+ * (even if valid CBOR) goes to the generic decoder, which accepts or rejects it as before.
+ */
+const objectsBulk: BulkFrames<ObjectsMessage> = {
+  headLength: DATA_FRAME_DATA_HEADER_AT + 5,
+  minPayload: 1024,
+  bodyOffset(head: Uint8Array, length: number): number {
+    if (
+      head[0] !== 0x83 || head[1] !== 0x18 || (head[2] !== OBJECT_TAG && head[2] !== STORE_TAG) ||
+      head[3] !== 0x58 || head[4] !== HASH_LENGTH
+    ) {
+      return -1;
+    }
+    const p = DATA_FRAME_DATA_HEADER_AT;
+    let offset: number;
+    let n: number;
+    if (head[p] === 0x58) {
+      [offset, n] = [p + 2, head[p + 1]];
+    } else if (head[p] === 0x59) {
+      [offset, n] = [p + 3, (head[p + 1] << 8) | head[p + 2]];
+    } else if (head[p] === 0x5a) {
+      n = ((head[p + 1] << 24) | (head[p + 2] << 16) | (head[p + 3] << 8) | head[p + 4]) >>> 0;
+      offset = p + 5;
+    } else {
+      return -1; // short (< 24 bytes: never split anyway), 8-byte or indefinite length
+    }
+    return n === length - offset && n <= MAX_OBJECT_SIZE ? offset : -1;
+  },
+  decode({ head, body }: SplitFrame): ObjectsMessage {
+    const hash = head.slice(DATA_FRAME_HASH_AT, DATA_FRAME_HASH_AT + HASH_LENGTH);
+    return head[2] === OBJECT_TAG
+      ? { type: "object", hash, data: body }
+      : { type: "store", hash, data: body };
+  },
+};
+
 /** Codec of /filesync/objects/1. */
-export const objectsCodec = new ProtocolCodec(objectsMessages, OBJECTS_MAX_FRAME);
+export const objectsCodec = new ProtocolCodec(objectsMessages, OBJECTS_MAX_FRAME, objectsBulk);
 
 /**
  * Bytes a frame adds around an object's data: header, array, tag, hash, data header. The same

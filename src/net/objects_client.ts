@@ -18,7 +18,8 @@
  *    whose streams keep failing is given up for this fetch;
  *  - objects that no usable peer has are returned in `missing`.
  */
-import { type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
+import { createHash } from "node:crypto";
+import { type Hash, hashEquals, toHex } from "../chunk/hash.ts";
 import {
   MAX_HAVE_HASHES,
   MAX_WANT_HASHES,
@@ -347,7 +348,7 @@ class FetchRun {
         this.#badPeer(w.peer, `answered out of order (${msg.type})`);
         return;
       }
-      if (!hashEquals(sha256(msg.data), entry.hash)) {
+      if (!hashes(msg.data, entry.hash)) {
         w.inflight.unshift(entry);
         this.#badPeer(w.peer, `sent corrupt object ${toHex(entry.hash)}`);
         return;
@@ -480,4 +481,13 @@ class FetchRun {
     this.#wakers = [];
     for (const f of w) f();
   }
+}
+
+/**
+ * Whether `data` hashes to `hash`. Hashing is most of this side's CPU in a bulk transfer, so
+ * the digest is compared as node:crypto returns it, without sha256()'s copy to a plain buffer
+ * (~10 us per call here, a quarter of hashing 64 KiB).
+ */
+function hashes(data: Uint8Array, hash: Hash): boolean {
+  return hashEquals(createHash("sha256").update(data).digest(), hash);
 }

@@ -63,6 +63,11 @@ export interface ObjectServerOptions {
   prefetch?: number;
   /** Queued outgoing bytes per stream before we wait for the client (default 2 MiB). */
   writeHighWater?: number;
+  /**
+   * Bytes of each of the (at most two) send buffers per stream that objects are copied into
+   * on their way out (default 1 MiB; 0 for none, see FramedStreamOptions.sendBuffer).
+   */
+  sendBuffer?: number;
   /** Concurrent streams per connection (default 64). */
   maxStreams?: number;
   /** Takes objects members push. Without one, a `store` is refused and its stream reset. */
@@ -119,10 +124,12 @@ export async function serveObjects(
 ): Promise<void> {
   const prefetch = Math.max(1, opts.prefetch ?? 4);
   const writeHighWater = opts.writeHighWater ?? 2 * 1024 * 1024;
+  const sendBuffer = opts.sendBuffer ?? 1024 * 1024;
   const receiver = opts.receiver ?? null;
   await host.handle(OBJECTS_PROTOCOL, async (stream, peer) => {
     const fs: ObjectsStream = new FramedStream(stream, objectsCodec, objectsCodec, {
       writeHighWater,
+      sendBuffer,
       readHighWater: READ_HIGH_WATER,
     });
     const session: Session = { fs, peer, stored: 0 };

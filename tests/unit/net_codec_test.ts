@@ -254,3 +254,26 @@ Deno.test("decoders refuse malformed, unknown and cross-protocol messages", () =
     objectsCodec.decode(new Uint8Array([0x5b, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]))
   );
 });
+
+Deno.test("object frames are read split: the data in a buffer of its own, however chunked", () => {
+  const data = new Uint8Array(65536).map((_, i) => i * 7);
+  const frame = encodeObjectFrame(h(3), data);
+  const want = frame.length - data.length + 100; // cuts in the envelope and early in the data
+  for (let cut = 1; cut < want; cut++) {
+    const d = new FrameDecoder(objectsCodec.maxFrame);
+    d.push(frame.subarray(0, cut));
+    assert.equal(d.nextSplit(objectsCodec.bulk!), null);
+    d.push(frame.subarray(cut));
+    const f = d.nextSplit(objectsCodec.bulk!);
+    assert.ok(f !== null && !(f instanceof Uint8Array), "an object frame is split");
+    assert.equal(f.body.byteLength, f.body.buffer.byteLength);
+    assert.deepEqual(objectsCodec.bulk!.decode(f), { type: "object", hash: h(3), data });
+    assert.equal(d.bufferedBytes, 0);
+  }
+  // Other messages come back whole, for the generic decoder.
+  const d = new FrameDecoder(objectsCodec.maxFrame);
+  d.push(objectsCodec.encodeFrame({ type: "want", hashes: [h(1)] }));
+  const f = d.nextSplit(objectsCodec.bulk!);
+  assert.ok(f instanceof Uint8Array);
+  assert.deepEqual(objectsCodec.decode(f), { type: "want", hashes: [h(1)] });
+});
