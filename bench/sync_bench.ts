@@ -133,11 +133,12 @@ async function runFileSync(src: string, nodeCount: number): Promise<Row> {
       await new Promise((r) => setTimeout(r, 2000));
       const before = await receivedBytes(nodes[1]);
       let lastIno = (await Deno.stat(`${b}/large.bin`)).ino;
-      // The clock starts at the edit (the anchor harness starts Syncthing's after hashing A's
-      // file, about 0.3 s later). B's copy is replaced by a rename, so it is hashed only when
-      // its inode changed: hashing 256 MiB in a loop would steal a core from the nodes.
-      const t = performance.now();
+      // The clock starts once the edit is written (the anchor harness starts Syncthing's
+      // after also hashing A's file, about 0.3 s later). B's copy is replaced by a rename, so
+      // it is hashed only when its inode changed: hashing 256 MiB in a loop would steal a core
+      // from the nodes.
       mutate(`${a}/large.bin`);
+      const t = performance.now();
       const target = await fileHash(`${a}/large.bin`);
       await waitFor(
         "edit to reach B",

@@ -401,9 +401,9 @@ export class Daemon {
     await Promise.all(slices.map((part) => this.#pusher.push(peer, part, read, { signal })));
   }
 
-  /** Schedule a sync pass (after a commit, say). */
+  /** Schedule a sync pass after a commit: the index changed, the tree need not be rescanned. */
   requestSync(): void {
-    this.#engine?.request();
+    this.#engine?.request({ scan: false });
   }
 
   /**

@@ -22,11 +22,11 @@ import type { NodeSource } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { mapLimit } from "../util/mod.ts";
 import {
+  DIR_NOT_EMPTY,
   keepConflictCopy,
   materialize,
   type MaterializeSources,
   sweepTempFiles,
-  DIR_NOT_EMPTY,
   WriteGroup,
 } from "./materializer.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
@@ -155,6 +155,8 @@ export class SyncEngine {
   #timer: ReturnType<typeof setInterval> | undefined;
   #running: Promise<PassResult> | null = null;
   #again = false;
+  /** The next pass rescans the tree (a file event, the timer, or a pass of our own asked). */
+  #scanWanted = true;
   #stopped = false;
   #last: PassResult = {
     uploaded: 0,
@@ -191,9 +193,17 @@ export class SyncEngine {
     this.request();
   }
 
-  /** Ask for a pass soon; coalesces with one already running. */
-  request(): void {
+  /**
+   * Ask for a pass soon; coalesces with one already running. `scan: false` when only the
+   * committed index changed (a commit arrived): the pass then skips rescanning the tree, which
+   * on a tree of thousands of files was a good part of create-to-visible latency. Skipping is
+   * safe: a local edit the last scan missed is protected by the materializer (it refuses to
+   * replace a path whose disk state differs from the scan's record) and its file events ask
+   * for a scanning pass anyway.
+   */
+  request(opts: { scan?: boolean } = {}): void {
     if (this.#stopped) return;
+    if (opts.scan !== false) this.#scanWanted = true;
     if (this.#running) {
       this.#again = true;
       return;
@@ -223,6 +233,7 @@ export class SyncEngine {
 
   /** Run a pass now (after any running one) and return its result. */
   async syncNow(): Promise<PassResult> {
+    this.#scanWanted = true;
     if (this.#running) {
       this.#again = true;
       await this.#running;
@@ -239,9 +250,12 @@ export class SyncEngine {
   async #pass(): Promise<PassResult> {
     const { store, index, log } = this.deps;
     const started = performance.now();
-    const scan = await scanTree(store);
+    if (this.#scanWanted) {
+      this.#scanWanted = false;
+      const scan = await scanTree(store);
+      for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
+    }
     const scanned = performance.now();
-    for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
     const local = await store.files.loadAll();
     const synced = await this.#synced.loadAll();
     const committed = new Map<string, IndexRecord>();
@@ -328,7 +342,11 @@ export class SyncEngine {
       written: materialized,
       uploaded,
     });
-    if (conflicts > 0 || pending > 0 || pendingDown > 0) this.#again = this.#again || conflicts > 0;
+    if (conflicts > 0) {
+      // The conflict copies are new local entries: the next pass must scan to upload them.
+      this.#again = true;
+      this.#scanWanted = true;
+    }
     return {
       uploaded,
       materialized,
@@ -360,6 +378,7 @@ export class SyncEngine {
         group,
       });
       if (r.status === "local-changed") {
+        this.#scanWanted = true;
         if (r.reason === DIR_NOT_EMPTY) {
           // Deleted elsewhere, but here it still holds entries: new files the next scan will
           // upload (their events trigger it), or ignored files, which are kept (as Syncthing
