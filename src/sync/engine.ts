@@ -523,6 +523,8 @@ export class SyncEngine {
     };
     return {
       nodes,
+      // The object fetcher verifies every object, and prefetched ones came through it.
+      verified: true,
       async fetchChunks(hashes, onChunk) {
         const rest: Hash[] = [];
         for (const h of hashes) {
