@@ -33,7 +33,7 @@ import { reconcile, type SyncPlan } from "./reconcile.ts";
 import { objectsOfOps } from "./replicate.ts";
 import { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 import { scanTree } from "./scanner.ts";
-import { syncedAfterUpload, SyncedState } from "./synced_state.ts";
+import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
 import { Watcher } from "./watcher.ts";
 import type { Logger } from "./log.ts";
 
@@ -262,6 +262,12 @@ export class SyncEngine {
     for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
     const plan = reconcile(local, synced, committed);
     const planned = performance.now();
+    // Each path is written at most once per pass and nothing rescans meanwhile, so the
+    // records loaded above are what the materializer would read again per file.
+    const knownOf = (path: string) => ({
+      local: local.get(path) ?? null,
+      synced: synced.get(path) ?? null,
+    });
     // Until this pass ends, status reports everything it is about to do as pending: a pass
     // can take long (a large transfer, or a push waiting for peers that do not answer).
     const ops = plan.uploadWaves.flat();
@@ -287,7 +293,7 @@ export class SyncEngine {
       );
       log.info("conflict", { path: c.path, kept: copy, committed: c.committed.version });
       conflicts++;
-      await this.#write(c.committed, null);
+      await this.#write(c.committed, null, undefined, knownOf(c.path));
     }
     let materialized = 0;
     let pendingDown = 0;
@@ -298,7 +304,7 @@ export class SyncEngine {
       prefetched: PrefetchedObjects | null = null,
       group?: WriteGroup,
     ) => {
-      if (await this.#write(rec, prefetched, group)) materialized++;
+      if (await this.#write(rec, prefetched, group, knownOf(rec.path))) materialized++;
       else {
         pendingDown++;
         pendingDownBytes += rec.deleted ? 0 : rec.size;
@@ -371,11 +377,13 @@ export class SyncEngine {
     rec: IndexRecord,
     prefetched: PrefetchedObjects | null,
     group?: WriteGroup,
+    known?: { local: LocalFileRecord | null; synced: SyncedRecord | null },
   ): Promise<boolean> {
     try {
       const r = await materialize(this.deps.store, rec, this.#sources(rec.origin, prefetched), {
         onWrite: (path, expected) => this.#watcher?.expect(path, expected),
         group,
+        known,
       });
       if (r.status === "local-changed") {
         this.#scanWanted = true;

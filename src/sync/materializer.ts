@@ -91,6 +91,11 @@ export interface MaterializeOptions {
    * the caller must call `group.finish()` once the files are written.
    */
   group?: WriteGroup;
+  /**
+   * This path's local and synced records as the caller already loaded them (the engine reads
+   * all of them once per pass, and no scan runs during a pass): saves two KV reads per file.
+   */
+  known?: { local: LocalFileRecord | null; synced: SyncedRecord | null };
 }
 
 /**
@@ -820,8 +825,8 @@ export async function materialize(
   const abs = `${store.root}/${path}`;
   const reachable = await checkAncestors(store.root, path, !record.deleted);
   const current = reachable ? await lstatOrNull(abs) : null;
-  const local = await store.files.get(path);
-  const synced = await new SyncedState(store.kv).get(path);
+  const local = opts.known ? opts.known.local : await store.files.get(path);
+  const synced = opts.known ? opts.known.synced : await new SyncedState(store.kv).get(path);
 
   const refuse = (reason: string): MaterializeResult => ({
     ...result,
