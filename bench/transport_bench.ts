@@ -18,6 +18,7 @@
  */
 import { parseArgs } from "node:util";
 import { sha256, toHex } from "../src/chunk/hash.ts";
+import { giveBuffer, takeBuffer } from "../src/util/mod.ts";
 import {
   createHost,
   createInvite,
@@ -72,9 +73,15 @@ const quic: Partial<QuicTuning> = {
 };
 
 /** Object i of the synthetic data set (fresh buffer: the transport may keep a reference). */
+/**
+ * Object i, built into a pooled buffer as the daemon reads chunks through its locator (read
+ * into a pooled buffer, given back by the server once sent).
+ */
 function makeObject(blocks: Uint8Array[], i: number): Uint8Array {
-  const out = blocks[i % BLOCKS].slice();
-  new DataView(out.buffer).setFloat64(0, i);
+  const block = blocks[i % BLOCKS];
+  const out = takeBuffer(block.length);
+  out.set(block);
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setFloat64(0, i);
   return out;
 }
 
@@ -112,6 +119,7 @@ async function serve(): Promise<void> {
       const i = index.get(toHex(h));
       return Promise.resolve(i === undefined ? null : makeObject(blocks, i));
     },
+    release: giveBuffer,
   });
   await host.handle(RAW_PROTOCOL, async (stream) => {
     // Request: 8 bytes, the number of bytes to send back.

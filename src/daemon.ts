@@ -54,6 +54,7 @@ import {
   SyncEngine,
 } from "./sync/mod.ts";
 import { cborDecode, cborEncode } from "./wire/mod.ts";
+import { giveBuffer } from "./util/mod.ts";
 
 /**
  * A push not confirmed within this long, plus PUSH_HEDGE_MS_PER_OBJECT for each object (a
@@ -288,6 +289,8 @@ export class Daemon {
       has: async (h) =>
         (await this.store.packs.has(h)) || (await this.store.locator.lookup(h)) !== null,
       get: (h) => this.#readObject(h),
+      // Chunks read through the locator come from the buffer pool; the rest are ignored.
+      release: giveBuffer,
     }, {
       // Objects pushed before a commit: kept in the packs (put copies the bytes, which may
       // share a receive buffer; the server verified them already).

@@ -241,6 +241,14 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     return this.stream.writeBufferLength + this.#fillLength;
   }
 
+  /**
+   * Whether a write of `n` bytes is copied into a send buffer before write() returns, so the
+   * caller may reuse the parts it passed right after.
+   */
+  copiesWrite(n: number): boolean {
+    return this.#sendBufferSize > 0 && n <= this.#sendBufferSize;
+  }
+
   /** Close our write side after queued bytes are sent (the remote still may send). */
   async close(): Promise<void> {
     try {

@@ -39,6 +39,11 @@ export interface ObjectProvider {
   has(hash: Hash): Promise<boolean>;
   /** The object's bytes, or null if it is not held. */
   get(hash: Hash): Promise<Uint8Array | null>;
+  /**
+   * The server is done with bytes `get` returned (they were copied into a send buffer): a
+   * provider that reads into pooled buffers can reuse them.
+   */
+  release?(bytes: Uint8Array): void;
 }
 
 /** Where pushed objects go (the daemon's object store). */
@@ -311,7 +316,10 @@ async function sendObjects(
     if (data === null || data.length > MAX_OBJECT_SIZE) {
       await fs.write({ type: "missing", hash: hashes[i] });
     } else {
-      await fs.writeParts([encodeObjectFrameHeader(hashes[i], data), data]);
+      const header = encodeObjectFrameHeader(hashes[i], data);
+      const copied = fs.copiesWrite(header.length + data.length);
+      await fs.writeParts([header, data]);
+      if (copied) provider.release?.(data);
     }
   }
 }

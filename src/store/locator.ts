@@ -7,6 +7,7 @@
  */
 import { type Hash, hashEquals, sha256 } from "../chunk/hash.ts";
 import { StaleLocationError } from "./errors.ts";
+import { takeBuffer } from "../util/mod.ts";
 import type { KvBatch } from "./kv_batch.ts";
 import { type ChunkLocation, chunkLocationKey, parseChunkLocation } from "./schema.ts";
 
@@ -128,7 +129,8 @@ class OpenFiles {
     const e = entry;
     e.lastUse = Date.now();
     const run = e.queue.then(async () => {
-      const bytes = new Uint8Array(loc.length);
+      // Pooled: an objects server gives it back once sent (see util/buffer_pool.ts).
+      const bytes = takeBuffer(loc.length);
       await e.file.seek(loc.offset, Deno.SeekMode.Start);
       let read = 0;
       while (read < bytes.length) {

@@ -1,2 +1,3 @@
 /** Small helpers shared by several layers. */
 export { mapLimit } from "./concurrency.ts";
+export { giveBuffer, takeBuffer } from "./buffer_pool.ts";

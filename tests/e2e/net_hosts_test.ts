@@ -7,6 +7,7 @@
  * libp2p leaves short timers behind after stop (address-manager debounce), so the op and
  * resource sanitizers are off; every host is stopped in a finally block.
  */
+import { giveBuffer, takeBuffer } from "../../src/util/mod.ts";
 import assert from "node:assert/strict";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Hash, sha256, toHex } from "../../src/chunk/hash.ts";
@@ -98,15 +99,35 @@ function randomObjects(count: number, size = 4096): Map<string, Uint8Array> {
 
 function provider(
   store: Map<string, Uint8Array>,
-  opts: { corrupt?: boolean; delayMs?: number; calls?: string[] } = {},
+  opts: {
+    corrupt?: boolean;
+    delayMs?: number;
+    calls?: string[];
+    /** Serve copies in pooled buffers, counting those the server gives back. */
+    pooled?: { released: number };
+  } = {},
 ): ObjectProvider {
+  const pooled = opts.pooled;
   return {
     has: (h) => Promise.resolve(store.has(toHex(h))),
+    ...(pooled
+      ? {
+        release: (bytes: Uint8Array) => {
+          pooled.released++;
+          giveBuffer(bytes);
+        },
+      }
+      : {}),
     get: async (h: Hash) => {
       opts.calls?.push(toHex(h));
       if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
       const d = store.get(toHex(h));
       if (d === undefined) return null;
+      if (pooled) {
+        const copy = takeBuffer(d.length);
+        copy.set(d);
+        return copy;
+      }
       if (!opts.corrupt) return d;
       const bad = d.slice();
       bad[0] ^= 0xff;
@@ -384,7 +405,10 @@ Deno.test({
     await h.mesh(client, p1, p2);
     const store = randomObjects(300, 20_000);
     const half = new Map([...store].slice(0, 150));
-    await serveObjects(p1.host, provider(store));
+    // p1 serves from reused buffers, given back once copied into its send buffer: every
+    // object must still arrive intact.
+    const pooled = { released: 0 };
+    await serveObjects(p1.host, provider(store, { pooled }), { sendBuffer: 256 * 1024 });
     await serveObjects(p2.host, provider(half));
     const fetcher = new ObjectFetcher(client.host);
     const absent = sha256(new Uint8Array([42]));
@@ -399,6 +423,7 @@ Deno.test({
     assert.deepEqual(r.badPeers, []);
     for (const [hex, data] of store) assert.deepEqual(got.get(hex), data);
     assert.equal(r.bytes, [...store.values()].reduce((n, d) => n + d.length, 0));
+    assert.ok(pooled.released > 0, "p1 gave its buffers back");
     const held = await fetcher.has(p2.host.peerId, [
       hashesOf(store)[0],
       hashesOf(store)[200],

@@ -1,0 +1,46 @@
+/** Shared helpers: mapLimit and the buffer pool. */
+import assert from "node:assert/strict";
+import { giveBuffer, mapLimit, takeBuffer } from "../../src/util/mod.ts";
+
+Deno.test("mapLimit: results in order, at most `limit` at once, first failure thrown", async () => {
+  let running = 0;
+  let peak = 0;
+  const out = await mapLimit([5, 1, 4, 2, 3], 2, async (n) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, n));
+    running--;
+    return n * 10;
+  });
+  assert.deepEqual(out, [50, 10, 40, 20, 30]);
+  assert.equal(peak, 2);
+  const started: number[] = [];
+  await assert.rejects(
+    mapLimit([1, 2, 3, 4], 1, (n) => {
+      started.push(n);
+      return n === 2 ? Promise.reject(new Error("two")) : Promise.resolve(n);
+    }),
+    /two/,
+  );
+  assert.deepEqual(started, [1, 2], "no call starts after a failure");
+});
+
+Deno.test("buffer pool: reuses its own buffers once each, ignores foreign and repeated gives", () => {
+  const a = takeBuffer(60_000);
+  assert.equal(a.length, 60_000);
+  a.fill(1);
+  giveBuffer(a);
+  giveBuffer(a); // a second give of the same buffer is ignored
+  const b = takeBuffer(50_000);
+  assert.equal(b.buffer, a.buffer, "the returned buffer is reused");
+  const c = takeBuffer(50_000);
+  assert.notEqual(c.buffer, b.buffer, "and handed out only once");
+  // A buffer the pool did not make is never handed out again.
+  const foreign = new Uint8Array(65_536);
+  giveBuffer(foreign);
+  giveBuffer(foreign.subarray(10, 20));
+  for (let i = 0; i < 4; i++) assert.notEqual(takeBuffer(65_536).buffer, foreign.buffer);
+  // Beyond the largest class: a plain allocation of exactly that size.
+  const big = takeBuffer(3 * 1024 * 1024);
+  assert.equal(big.buffer.byteLength, 3 * 1024 * 1024);
+});
