@@ -34,6 +34,16 @@ export class Sha256 {
   }
 }
 
+/** A binary-string key for a hash: cheaper than hex for Map/Set keys. */
+export function hashKey(h: Uint8Array): string {
+  return String.fromCharCode.apply(null, h as unknown as number[]);
+}
+
+/** The hash a hashKey() string stands for. */
+export function hashFromKey(key: string): Hash {
+  return Uint8Array.from(key, (c) => c.charCodeAt(0));
+}
+
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 /** Lower-case hex of a byte string (hash keys in KV and in output). */

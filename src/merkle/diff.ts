@@ -28,14 +28,14 @@
  * otherwise would mean reading the whole local tree, which is what the diff exists to avoid.
  */
 import type { Hash } from "../chunk/mod.ts";
-import { hashEquals } from "../chunk/mod.ts";
+import { hashEquals, hashKey } from "../chunk/mod.ts";
 import { checkDirChild } from "./dir_tree.ts";
 import { MerkleIntegrityError } from "./errors.ts";
 import { checkFileChild } from "./file_tree.ts";
 import { MAX_LEVEL } from "./format.ts";
 import type { DirEntry, DirLeafNode, FileLeafNode, MerkleNode } from "./node.ts";
 import { comparePaths } from "./paths.ts";
-import { fetchNode, hashKey } from "./source.ts";
+import { fetchNode } from "./source.ts";
 import type { NodeSource } from "./source.ts";
 import { mapLimit } from "../util/mod.ts";
 

@@ -4,7 +4,7 @@
  * or, later, a peer. Sources are not trusted: every fetch goes through fetchNode, which checks
  * the bytes against the hash before decoding them.
  */
-import { assertHash, hashEquals, sha256, toHex } from "../chunk/mod.ts";
+import { assertHash, hashEquals, hashKey, sha256, toHex } from "../chunk/mod.ts";
 import type { Hash } from "../chunk/mod.ts";
 import { MerkleDecodeError, MerkleIntegrityError, MerkleMissingNodeError } from "./errors.ts";
 import {
@@ -70,11 +70,6 @@ export async function fetchDirNode(source: NodeSource, hash: Hash): Promise<DirN
     throw new MerkleIntegrityError(hash, "expected a directory-tree node, got a file-tree node");
   }
   return node;
-}
-
-/** A binary-string key for a hash: cheaper than hex for Map/Set keys. */
-export function hashKey(h: Uint8Array): string {
-  return String.fromCharCode.apply(null, h as unknown as number[]);
 }
 
 /**

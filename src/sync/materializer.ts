@@ -25,7 +25,7 @@
  * (from an lstat after the rename, so the next scan sees the file as unchanged), the chunk
  * locations of the new content, and the synced state.
  */
-import { type Hash, hashEquals, sha256, toHex } from "../chunk/mod.ts";
+import { type Hash, hashEquals, hashKey, sha256, toHex } from "../chunk/mod.ts";
 import { ancestors, type IndexRecord, validatePath } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
 import {
@@ -41,6 +41,7 @@ import { sameContent } from "./reconcile.ts";
 import { type SyncedRecord, SyncedState } from "./synced_state.ts";
 import type { ExpectedEntry } from "./watcher.ts";
 import { statFields } from "./walk.ts";
+import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
 
 /** Prefix of the materializer's temp files. */
@@ -318,35 +319,18 @@ function nodeSourceFor(store: LocalStore, remote: NodeSource): NodeSource {
   };
 }
 
-/** A binary-string key for a hash: cheaper than hex for Map keys. */
-function hashKey(h: Hash): string {
-  return String.fromCharCode(...h);
-}
-
 /**
- * Chunks of the file's previous version, by hash -> offset (the last occurrence, as the
- * locator records them), when the previous version is still on disk as the scan saw it. Lets
- * an edit in place be assembled and recorded without a locator lookup per chunk. Null when
- * there is no such file, or when it has too many chunks to track (memory stays bounded).
+ * Chunks of the file's previous version, by hash -> offset (see chunkOffsets), when the
+ * previous version is still on disk as the scan saw it. Null when there is no such file, or
+ * when it has too many chunks to track.
  */
-const MAX_TRACKED_CHUNKS = 1 << 18;
-
 async function previousChunks(
   store: LocalStore,
   previous: LocalFileRecord | null,
   present: boolean,
 ): Promise<Map<string, number> | null> {
   if (!previous || previous.kind !== "file" || !present) return null;
-  const out = new Map<string, number>();
-  try {
-    for await (const c of walkFileChunks(previous.root, store.packs)) {
-      if (out.size >= MAX_TRACKED_CHUNKS) return null;
-      out.set(hashKey(c.hash), c.offset);
-    }
-  } catch {
-    return null;
-  }
-  return out;
+  return await chunkOffsets(previous.root, store.packs);
 }
 
 /** Where a chunk may be read locally: a file of the tree at an offset. */

@@ -7,7 +7,7 @@
  * round trips, not bandwidth, set the pace. Fetching every root of a batch at once, then every
  * chunk those roots list, turns 2 x N round trips into two pipelined streams.
  */
-import { type Hash, hashEquals } from "../chunk/mod.ts";
+import { type Hash, hashEquals, hashKey } from "../chunk/mod.ts";
 import type { IndexRecord } from "../fsm/mod.ts";
 import { decodeNode, EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import type { LocalStore } from "../store/mod.ts";
@@ -23,12 +23,12 @@ export class PrefetchedObjects {
 
   /** The object's bytes if prefetched. */
   get(hash: Hash): Uint8Array | undefined {
-    return this.#objects.get(keyOf(hash));
+    return this.#objects.get(hashKey(hash));
   }
 
   /** Keep an object (verified by the fetcher). */
   add(hash: Hash, bytes: Uint8Array): void {
-    const key = keyOf(hash);
+    const key = hashKey(hash);
     if (this.#objects.has(key)) return;
     this.#objects.set(key, bytes);
     this.#bytes += bytes.length;
@@ -43,10 +43,6 @@ export class PrefetchedObjects {
   get bytes(): number {
     return this.#bytes;
   }
-}
-
-function keyOf(h: Hash): string {
-  return String.fromCharCode(...h);
 }
 
 /** Small files first in their own batches, the rest apart: see prefetchObjects. */
@@ -70,7 +66,7 @@ export async function prefetchObjects(
   const roots: Hash[] = [];
   const seenRoots = new Set<string>();
   for (const r of records) {
-    const key = keyOf(r.root);
+    const key = hashKey(r.root);
     if (seenRoots.has(key)) continue;
     seenRoots.add(key);
     if (!(await store.packs.has(r.root))) roots.push(r.root);
@@ -94,7 +90,7 @@ export async function prefetchObjects(
     }
     if (node.type !== "file-leaf") continue;
     for (const c of node.chunks) {
-      const key = keyOf(c.hash);
+      const key = hashKey(c.hash);
       if (seenChunks.has(key)) continue;
       seenChunks.add(key);
       const local = (await store.locator.lookup(c.hash)) !== null ||

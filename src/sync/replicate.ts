@@ -3,10 +3,9 @@
  * the Merkle tree nodes and chunks of every file an upload puts. Directories, symlinks,
  * deletes and renames carry no objects (a rename reuses the content the old path committed).
  */
-import type { Hash } from "../chunk/mod.ts";
+import { type Hash, hashEquals, hashKey } from "../chunk/mod.ts";
 import type { FileOp } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
-import { hashEquals } from "../chunk/mod.ts";
 
 /** Most objects of a previous version remembered to leave out of a push (bounds memory). */
 const MAX_PREVIOUS_OBJECTS = 1 << 20;
@@ -32,24 +31,37 @@ export async function objectsOfOps(
     seen.add(key);
     list.push(h);
   };
-  // Walking the chunks reads every node of the tree through this source: record them.
-  const recording = (onNode: (h: Hash) => void): NodeSource => ({
-    getNode: (hash) => {
-      onNode(hash);
-      return nodes.getNode(hash);
-    },
-  });
   for (const op of ops) {
     if (op.op !== "put" || op.kind !== "file" || hashEquals(op.root, EMPTY_FILE_ROOT)) continue;
     const previous = previousRoot(op);
     if (previous !== null && !hashEquals(previous, EMPTY_FILE_ROOT)) {
       await rememberTree(previous, nodes, seen);
     }
-    for await (const c of walkFileChunks(op.root, recording((h) => add(out, h)))) {
-      add(chunks, c.hash);
-    }
+    for await (const o of treeObjects(op.root, nodes)) add(o.node ? out : chunks, o.hash);
   }
   return [...out, ...chunks];
+}
+
+/**
+ * Every object of a file tree: its nodes as the walk reads them (walking the chunks reads
+ * every node), and its chunks.
+ */
+async function* treeObjects(
+  root: Hash,
+  nodes: NodeSource,
+): AsyncGenerator<{ hash: Hash; node: boolean }> {
+  const read: Hash[] = [];
+  const recording: NodeSource = {
+    getNode: (hash) => {
+      read.push(hash);
+      return nodes.getNode(hash);
+    },
+  };
+  for await (const c of walkFileChunks(root, recording)) {
+    for (const hash of read.splice(0)) yield { hash, node: true };
+    yield { hash: c.hash, node: false };
+  }
+  for (const hash of read) yield { hash, node: true };
 }
 
 /**
@@ -59,24 +71,13 @@ export async function objectsOfOps(
  */
 async function rememberTree(root: Hash, nodes: NodeSource, seen: Set<string>): Promise<void> {
   const found: string[] = [];
-  const source: NodeSource = {
-    getNode: (hash) => {
-      found.push(hashKey(hash));
-      return nodes.getNode(hash);
-    },
-  };
   try {
-    for await (const c of walkFileChunks(root, source)) {
-      found.push(hashKey(c.hash));
+    for await (const o of treeObjects(root, nodes)) {
+      found.push(hashKey(o.hash));
       if (found.length > MAX_PREVIOUS_OBJECTS) break;
     }
   } catch {
     return;
   }
   for (const key of found) seen.add(key);
-}
-
-/** A binary-string key for a hash: cheaper than hex in sets. */
-function hashKey(h: Hash): string {
-  return String.fromCharCode(...h);
 }

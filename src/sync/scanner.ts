@@ -12,9 +12,9 @@
 import {
   type ChunkerOptions,
   DEFAULT_CHUNKER_OPTIONS,
-  fromHex,
   type Hash,
-  toHex,
+  hashFromKey,
+  hashKey,
 } from "../chunk/mod.ts";
 import {
   buildDirTree,
@@ -25,6 +25,7 @@ import {
 } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { type HashedFile, HashFileError } from "./hash_file.ts";
+import { chunkOffsets } from "./chunk_offsets.ts";
 import { HashPool } from "./hash_pool.ts";
 import { type WalkEntry, type WalkProblem, walkTree } from "./walk.ts";
 
@@ -161,7 +162,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       // Without the old chunk map (too large, or unreadable), the old locations are dropped
       // before any new one is queued, so a chunk kept by the edit keeps its (new) location.
       const prev = previous.get(e.path);
-      const old = prev && prev.kind === "file" ? await chunkOffsets(store, prev.root) : null;
+      const old = prev && prev.kind === "file" ? await chunkOffsets(prev.root, store.packs) : null;
       const forgotten = prev && prev.kind === "file" && old === null
         ? forgetChunks(store, batch, e.path, prev.root, located)
         : Promise.resolve();
@@ -266,29 +267,12 @@ async function recordLocations(
   seen: Set<string> | null = null,
 ): Promise<void> {
   for (const c of chunks) {
-    const key = toHex(c.hash);
+    const key = hashKey(c.hash);
     located.add(key);
     seen?.add(key);
     if (old?.get(key) === c.offset) continue;
     await store.locator.record(batch, c.hash, { path, offset: c.offset, length: c.length });
   }
-}
-
-/** The previous content's chunks of a file, most we track (bounds memory, ~16 GiB of file). */
-const MAX_TRACKED_CHUNKS = 1 << 18;
-
-/** Chunk (hex) -> offset of a file tree, or null if it is too large or unreadable. */
-async function chunkOffsets(store: LocalStore, root: Hash): Promise<Map<string, number> | null> {
-  const out = new Map<string, number>();
-  try {
-    for await (const c of walkFileChunks(root, store.packs)) {
-      if (out.size >= MAX_TRACKED_CHUNKS) return null;
-      out.set(toHex(c.hash), c.offset);
-    }
-  } catch {
-    return null;
-  }
-  return out;
 }
 
 /**
@@ -306,7 +290,7 @@ async function forgetGone(
 ): Promise<void> {
   for (const key of old.keys()) {
     if (seen.has(key) || located.has(key)) continue;
-    await store.locator.forget(batch, fromHex(key), path);
+    await store.locator.forget(batch, hashFromKey(key), path);
   }
 }
 
@@ -345,7 +329,7 @@ async function forgetChunks(
 ) {
   try {
     for await (const c of walkFileChunks(oldRoot, store.packs)) {
-      if (located.has(toHex(c.hash))) continue;
+      if (located.has(hashKey(c.hash))) continue;
       await store.locator.forget(batch, c.hash, path);
     }
   } catch {
