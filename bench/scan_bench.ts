@@ -10,6 +10,7 @@
  * Usage: deno task bench:scan [--small 10000] [--large-mib 1024] [--work DIR] [--keep]
  */
 import { createHash } from "node:crypto";
+import { directoryBytes } from "../src/store/mod.ts";
 
 const args = new Map<string, string>();
 for (let i = 0; i < Deno.args.length; i++) {
@@ -117,16 +118,6 @@ async function scan(dir: string): Promise<ScanRun> {
   };
 }
 
-async function du(dir: string): Promise<number> {
-  let total = 0;
-  for await (const e of Deno.readDir(dir)) {
-    const p = `${dir}/${e.name}`;
-    if (e.isDirectory) total += await du(p);
-    else if (e.isFile) total += (await Deno.stat(p)).size;
-  }
-  return total;
-}
-
 const MB = 1e6;
 console.log(`generating ${SMALL} small files + ${LARGE_MIB} MiB file in ${WORK} ...`);
 const { tree, bigDir, bytes } = await generate();
@@ -134,7 +125,7 @@ const baseline = await sha256Baseline(tree);
 const first = await scan(tree);
 const rescan = await scan(tree);
 const bigOnly = await scan(bigDir);
-const dataBytes = await du(`${tree}/.filesync`);
+const dataBytes = await directoryBytes(`${tree}/.filesync`);
 
 const rows = [
   ["case", "time", "throughput", "files/s", "peak RSS"],

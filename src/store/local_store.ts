@@ -70,16 +70,18 @@ export class LocalStore {
   }
 
   /** Bytes used by the data folder (database and packs). */
-  async diskUsage(): Promise<number> {
-    let total = 0;
-    const walk = async (dir: string) => {
-      for await (const e of Deno.readDir(dir)) {
-        const p = `${dir}/${e.name}`;
-        if (e.isDirectory) await walk(p);
-        else if (e.isFile) total += (await Deno.stat(p)).size;
-      }
-    };
-    await walk(this.dataDir);
-    return total;
+  diskUsage(): Promise<number> {
+    return directoryBytes(this.dataDir);
   }
+}
+
+/** Bytes in the regular files below `dir`, all levels (symlinks not followed). */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory) total += await directoryBytes(p);
+    else if (e.isFile) total += (await Deno.stat(p)).size;
+  }
+  return total;
 }

@@ -17,7 +17,12 @@ export { collectGarbage, type GcOptions, heldByTree } from "./gc.ts";
 export { ChunkLocator } from "./locator.ts";
 export { FileIndex, type ScanSummary } from "./file_index.ts";
 export { Snapshots, UnknownSnapshotError } from "./snapshots.ts";
-export { DATA_DIR_NAME, LocalStore, type LocalStoreOptions } from "./local_store.ts";
+export {
+  DATA_DIR_NAME,
+  directoryBytes,
+  LocalStore,
+  type LocalStoreOptions,
+} from "./local_store.ts";
 export {
   type ChunkLocation,
   type EntryKind,

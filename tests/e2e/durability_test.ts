@@ -7,56 +7,18 @@
  *  - an unchanged tree moves no object, and an idle node uses next to no CPU.
  */
 import assert from "node:assert/strict";
-import {
-  cpuTicks,
-  NodeProcess,
-  startCluster,
-  tempDirs,
-  waitConverged,
-  waitFor,
-} from "../helpers/cluster.ts";
+import { cpuTicks, waitConverged, waitFor, withCluster } from "../helpers/cluster.ts";
 import { runCli } from "../helpers/cli.ts";
 import { seededBytes } from "../helpers/bytes.ts";
+import { directoryBytes } from "../../src/store/mod.ts";
 
 const TEST = { sanitizeOps: false, sanitizeResources: false };
-
-async function withCluster(
-  extra: string[],
-  fn: (dirs: string[], nodes: NodeProcess[]) => Promise<void>,
-) {
-  const dirs = await tempDirs(3, "filesync-durable-");
-  let nodes: NodeProcess[] = [];
-  try {
-    nodes = await startCluster(dirs, extra);
-    await fn(dirs, nodes);
-  } catch (e) {
-    for (const n of nodes) {
-      console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-30).join("\n")}`);
-    }
-    throw e;
-  } finally {
-    for (const n of nodes) n.kill("SIGCONT");
-    await Promise.all(nodes.map((n) => n.stop()));
-    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
-  }
-}
-
-/** Bytes in a directory tree (the pack files, here). */
-async function treeBytes(dir: string): Promise<number> {
-  let total = 0;
-  for await (const e of Deno.readDir(dir)) {
-    const p = `${dir}/${e.name}`;
-    if (e.isDirectory) total += await treeBytes(p);
-    else if (e.isFile) total += (await Deno.stat(p)).size;
-  }
-  return total;
-}
 
 Deno.test({
   ...TEST,
   name: "durability: the origin dies right after committing; the data survives on a majority",
   async fn() {
-    await withCluster(["--gc-interval", "1"], async ([a, b, c], nodes) => {
+    await withCluster(async ([a, b, c], nodes) => {
       const data = seededBytes(21, 3 * 1024 * 1024 + 123);
       // C is stopped: the only other holder A can count on is B.
       nodes[2].kill("SIGSTOP");
@@ -76,11 +38,11 @@ Deno.test({
       // B's pushed copies are in its file now: garbage collection takes them out of the packs.
       await waitFor(
         "B's packs to shrink below the file's size",
-        async () => (await treeBytes(`${b}/.filesync/packs`)) < data.length / 4,
+        async () => (await directoryBytes(`${b}/.filesync/packs`)) < data.length / 4,
         30_000,
         250,
       );
-    });
+    }, { prefix: "filesync-durable-", extra: ["--gc-interval", "1"] });
   },
 });
 
@@ -88,7 +50,7 @@ Deno.test({
   ...TEST,
   name: "durability: without a majority a change is not committed, and it lands later",
   async fn() {
-    await withCluster([], async ([a, b, c], nodes) => {
+    await withCluster(async ([a, b, c], nodes) => {
       nodes[1].kill("SIGSTOP");
       nodes[2].kill("SIGSTOP");
       await Deno.writeFile(`${a}/alone.bin`, seededBytes(22, 200_000));
@@ -102,7 +64,7 @@ Deno.test({
       nodes[1].kill("SIGCONT");
       nodes[2].kill("SIGCONT");
       await waitConverged([a, b, c], 60_000);
-    });
+    }, { prefix: "filesync-durable-" });
   },
 });
 
@@ -110,7 +72,7 @@ Deno.test({
   ...TEST,
   name: "idle: an unchanged tree moves no object and an idle node uses next to no CPU",
   async fn() {
-    await withCluster(["--rescan", "1"], async ([a, b, c], nodes) => {
+    await withCluster(async ([a, b, c], nodes) => {
       await Deno.writeFile(`${a}/one.bin`, seededBytes(23, 500_000));
       await Deno.writeTextFile(`${b}/two.txt`, "two\n");
       await waitConverged([a, b, c], 60_000);
@@ -138,6 +100,6 @@ Deno.test({
         const used = ticks1[i] - ticks0[i];
         assert.ok(used < 50, `node ${i} used ${used} CPU ticks in 5 s idle`);
       }
-    });
+    }, { prefix: "filesync-durable-", extra: ["--rescan", "1"] });
   },
 });

@@ -8,37 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
-import {
-  cpuTicks,
-  NodeProcess,
-  startCluster,
-  tempDirs,
-  waitConverged,
-  waitFor,
-} from "../helpers/cluster.ts";
+import { cpuTicks, NodeProcess, waitConverged, waitFor, withCluster } from "../helpers/cluster.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
 const TEST = { sanitizeResources: false, sanitizeOps: false };
 
 const bytes = seededBytes;
-
-async function withCluster(fn: (dirs: string[], nodes: NodeProcess[]) => Promise<void>) {
-  const dirs = await tempDirs(3, "filesync-sync-");
-  let nodes: NodeProcess[] = [];
-  try {
-    nodes = await startCluster(dirs);
-    await fn(dirs, nodes);
-  } catch (e) {
-    // The nodes' own logs are the best clue to a failure; show their ends.
-    for (const n of nodes) {
-      console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-40).join("\n")}`);
-    }
-    throw e;
-  } finally {
-    await Promise.all(nodes.map((n) => n.stop()));
-    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
-  }
-}
 
 async function waitInSync(dir: string): Promise<void> {
   const r = await runCli(["status", dir, "--wait", "--timeout", "30"]);

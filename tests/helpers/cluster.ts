@@ -222,3 +222,30 @@ export async function cpuTicks(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return Number(fields[11]) + Number(fields[12]);
 }
+
+/**
+ * Run `fn` against a fresh three-node cluster (`extra`: more serve arguments for every node).
+ * If it fails, the ends of the nodes' logs are printed (the best clue); either way the nodes
+ * are resumed (a test may have stopped one), stopped, and their directories removed. `fn` may
+ * replace entries of `nodes` (a restarted node): those are the ones stopped.
+ */
+export async function withCluster(
+  fn: (dirs: string[], nodes: NodeProcess[]) => Promise<void>,
+  opts: { prefix?: string; extra?: string[] } = {},
+): Promise<void> {
+  const dirs = await tempDirs(3, opts.prefix ?? "filesync-cluster-");
+  let nodes: NodeProcess[] = [];
+  try {
+    nodes = await startCluster(dirs, opts.extra);
+    await fn(dirs, nodes);
+  } catch (e) {
+    for (const n of nodes) {
+      console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-40).join("\n")}`);
+    }
+    throw e;
+  } finally {
+    for (const n of nodes) n.kill("SIGCONT");
+    await Promise.all(nodes.map((n) => n.stop()));
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+}
