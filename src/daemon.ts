@@ -13,6 +13,7 @@
 import { peerIdFromString } from "@libp2p/peer-id";
 import { loadOrCreateIdentity } from "./net/mod.ts";
 import {
+  CLIENT_PROTOCOL,
   createHost,
   type Host,
   joinCluster,
@@ -25,6 +26,7 @@ import {
   parseInvite,
   serveJoin,
   serveObjects,
+  serveSession,
 } from "./net/mod.ts";
 import {
   type ApplyResult,
@@ -45,6 +47,7 @@ import {
 } from "./store/mod.ts";
 import {
   ChannelRaftTransport,
+  ClientGateway,
   type ControlServer,
   inviteTerms,
   Logger,
@@ -66,6 +69,8 @@ const PUSH_HEDGE_MS_PER_OBJECT = 1.25;
 const PUSH_STREAMS = 4;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
+/** A one-shot client stays admitted this long after its handshake or its last call, ms. */
+const CLIENT_ADMISSION_MS = 5 * 60_000;
 
 /** How a node is started. */
 export interface DaemonOptions {
@@ -285,6 +290,28 @@ export class Daemon {
       resolveInvite: (id) => resolveInvite(this.cluster.secret, id),
       admit: (req) => this.#admit(req.peerId, req.inviteId, req.remoteAddr),
     });
+    // One-shot clients (filesync push/pull): the same invite proof, but admitted as clients
+    // for a while (objects and session protocols only), never as members.
+    await serveJoin(this.host, {
+      protocol: CLIENT_PROTOCOL,
+      clusterId: this.cluster.clusterId,
+      resolveInvite: (id) => resolveInvite(this.cluster.secret, id),
+      admit: (req) => this.#admitClient(req.peerId),
+    });
+    const gateway = new ClientGateway({
+      index: this.index,
+      store: this.store,
+      readBarrier: () => this.raft.readBarrier(),
+      replicate: (hashes, signal) => this.#replicate(hashes, signal),
+      propose: (c) => this.propose(c),
+      log: this.log,
+    });
+    await serveSession(this.host, (peer, method, body) => {
+      if (this.host.gate.isClient(peer)) {
+        this.host.gate.admitClient(peer, Date.now() + CLIENT_ADMISSION_MS);
+      }
+      return gateway.handle(peer, method, body);
+    });
     await serveObjects(this.host, {
       has: async (h) =>
         (await this.store.packs.has(h)) || (await this.store.locator.lookup(h)) !== null,
@@ -302,6 +329,22 @@ export class Daemon {
         flush: () => this.store.packs.flush(),
       },
     });
+  }
+
+  /** Admit a one-shot client that proved an invite: it may use objects and sessions. */
+  async #admitClient(peerId: string) {
+    if (this.#members.has(peerId)) throw new JoinRefusal("a member cannot be a client too");
+    if (!this.host.gate.admitClient(peerId, Date.now() + CLIENT_ADMISSION_MS)) {
+      throw new JoinRefusal("too many clients at once; try again later");
+    }
+    this.log.info("client admitted", { client: peerId });
+    const book = await this.index.peers();
+    const { voters, learners } = this.raft.status().config;
+    const members: MemberInfo[] = [...voters, ...learners].map((id) => ({
+      peerId: id,
+      addrs: id === this.host.peerId ? this.host.addrs() : book.get(id) ?? [],
+    }));
+    return { members };
   }
 
   /** An object from the tree (through the chunk locator) or the packs; null if not held. */
@@ -323,7 +366,7 @@ export class Daemon {
    * enough confirmations, starts one more (a killed peer can look connected for a while and
    * answer nothing). Once enough confirmed, the pushes still running are cancelled.
    */
-  async #replicate(hashes: Uint8Array[]): Promise<void> {
+  async #replicate(hashes: Uint8Array[], signal?: AbortSignal): Promise<void> {
     const { voters } = this.raft.status().config;
     const self = this.host.peerId;
     const needed = Math.floor(voters.length / 2) + 1 - (voters.includes(self) ? 1 : 0);
@@ -345,8 +388,12 @@ export class Daemon {
     };
     const cancel = new AbortController();
     let hedge: ReturnType<typeof setInterval> | undefined;
+    const onAbort = () => cancel.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await new Promise<void>((resolve, reject) => {
+        if (signal?.aborted) return reject(signal.reason);
+        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
         let next = 0;
         let running = 0;
         let confirmed = 0;
@@ -380,6 +427,7 @@ export class Daemon {
         hedge = setInterval(launch, PUSH_HEDGE_MS + hashes.length * PUSH_HEDGE_MS_PER_OBJECT);
       });
     } finally {
+      signal?.removeEventListener("abort", onAbort);
       clearInterval(hedge);
       cancel.abort(new Error("enough peers hold the data"));
     }

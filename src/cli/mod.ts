@@ -11,6 +11,7 @@ import { serveCommand } from "./serve.ts";
 import { inviteCommand } from "./invite.ts";
 import { statusCommand } from "./status.ts";
 import { removeMemberCommand } from "./members.ts";
+import { pullCommand, pushCommand } from "./oneshot.ts";
 import { parseLogLevel } from "../sync/mod.ts";
 
 export const VERSION = "0.1.0";
@@ -115,6 +116,36 @@ function buildProgram(result: { code: number }): Command {
     .argument("<peer-id>", "peer id of the member to remove (see filesync status)")
     .action(async (dir: string, peer: string) => {
       result.code = await removeMemberCommand(dir, peer);
+    });
+
+  program.command("push")
+    .description(
+      "one-shot: make the cluster's tree (under --prefix) equal to <dir> in one atomic batch, " +
+        "durable on a majority; exit 0 once committed",
+    )
+    .argument("<dir>", "folder to push")
+    .requiredOption("--to <invite>", "invite of the cluster (from filesync invite)")
+    .option("--prefix <path>", "cluster path the folder maps to (default: the root)")
+    .option("--delete", "delete what <dir> lacks under the prefix")
+    .option("--timeout <seconds>", "give up after this long (exit 3)", positiveInt, 120)
+    .option("--json", "print a machine-readable summary")
+    .action(async (dir: string, opts) => {
+      result.code = await pushCommand(dir, opts);
+    });
+
+  program.command("pull")
+    .description(
+      "one-shot: make <dir> equal to one committed version of the cluster's tree (under --prefix)",
+    )
+    .argument("<dir>", "folder to write (created if missing)")
+    .requiredOption("--from <invite>", "invite of the cluster (from filesync invite)")
+    .option("--prefix <path>", "cluster path to pull (default: the root)")
+    .option("--at <version>", "a version number, snapshot label or time (default: the latest)")
+    .option("--keep-extra", "keep local entries the version lacks")
+    .option("--timeout <seconds>", "give up after this long (exit 3)", positiveInt, 120)
+    .option("--json", "print a machine-readable summary")
+    .action(async (dir: string, opts) => {
+      result.code = await pullCommand(dir, opts);
     });
 
   const snapshot = program.command("snapshot").description("named snapshots of a directory");

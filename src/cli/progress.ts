@@ -14,7 +14,7 @@ export class ByteProgress {
     if (!enabled) return;
     this.#bar = new cliProgress.SingleBar({
       format:
-        `${label} [{bar}] {percentage}% | {files} files | {done} of {all} | ETA {eta_formatted}`,
+        `${label} [{bar}] {percentage}% | {files} files | {done} of {all} | {rate} | ETA {eta_formatted}`,
       stream: process.stderr,
       hideCursor: true,
       clearOnComplete: true,
@@ -24,10 +24,12 @@ export class ByteProgress {
   /** Report progress; starts the bar on first call. */
   update(p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) {
     if (!this.#bar) return;
+    const seconds = (performance.now() - this.#startedAt) / 1000;
     const payload = {
-      files: `${p.filesDone}/${p.filesTotal}`,
+      files: p.filesTotal > 0 ? `${p.filesDone}/${p.filesTotal}` : `${p.filesDone}`,
       done: formatBytes(p.bytesDone),
       all: formatBytes(p.bytesTotal),
+      rate: seconds > 0.2 ? `${formatBytes(Math.round(p.bytesDone / seconds))}/s` : "-",
     };
     if (!this.#started) {
       this.#bar.start(Math.max(1, p.bytesTotal), p.bytesDone, payload);
@@ -38,6 +40,7 @@ export class ByteProgress {
   }
 
   #started = false;
+  readonly #startedAt = performance.now();
 
   /** Remove the bar. */
   stop(): void {

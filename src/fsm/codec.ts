@@ -2,14 +2,18 @@
  * Encoding of file index commands (Raft entry payloads) and snapshots: CBOR (cbor-x) of
  * positional arrays, decoded strictly. A command comes from a peer, so anything malformed,
  * oversized or unknown is a CommandDecodeError, never a crash or a half-read command.
+ *
+ * Command: [1, origin, ops] or [1, origin, ops, time]; the optional 4th element is the commit
+ * time (unix ms) so commands from older nodes still decode (as time 0).
+ * Snapshot v2 adds history, commit times and labels to v1; v1 still decodes (no history).
  */
 import { cborDecode, cborEncode } from "../wire/mod.ts";
 import { HASH_LENGTH } from "../chunk/mod.ts";
 import type { Command, FileKind, IndexRecord, Op } from "./types.ts";
 
 const COMMAND_VERSION = 1;
-const SNAPSHOT_VERSION = 1;
-/** Largest encoded command accepted (200 ops of long paths fit easily). */
+const SNAPSHOT_VERSION = 2;
+/** Largest encoded command accepted (tens of thousands of ops of typical paths fit). */
 export const MAX_COMMAND_BYTES = 4 * 1024 * 1024;
 const MAX_STRING = 4096;
 
@@ -18,7 +22,19 @@ export class CommandDecodeError extends Error {
   override name = "CommandDecodeError";
 }
 
-const OP_TAGS = { put: 1, mkdir: 2, delete: 3, rename: 4, peer: 5, "use-invite": 6 } as const;
+const OP_TAGS = {
+  put: 1,
+  mkdir: 2,
+  delete: 3,
+  rename: 4,
+  peer: 5,
+  "use-invite": 6,
+  label: 7,
+  unlabel: 8,
+  prune: 9,
+} as const;
+/** Longest label name, in characters (UTF-16 units). */
+export const MAX_LABEL_CHARS = 128;
 /** Most addresses recorded for one member. */
 const MAX_PEER_ADDRS = 16;
 const KINDS: readonly FileKind[] = ["file", "dir", "symlink"];
@@ -51,12 +67,30 @@ function opToWire(op: Op): unknown[] {
       return [OP_TAGS.peer, op.peerId, op.addrs];
     case "use-invite":
       return [OP_TAGS["use-invite"], op.inviteId];
+    case "label":
+      return [OP_TAGS.label, op.name, op.version];
+    case "unlabel":
+      return [OP_TAGS.unlabel, op.name];
+    case "prune":
+      return [OP_TAGS.prune, op.keepVersions, op.keepMs, op.now];
   }
+}
+
+/** Why `name` is not an acceptable label name, or null. */
+export function labelNameProblem(name: string): string | null {
+  if (name.length === 0 || name.length > MAX_LABEL_CHARS) {
+    return `must be 1..${MAX_LABEL_CHARS} characters`;
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return "must not contain control characters";
+  return null;
 }
 
 /** Encode a command for proposal. */
 export function encodeCommand(c: Command): Uint8Array {
-  const bytes = cborEncode([COMMAND_VERSION, c.origin, c.ops.map(opToWire)]);
+  const wire: unknown[] = [COMMAND_VERSION, c.origin, c.ops.map(opToWire)];
+  if (c.time !== undefined) wire.push(c.time);
+  const bytes = cborEncode(wire);
   if (bytes.length > MAX_COMMAND_BYTES) {
     throw new RangeError(`command of ${bytes.length} bytes exceeds ${MAX_COMMAND_BYTES}`);
   }
@@ -92,6 +126,12 @@ class Fields {
     if (m > 0o7777) throw new CommandDecodeError(`${this.what}.mode must be at most 0o7777`);
     return m;
   }
+  label(i: number, name: string): string {
+    const v = this.a[i];
+    const problem = typeof v === "string" ? labelNameProblem(v) : "must be a string";
+    if (problem) throw new CommandDecodeError(`${this.what}.${name} ${problem}`);
+    return v as string;
+  }
   hash(i: number, name: string): Uint8Array {
     const v = this.a[i];
     if (!(v instanceof Uint8Array) || v.length !== HASH_LENGTH) {
@@ -108,9 +148,11 @@ function strings(v: unknown, what: string): string[] {
   return v.map((_, i) => new Fields(v, what).str(i, String(i)));
 }
 
-function arity(a: unknown, n: number, what: string): unknown[] {
-  if (!Array.isArray(a) || a.length !== n) {
-    throw new CommandDecodeError(`${what} must be an array of ${n} fields`);
+function arity(a: unknown, n: number, what: string, max = n): unknown[] {
+  if (!Array.isArray(a) || a.length < n || a.length > max) {
+    throw new CommandDecodeError(
+      `${what} must be an array of ${n === max ? n : `${n}..${max}`} fields`,
+    );
   }
   return a;
 }
@@ -173,6 +215,20 @@ function opFromWire(raw: unknown, i: number): Op {
       const f = new Fields(arity(raw, 2, what), what);
       return { op: "use-invite", inviteId: f.str(1, "inviteId") };
     }
+    case OP_TAGS.label: {
+      const f = new Fields(arity(raw, 3, what), what);
+      return { op: "label", name: f.label(1, "name"), version: f.uint(2, "version") };
+    }
+    case OP_TAGS.unlabel: {
+      const f = new Fields(arity(raw, 2, what), what);
+      return { op: "unlabel", name: f.label(1, "name") };
+    }
+    case OP_TAGS.prune: {
+      const f = new Fields(arity(raw, 4, what), what);
+      const keepVersions = f.uint(1, "keepVersions");
+      if (keepVersions < 1) throw new CommandDecodeError(`${what}.keepVersions must be at least 1`);
+      return { op: "prune", keepVersions, keepMs: f.uint(2, "keepMs"), now: f.uint(3, "now") };
+    }
     default:
       throw new CommandDecodeError(`${what} has an unknown op tag`);
   }
@@ -190,13 +246,59 @@ function safeDecode(bytes: Uint8Array, what: string): unknown {
 /** Decode and validate a command; throws CommandDecodeError. */
 export function decodeCommand(bytes: Uint8Array): Command {
   if (bytes.length > MAX_COMMAND_BYTES) throw new CommandDecodeError("command is too large");
-  const a = arity(safeDecode(bytes, "command"), 3, "command");
+  const a = arity(safeDecode(bytes, "command"), 3, "command", 4);
   if (a[0] !== COMMAND_VERSION) throw new CommandDecodeError(`unknown command version ${a[0]}`);
-  const origin = new Fields(a, "command").str(1, "origin");
+  const f = new Fields(a, "command");
+  const origin = f.str(1, "origin");
   if (!Array.isArray(a[2]) || a[2].length === 0) {
     throw new CommandDecodeError("command.ops must be a non-empty array");
   }
-  return { origin, ops: a[2].map(opFromWire) };
+  const time = a.length === 4 ? f.uint(3, "time") : 0;
+  return { origin, ops: a[2].map(opFromWire), time };
+}
+
+function recordToWire(r: IndexRecord): unknown[] {
+  return [
+    r.path,
+    r.version,
+    KINDS.indexOf(r.kind),
+    plain(r.root),
+    r.size,
+    r.mode,
+    r.mtime,
+    r.target ?? "",
+    r.deleted,
+    r.origin,
+    r.committedAt ?? 0,
+  ];
+}
+
+/** A v1 record has 10 fields; v2 adds committedAt. */
+function recordFromWire(raw: unknown, what: string, fields: 10 | 11): IndexRecord {
+  const f = new Fields(arity(raw, fields, what), what);
+  const kind = KINDS[f.uint(2, "kind")];
+  if (!kind) throw new CommandDecodeError(`${what}.kind is unknown`);
+  const target = f.str(7, "target", true);
+  const deleted = (raw as unknown[])[8];
+  if (typeof deleted !== "boolean") throw new CommandDecodeError(`${what}.deleted must be bool`);
+  return {
+    path: f.str(0, "path"),
+    version: f.uint(1, "version"),
+    kind,
+    root: f.hash(3, "root"),
+    size: f.uint(4, "size"),
+    mode: f.mode(5),
+    mtime: f.int(6, "mtime"),
+    ...(kind === "symlink" ? { target } : {}),
+    deleted,
+    origin: f.str(9, "origin", true),
+    committedAt: fields === 11 ? f.uint(10, "committedAt") : 0,
+  };
+}
+
+function array(v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) throw new CommandDecodeError(`${what} must be an array`);
+  return v;
 }
 
 /** Encode the whole index for a Raft snapshot. */
@@ -206,62 +308,53 @@ export function encodeSnapshot(s: IndexSnapshot): Uint8Array {
     s.applied,
     s.peers.map((p) => [p.peerId, p.addrs]),
     s.usedInvites,
-    s.records.map((r) => [
-      r.path,
-      r.version,
-      KINDS.indexOf(r.kind),
-      plain(r.root),
-      r.size,
-      r.mode,
-      r.mtime,
-      r.target ?? "",
-      r.deleted,
-      r.origin,
-    ]),
+    s.records.map(recordToWire),
+    s.history.map(recordToWire),
+    s.times.map((t) => [t.version, t.time]),
+    s.labels.map((l) => [l.name, l.version, l.time, l.index]),
   ]);
 }
 
-/** Decode a snapshot made by encodeSnapshot; throws CommandDecodeError. */
+/** Decode a snapshot made by encodeSnapshot (v2, or v1 without history); throws CommandDecodeError. */
 export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
-  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot");
-  if (a[0] !== SNAPSHOT_VERSION) throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
-  const applied = new Fields(a, "snapshot").uint(1, "applied");
-  if (!Array.isArray(a[2]) || !Array.isArray(a[4])) {
-    throw new CommandDecodeError("snapshot.peers and snapshot.records must be arrays");
+  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot", 8);
+  const v1 = a[0] === 1;
+  if (!v1 && a[0] !== SNAPSHOT_VERSION) {
+    throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
   }
-  const peers = a[2].map((raw, i) => {
+  arity(a, v1 ? 5 : 8, "snapshot");
+  const applied = new Fields(a, "snapshot").uint(1, "applied");
+  const peers = array(a[2], "snapshot.peers").map((raw, i) => {
     const f = new Fields(arity(raw, 2, `peers[${i}]`), `peers[${i}]`);
     return {
       peerId: f.str(0, "peerId"),
       addrs: strings((raw as unknown[])[1], `peers[${i}].addrs`),
     };
   });
-  if (!Array.isArray(a[3])) throw new CommandDecodeError("snapshot.usedInvites must be an array");
-  const usedInvites = a[3].map((_, i) =>
-    new Fields(a[3] as unknown[], "usedInvites").str(i, String(i))
+  const used = array(a[3], "snapshot.usedInvites");
+  const usedInvites = used.map((_, i) => new Fields(used, "usedInvites").str(i, String(i)));
+  const fields = v1 ? 10 : 11;
+  const records = array(a[4], "snapshot.records").map((raw, i) =>
+    recordFromWire(raw, `records[${i}]`, fields)
   );
-  const records = a[4].map((raw, i): IndexRecord => {
-    const what = `records[${i}]`;
-    const f = new Fields(arity(raw, 10, what), what);
-    const kind = KINDS[f.uint(2, "kind")];
-    if (!kind) throw new CommandDecodeError(`${what}.kind is unknown`);
-    const target = f.str(7, "target", true);
-    const deleted = (raw as unknown[])[8];
-    if (typeof deleted !== "boolean") throw new CommandDecodeError(`${what}.deleted must be bool`);
+  if (v1) return { applied, peers, usedInvites, records, history: [], times: [], labels: [] };
+  const history = array(a[5], "snapshot.history").map((raw, i) =>
+    recordFromWire(raw, `history[${i}]`, 11)
+  );
+  const times = array(a[6], "snapshot.times").map((raw, i) => {
+    const f = new Fields(arity(raw, 2, `times[${i}]`), `times[${i}]`);
+    return { version: f.uint(0, "version"), time: f.uint(1, "time") };
+  });
+  const labels = array(a[7], "snapshot.labels").map((raw, i) => {
+    const f = new Fields(arity(raw, 4, `labels[${i}]`), `labels[${i}]`);
     return {
-      path: f.str(0, "path"),
+      name: f.label(0, "name"),
       version: f.uint(1, "version"),
-      kind,
-      root: f.hash(3, "root"),
-      size: f.uint(4, "size"),
-      mode: f.mode(5),
-      mtime: f.int(6, "mtime"),
-      ...(kind === "symlink" ? { target } : {}),
-      deleted,
-      origin: f.str(9, "origin", true),
+      time: f.uint(2, "time"),
+      index: f.uint(3, "index"),
     };
   });
-  return { applied, peers, usedInvites, records };
+  return { applied, peers, usedInvites, records, history, times, labels };
 }
 
 /** Everything the file index state machine holds. */
@@ -269,5 +362,12 @@ export interface IndexSnapshot {
   applied: number;
   peers: { peerId: string; addrs: string[] }[];
   usedInvites: string[];
+  /** Head records (the current version of every path, tombstones included). */
   records: IndexRecord[];
+  /** Retained older versions (head versions are not repeated here). */
+  history: IndexRecord[];
+  /** Commit time of each file-changing entry. */
+  times: { version: number; time: number }[];
+  /** `index`: the entry that created the label. */
+  labels: { name: string; version: number; time: number; index: number }[];
 }

@@ -3,21 +3,66 @@
  * same committed commands in the same order and so holds the same index.
  *
  * A command's ops are applied all or none, each checked against the version it was based on
- * (compare-and-swap); the new version of every path it touches is the entry's log index. The
- * records, the case-fold keys and the applied index are written in one atomic KV commit, so a
- * crash leaves the index either before or after an entry, and a re-delivered entry (index at
- * or below the applied one) is skipped.
+ * (compare-and-swap); the new version of every path it touches is the entry's log index.
+ *
+ * KV layout under the prefix:
+ * - ["rec", path] the head (current version) of a path, for fast current reads;
+ * - ["fold", caseFold(path)] -> the live path with that folded form (case conflicts);
+ * - ["hist", path, version] every retained version (the head too), so the index can be read as
+ *   of an earlier log index (MVCC) and a garbage collector knows which content is still needed;
+ * - ["ver", version, path] the reverse index: which paths an entry wrote (used to undo it);
+ * - ["time", version] -> commit time of each file-changing entry (for versionAt);
+ * - ["label", name] -> {version, time, index}: named cluster-wide snapshots, pinned by prunes;
+ * - ["applied"] the last applied log index, ["peer", id], ["used", inviteId] metadata.
+ *
+ * One command may carry tens of thousands of ops, more than one KV commit holds, so an apply
+ * may take several commits. It stays invisible until done: `applied` is written last, and
+ * reads without an explicit version are taken at `applied`, replacing any newer head with its
+ * history version. A crash half-way leaves versions above `applied`; before the re-delivered
+ * entry is applied again, they are undone (undoUnapplied) from the "ver" index. Each path's
+ * head, history and "ver" key (and every path sharing its case fold) commit together, so the
+ * undo always finds what was written.
  */
 import type { Hash } from "../chunk/mod.ts";
+import { toHex } from "../chunk/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
-import { decodeCommand, decodeSnapshot, encodeSnapshot } from "./codec.ts";
+import { decodeCommand, decodeSnapshot, encodeSnapshot, type IndexSnapshot } from "./codec.ts";
+import { type CommitLimits, KV_LIMITS, KvBatches, type Mutation } from "./kv_batch.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
-import type { ApplyResult, Command, IndexRecord, Op, RejectCode } from "./types.ts";
+import type { ApplyResult, Command, IndexRecord, Op, Prune, RejectCode } from "./types.ts";
 
-/** Most ops in one command: each costs up to 3 KV mutations, and one commit allows 1,000. */
-export const MAX_OPS_PER_COMMAND = 200;
+/**
+ * Most ops in one command. The encoded command is also capped (MAX_COMMAND_BYTES); applying a
+ * large one takes several KV commits, made atomic by writing `applied` last.
+ */
+export const MAX_OPS_PER_COMMAND = 50_000;
 
 type StoredRecord = Omit<IndexRecord, "path">;
+interface StoredLabel {
+  version: number;
+  time: number;
+  /** Entry that created it: lets a re-delivered entry see its own half-written label as absent. */
+  index: number;
+}
+
+/** A named snapshot of the index. */
+export interface IndexLabel {
+  name: string;
+  version: number;
+  /** Commit time of the entry that created the label. */
+  time: number;
+}
+
+/** Options of an IndexState, mostly for tests. */
+export interface IndexStateOptions {
+  /**
+   * Called after each KV commit of an apply (1-based count, entry index). Tests throw here to
+   * simulate a crash half-way, or wait to pause an apply.
+   */
+  afterCommit?: (commit: number, index: number) => void | Promise<void>;
+  /** Per-commit limits (default: Deno KV's, with margin). Tests lower them. */
+  commitLimits?: Partial<CommitLimits>;
+}
 
 class Rejection extends Error {
   constructor(
@@ -30,40 +75,101 @@ class Rejection extends Error {
   }
 }
 
+function parentOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i === -1 ? "" : path.slice(0, i);
+}
+
+function toRecord(path: string, stored: StoredRecord): IndexRecord {
+  return { path, ...stored, committedAt: stored.committedAt ?? 0 };
+}
+
 /** Pending changes of one command, read-through to KV. */
 class Overlay {
   readonly changed = new Map<string, IndexRecord>();
+  /** Heads as they were before this command (cached reads). */
+  readonly before = new Map<string, IndexRecord | null>();
+  /** Changed paths by case fold, and live changed paths by parent directory. */
+  readonly byFold = new Map<string, Set<string>>();
+  readonly liveKids = new Map<string, Set<string>>();
   readonly peers = new Map<string, string[]>();
   readonly usedInvites = new Set<string>();
-  constructor(private readonly state: IndexState) {}
+  readonly labels = new Map<string, StoredLabel | null>();
+  constructor(private readonly read: (path: string) => Promise<IndexRecord | null>) {}
 
   async get(path: string): Promise<IndexRecord | null> {
-    return this.changed.get(path) ?? await this.state.get(path);
+    const c = this.changed.get(path);
+    if (c) return c;
+    if (this.before.has(path)) return this.before.get(path)!;
+    const r = await this.read(path);
+    this.before.set(path, r);
+    return r;
   }
 
   set(rec: IndexRecord): void {
     this.changed.set(rec.path, rec);
+    const fold = caseFold(rec.path);
+    let same = this.byFold.get(fold);
+    if (!same) this.byFold.set(fold, same = new Set());
+    same.add(rec.path);
+    const parent = parentOf(rec.path);
+    let kids = this.liveKids.get(parent);
+    if (!kids) this.liveKids.set(parent, kids = new Set());
+    if (rec.deleted) kids.delete(rec.path);
+    else kids.add(rec.path);
   }
 }
 
 /** The file index state machine over a Deno KV database, under a key prefix. */
 export class IndexState {
-  constructor(private readonly kv: Deno.Kv, private readonly prefix: Deno.KvKey = ["fsm"]) {}
+  readonly #limits: CommitLimits;
+  /** History keys exist for every head (set once per KV; older data is backfilled). */
+  #histReady = false;
+  /** No apply of this instance stopped half-way; false at start, so the first apply undoes. */
+  #clean = false;
+
+  constructor(
+    private readonly kv: Deno.Kv,
+    private readonly prefix: Deno.KvKey = ["fsm"],
+    private readonly options: IndexStateOptions = {},
+  ) {
+    this.#limits = { ...KV_LIMITS, ...options.commitLimits };
+  }
 
   #rec(path: string): Deno.KvKey {
     return [...this.prefix, "rec", path];
   }
-  #fold(path: string): Deno.KvKey {
-    return [...this.prefix, "fold", caseFold(path)];
+  #foldKey(fold: string): Deno.KvKey {
+    return [...this.prefix, "fold", fold];
+  }
+  #hist(path: string, version: number): Deno.KvKey {
+    return [...this.prefix, "hist", path, version];
+  }
+  #ver(version: number, path: string): Deno.KvKey {
+    return [...this.prefix, "ver", version, path];
+  }
+  #time(version: number): Deno.KvKey {
+    return [...this.prefix, "time", version];
+  }
+  #label(name: string): Deno.KvKey {
+    return [...this.prefix, "label", name];
   }
   get #appliedKey(): Deno.KvKey {
     return [...this.prefix, "applied"];
+  }
+  get #histReadyKey(): Deno.KvKey {
+    return [...this.prefix, "hist-ready"];
   }
   #peer(peerId: string): Deno.KvKey {
     return [...this.prefix, "peer", peerId];
   }
   #used(inviteId: string): Deno.KvKey {
     return [...this.prefix, "used", inviteId];
+  }
+
+  #batches(index = 0): KvBatches {
+    const hook = this.options.afterCommit;
+    return new KvBatches(this.kv, this.#limits, hook && ((n) => hook(n, index)));
   }
 
   /** The replicated address book: where each member said it can be reached. */
@@ -80,28 +186,131 @@ export class IndexState {
     return (await this.kv.get(this.#used(inviteId))).value !== null;
   }
 
-  /** The record at `path` (live or tombstone), or null. */
-  async get(path: string): Promise<IndexRecord | null> {
-    const e = await this.kv.get<StoredRecord>(this.#rec(path));
-    return e.value ? { path, ...e.value } : null;
-  }
-
-  /** Every record (tombstones included when asked), in path order. */
-  async *list(
-    options: { tombstones?: boolean; prefix?: string } = {},
-  ): AsyncGenerator<IndexRecord> {
-    const selector: Deno.KvListSelector = options.prefix
-      ? { start: this.#rec(`${options.prefix}/`), end: this.#rec(`${options.prefix}0`) }
-      : { prefix: [...this.prefix, "rec"] };
-    for await (const e of this.kv.list<StoredRecord>(selector)) {
-      if (!options.tombstones && e.value.deleted) continue;
-      yield { path: e.key[e.key.length - 1] as string, ...e.value };
-    }
-  }
-
   /** Index of the last applied entry (0 before the first). */
   async applied(): Promise<number> {
     return (await this.kv.get<number>(this.#appliedKey)).value ?? 0;
+  }
+
+  /** The read version: `at` if given (never past applied), else the applied index. */
+  async #readAt(at: number | undefined): Promise<number> {
+    const applied = await this.applied();
+    return at === undefined ? applied : Math.min(at, applied);
+  }
+
+  /** The head record as stored, even if an apply in progress wrote it. */
+  async #head(path: string): Promise<IndexRecord | null> {
+    const e = await this.kv.get<StoredRecord>(this.#rec(path));
+    return e.value ? toRecord(path, e.value) : null;
+  }
+
+  /** The newest retained version of `path` at or below `at`. */
+  async #histAt(path: string, at: number): Promise<IndexRecord | null> {
+    const iter = this.kv.list<StoredRecord>(
+      { start: [...this.prefix, "hist", path], end: this.#hist(path, at + 1) },
+      { reverse: true, limit: 1 },
+    );
+    for await (const e of iter) return toRecord(path, e.value);
+    return null;
+  }
+
+  /**
+   * The record at `path` (live or tombstone) as of version `at` (default: the applied index,
+   * so a multi-commit apply in progress stays invisible), or null.
+   */
+  async get(path: string, options: { at?: number } = {}): Promise<IndexRecord | null> {
+    const at = await this.#readAt(options.at);
+    const head = await this.#head(path);
+    if (!head || head.version <= at) return head;
+    return await this.#histAt(path, at);
+  }
+
+  /** Head records in path order, as stored. */
+  async *#heads(prefix?: string): AsyncGenerator<IndexRecord> {
+    const selector: Deno.KvListSelector = prefix
+      ? { start: this.#rec(`${prefix}/`), end: this.#rec(`${prefix}0`) }
+      : { prefix: [...this.prefix, "rec"] };
+    for await (const e of this.kv.list<StoredRecord>(selector)) {
+      yield toRecord(e.key[e.key.length - 1] as string, e.value);
+    }
+  }
+
+  /**
+   * Every record (tombstones included when asked) under `prefix`, in path order, as of version
+   * `at` (default: the applied index, read first). A reader sees the index before or after an
+   * entry, never a mix, even while a multi-commit apply is in progress.
+   */
+  async *list(
+    options: { tombstones?: boolean; prefix?: string; at?: number } = {},
+  ): AsyncGenerator<IndexRecord> {
+    const at = await this.#readAt(options.at);
+    for await (const head of this.#heads(options.prefix)) {
+      const rec = head.version <= at ? head : await this.#histAt(head.path, at);
+      if (!rec || (!options.tombstones && rec.deleted)) continue;
+      yield rec;
+    }
+  }
+
+  /** Every retained version of `path` up to the applied index, newest first. */
+  async history(path: string): Promise<IndexRecord[]> {
+    const applied = await this.applied();
+    const out: IndexRecord[] = [];
+    const iter = this.kv.list<StoredRecord>({ prefix: [...this.prefix, "hist", path] }, {
+      reverse: true,
+    });
+    for await (const e of iter) if (e.value.version <= applied) out.push(toRecord(path, e.value));
+    return out;
+  }
+
+  /**
+   * The newest applied file-changing version whose commit time is at most `timeMs` (0 if
+   * none). Times come from the proposers' clocks and so need not grow with the version.
+   */
+  async versionAt(timeMs: number): Promise<number> {
+    const applied = await this.applied();
+    const iter = this.kv.list<number>(
+      { prefix: [...this.prefix, "time"], end: this.#time(applied + 1) },
+      { reverse: true },
+    );
+    for await (const e of iter) {
+      if (e.value <= timeMs) return e.key[e.key.length - 1] as number;
+    }
+    return 0;
+  }
+
+  /** Every label, in name order. */
+  async labels(): Promise<IndexLabel[]> {
+    const out: IndexLabel[] = [];
+    for await (const e of this.kv.list<StoredLabel>({ prefix: [...this.prefix, "label"] })) {
+      out.push({
+        name: e.key[e.key.length - 1] as string,
+        version: e.value.version,
+        time: e.value.time,
+      });
+    }
+    return out;
+  }
+
+  /** One label, or null. */
+  async label(name: string): Promise<IndexLabel | null> {
+    const v = (await this.kv.get<StoredLabel>(this.#label(name))).value;
+    return v ? { name, version: v.version, time: v.time } : null;
+  }
+
+  /**
+   * The distinct content roots (live files) of every retained version, heads included: what a
+   * chunk garbage collector must keep.
+   */
+  async *retainedRoots(): AsyncGenerator<Hash> {
+    const seen = new Set<string>();
+    for (const part of ["rec", "hist"]) {
+      for await (const e of this.kv.list<StoredRecord>({ prefix: [...this.prefix, part] })) {
+        if (e.value.kind !== "file" || e.value.deleted) continue;
+        const hex = toHex(e.value.root);
+        if (seen.has(hex)) continue;
+        seen.add(hex);
+        yield e.value.root;
+      }
+    }
   }
 
   /**
@@ -110,6 +319,7 @@ export class IndexState {
    * the log moves on identically everywhere.
    */
   async apply(index: number, data: Uint8Array): Promise<ApplyResult> {
+    await this.#ensureHistory();
     const applied = await this.applied();
     if (index <= applied) {
       return {
@@ -120,6 +330,14 @@ export class IndexState {
         current: applied,
       };
     }
+    if (!this.#clean) await this.undoUnapplied();
+    this.#clean = false;
+    const result = await this.#apply(index, data);
+    this.#clean = true;
+    return result;
+  }
+
+  async #apply(index: number, data: Uint8Array): Promise<ApplyResult> {
     let command: Command;
     try {
       command = decodeCommand(data);
@@ -127,7 +345,8 @@ export class IndexState {
       await this.kv.set(this.#appliedKey, index);
       return { ok: false, code: "invalid", path: "", message: (e as Error).message, current: 0 };
     }
-    const overlay = new Overlay(this);
+    const time = command.time ?? 0;
+    const overlay = new Overlay((path) => this.#head(path));
     try {
       if (command.ops.length > MAX_OPS_PER_COMMAND) {
         throw new Rejection(
@@ -137,42 +356,239 @@ export class IndexState {
           0,
         );
       }
-      for (const op of command.ops) await this.#check(op, index, command.origin, overlay);
+      const prune = command.ops.find((op): op is Prune => op.op === "prune");
+      if (prune) {
+        if (command.ops.length !== 1) {
+          throw new Rejection("invalid", "", "a prune must be the only op of its command", 0);
+        }
+        return await this.#prune(index, prune);
+      }
+      for (const op of command.ops) await this.#check(op, index, command.origin, time, overlay);
     } catch (e) {
       if (!(e instanceof Rejection)) throw e;
       await this.kv.set(this.#appliedKey, index);
       return { ok: false, code: e.code, path: e.path, message: e.message, current: e.current };
     }
-    const atomic = this.kv.atomic();
+    const batches = this.#batches(index);
+    // Everything of one case fold in one commit: the undo then restores heads and fold together.
+    const byFold = new Map<string, IndexRecord[]>();
     for (const rec of overlay.changed.values()) {
-      const { path, ...stored } = rec;
-      const before = await this.get(path);
-      atomic.set(this.#rec(path), stored);
-      if (rec.deleted) {
-        if (before && !before.deleted) atomic.delete(this.#fold(path));
-      } else atomic.set(this.#fold(path), path);
+      const fold = caseFold(rec.path);
+      const same = byFold.get(fold);
+      if (same) same.push(rec);
+      else byFold.set(fold, [rec]);
     }
-    for (const [peerId, addrs] of overlay.peers) atomic.set(this.#peer(peerId), addrs);
-    for (const id of overlay.usedInvites) atomic.set(this.#used(id), index);
-    atomic.set(this.#appliedKey, index);
-    const r = await atomic.commit();
-    if (!r.ok) throw new Error(`file index commit for entry ${index} failed`);
+    for (const [fold, recs] of byFold) {
+      const group: Mutation[] = [];
+      let live: string | null = null;
+      let wasLive = false;
+      for (const rec of recs) {
+        const { path, ...stored } = rec;
+        group.push(
+          { key: this.#rec(path), value: stored },
+          { key: this.#hist(path, index), value: stored },
+          { key: this.#ver(index, path), value: true },
+        );
+        if (!rec.deleted) live = path;
+        const before = overlay.before.has(path) ? overlay.before.get(path) : await this.#head(path);
+        if (before && !before.deleted) wasLive = true;
+      }
+      if (live) group.push({ key: this.#foldKey(fold), value: live });
+      else if (wasLive) group.push({ key: this.#foldKey(fold) });
+      await batches.add(...group);
+    }
+    for (const [peerId, addrs] of overlay.peers) {
+      await batches.add({ key: this.#peer(peerId), value: addrs });
+    }
+    for (const id of overlay.usedInvites) await batches.add({ key: this.#used(id), value: index });
+    for (const [name, label] of overlay.labels) {
+      await batches.add({ key: this.#label(name), value: label ?? undefined });
+    }
+    const last: Mutation[] = [{ key: this.#appliedKey, value: index }];
+    if (overlay.changed.size > 0) last.unshift({ key: this.#time(index), value: time });
+    await batches.add(...last);
+    await batches.flush();
     return { ok: true, version: index };
   }
 
+  /**
+   * Revert what an apply that stopped half-way (a crash) wrote above the applied index: drop
+   * those history and "ver" keys, restore each head from its newest older version (or remove
+   * it) and fix its case-fold key. Runs before the first apply of an instance; returns the
+   * number of versions undone.
+   */
+  async undoUnapplied(): Promise<number> {
+    const applied = await this.applied();
+    const written = new Map<string, number[]>();
+    const iter = this.kv.list({
+      prefix: [...this.prefix, "ver"],
+      start: this.#ver(applied + 1, ""),
+    });
+    for await (const e of iter) {
+      const [version, path] = e.key.slice(-2) as [number, string];
+      const vs = written.get(path);
+      if (vs) vs.push(version);
+      else written.set(path, [version]);
+    }
+    if (written.size === 0) return 0;
+    const byFold = new Map<string, string[]>();
+    for (const path of written.keys()) {
+      const fold = caseFold(path);
+      const same = byFold.get(fold);
+      if (same) same.push(path);
+      else byFold.set(fold, [path]);
+    }
+    const batches = this.#batches();
+    let undone = 0;
+    for (const [fold, paths] of byFold) {
+      const group: Mutation[] = [];
+      let live: string | null = null;
+      for (const path of paths) {
+        for (const v of written.get(path)!) {
+          group.push({ key: this.#hist(path, v) }, { key: this.#ver(v, path) });
+          undone++;
+        }
+        const prev = await this.#histAt(path, applied);
+        if (prev) {
+          const { path: _, ...stored } = prev;
+          group.push({ key: this.#rec(path), value: stored });
+          if (!prev.deleted) live = path;
+        } else group.push({ key: this.#rec(path) });
+      }
+      if (live) group.push({ key: this.#foldKey(fold), value: live });
+      else {
+        const cur = (await this.kv.get<string>(this.#foldKey(fold))).value;
+        if (cur !== null && paths.includes(cur)) group.push({ key: this.#foldKey(fold) });
+      }
+      await batches.add(...group);
+    }
+    await batches.flush();
+    return undone;
+  }
+
+  /** Backfill history keys for heads written before history existed (once per KV). */
+  async #ensureHistory(): Promise<void> {
+    if (this.#histReady) return;
+    if (!(await this.kv.get(this.#histReadyKey)).value) {
+      const batches = this.#batches();
+      for await (const head of this.#heads()) {
+        const { path, ...stored } = head;
+        await batches.add(
+          { key: this.#hist(path, head.version), value: stored },
+          { key: this.#ver(head.version, path), value: true },
+        );
+      }
+      await batches.add({ key: this.#histReadyKey, value: true });
+      await batches.flush();
+    }
+    this.#histReady = true;
+  }
+
+  /**
+   * Drop history the prune op does not keep (see Prune). Deletes are idempotent and `applied`
+   * is written last, so a crash half-way and re-delivery converge on the same state.
+   */
+  async #prune(index: number, op: Prune): Promise<ApplyResult> {
+    const pins = (await this.labels()).map((l) => l.version);
+    const cutoff = op.now - op.keepMs;
+    const batches = this.#batches(index);
+    let pruned = 0;
+    const finish = async (path: string, versions: IndexRecord[]) => {
+      const n = versions.length;
+      const head = versions[n - 1];
+      const keep = new Set<number>();
+      for (let i = Math.max(0, n - op.keepVersions); i < n; i++) keep.add(versions[i].version);
+      for (const v of versions) if (v.committedAt! >= cutoff) keep.add(v.version);
+      for (const pin of pins) {
+        for (let i = n - 1; i >= 0; i--) {
+          if (versions[i].version <= pin) {
+            keep.add(versions[i].version);
+            break;
+          }
+        }
+      }
+      for (const v of versions) {
+        if (keep.has(v.version)) continue;
+        await batches.add({ key: this.#hist(path, v.version) }, {
+          key: this.#ver(v.version, path),
+        });
+        pruned++;
+      }
+      if (
+        head.deleted && keep.size === 1 && head.committedAt! < cutoff &&
+        !pins.some((pin) => pin >= head.version)
+      ) {
+        await batches.add(
+          { key: this.#rec(path) },
+          { key: this.#hist(path, head.version) },
+          { key: this.#ver(head.version, path) },
+        );
+        pruned++;
+      }
+    };
+    let path: string | null = null;
+    let versions: IndexRecord[] = [];
+    for await (const e of this.kv.list<StoredRecord>({ prefix: [...this.prefix, "hist"] })) {
+      const p = e.key[e.key.length - 2] as string;
+      if (p !== path) {
+        if (path !== null) await finish(path, versions);
+        path = p;
+        versions = [];
+      }
+      versions.push(toRecord(p, e.value));
+    }
+    if (path !== null) await finish(path, versions);
+    await batches.add({ key: this.#appliedKey, value: index });
+    await batches.flush();
+    return { ok: true, version: index, pruned };
+  }
+
   /** Validate one op against the overlay and stage its effect; throws Rejection. */
-  async #check(op: Op, version: number, origin: string, o: Overlay): Promise<void> {
-    const base = { version, origin, deleted: false };
+  async #check(op: Op, version: number, origin: string, time: number, o: Overlay): Promise<void> {
+    const base = { version, origin, deleted: false, committedAt: time };
     switch (op.op) {
       case "peer":
         o.peers.set(op.peerId, op.addrs);
         return;
-      case "use-invite":
-        if (o.usedInvites.has(op.inviteId) || await this.inviteUsed(op.inviteId)) {
+      case "use-invite": {
+        // An entry re-delivered after a crash may find its own mark: that is not a use.
+        const by = (await this.kv.get<number>(this.#used(op.inviteId))).value;
+        if (o.usedInvites.has(op.inviteId) || (by !== null && by !== version)) {
           throw new Rejection("invite-used", "", "this single-use invite was used already", 0);
         }
         o.usedInvites.add(op.inviteId);
         return;
+      }
+      case "label": {
+        if (op.version >= version) {
+          throw new Rejection(
+            "invalid",
+            "",
+            `label version ${op.version} is not below the entry's index ${version}`,
+            0,
+          );
+        }
+        const staged = o.labels.get(op.name);
+        const stored = (await this.kv.get<StoredLabel>(this.#label(op.name))).value;
+        const exists = o.labels.has(op.name)
+          ? staged !== null
+          : stored !== null && stored.index !== version;
+        if (exists) {
+          throw new Rejection(
+            "label-exists",
+            "",
+            `label ${JSON.stringify(op.name)} exists already`,
+            staged?.version ?? stored?.version ?? 0,
+          );
+        }
+        o.labels.set(op.name, { version: op.version || version - 1, time, index: version });
+        return;
+      }
+      case "unlabel":
+        o.labels.set(op.name, null);
+        return;
+      case "prune":
+        throw new Rejection("invalid", "", "a prune must be the only op of its command", 0);
       case "put":
       case "mkdir": {
         this.#validPath(op.path);
@@ -269,7 +685,7 @@ export class IndexState {
   async #ensureParents(
     path: string,
     mtime: number,
-    base: { version: number; origin: string; deleted: boolean },
+    base: { version: number; origin: string; deleted: boolean; committedAt: number },
     o: Overlay,
   ): Promise<void> {
     for (const dir of ancestors(path)) {
@@ -293,17 +709,12 @@ export class IndexState {
   /** No other live path may differ from `path` only in case. */
   async #noCaseTwin(path: string, o: Overlay): Promise<void> {
     const fold = caseFold(path);
-    for (const rec of o.changed.values()) {
-      if (!rec.deleted && rec.path !== path && caseFold(rec.path) === fold) {
-        throw new Rejection(
-          "case-conflict",
-          path,
-          `${path} differs only in case from ${rec.path}`,
-          0,
-        );
+    for (const other of o.byFold.get(fold) ?? []) {
+      if (other !== path && !o.changed.get(other)!.deleted) {
+        throw new Rejection("case-conflict", path, `${path} differs only in case from ${other}`, 0);
       }
     }
-    const twin = (await this.kv.get<string>(this.#fold(path))).value;
+    const twin = (await this.kv.get<string>(this.#foldKey(fold))).value;
     if (twin && twin !== path) {
       const cur = await o.get(twin);
       if (cur && !cur.deleted) {
@@ -317,64 +728,110 @@ export class IndexState {
     }
   }
 
-  /** A directory being removed or replaced must have no live entry below it. */
+  /**
+   * A directory being removed or replaced must have no live entry below it. In the overlay a
+   * live direct child suffices: every live entry's ancestors are live directories.
+   */
   async #expectEmpty(dir: string, o: Overlay): Promise<void> {
-    for await (const rec of this.list({ prefix: dir })) {
+    for await (const rec of this.#heads(dir)) {
       const cur = o.changed.get(rec.path) ?? rec;
       if (!cur.deleted) {
         throw new Rejection("not-empty", dir, `${dir} is not empty (${cur.path})`, rec.version);
       }
     }
-    for (const rec of o.changed.values()) {
-      if (!rec.deleted && rec.path.startsWith(`${dir}/`)) {
-        throw new Rejection("not-empty", dir, `${dir} is not empty (${rec.path})`, rec.version);
-      }
+    for (const kid of o.liveKids.get(dir) ?? []) {
+      throw new Rejection("not-empty", dir, `${dir} is not empty (${kid})`, changedVersion(o, kid));
     }
   }
 
-  /** The whole state (records, tombstones, applied index) as bytes, for Raft snapshots. */
+  /**
+   * The whole state (heads with tombstones, retained history, commit times, labels, metadata,
+   * applied index) as bytes, for Raft snapshots.
+   */
   async snapshot(): Promise<Uint8Array> {
+    const applied = await this.applied();
     const records: IndexRecord[] = [];
-    for await (const r of this.list({ tombstones: true })) records.push(r);
+    const headVersion = new Map<string, number>();
+    for await (const r of this.list({ tombstones: true, at: applied })) {
+      records.push(r);
+      headVersion.set(r.path, r.version);
+    }
+    const history: IndexRecord[] = [];
+    for await (const e of this.kv.list<StoredRecord>({ prefix: [...this.prefix, "hist"] })) {
+      const path = e.key[e.key.length - 2] as string;
+      const v = e.value.version;
+      if (v <= applied && headVersion.get(path) !== v) history.push(toRecord(path, e.value));
+    }
+    const times: { version: number; time: number }[] = [];
+    const timeIter = this.kv.list<number>({
+      prefix: [...this.prefix, "time"],
+      end: this.#time(applied + 1),
+    });
+    for await (const e of timeIter) {
+      times.push({ version: e.key[e.key.length - 1] as number, time: e.value });
+    }
     const peers = [...(await this.peers())].map(([peerId, addrs]) => ({ peerId, addrs }));
     const usedInvites: string[] = [];
     for await (const e of this.kv.list({ prefix: [...this.prefix, "used"] })) {
       usedInvites.push(e.key[e.key.length - 1] as string);
     }
-    return encodeSnapshot({ applied: await this.applied(), peers, usedInvites, records });
+    const labels: IndexSnapshot["labels"] = [];
+    for await (const e of this.kv.list<StoredLabel>({ prefix: [...this.prefix, "label"] })) {
+      labels.push({ name: e.key[e.key.length - 1] as string, ...e.value });
+    }
+    return encodeSnapshot({ applied, peers, usedInvites, records, history, times, labels });
   }
 
   /**
    * Replace the state with a snapshot's. The applied index is cleared first and written last,
-   * so a crash half-way leaves applied = 0 and Raft restores the snapshot again.
+   * so a crash half-way leaves applied = 0 and Raft restores the snapshot again. Writes are
+   * split into commits within Deno KV's limits.
    */
   async restore(data: Uint8Array): Promise<void> {
     const snap = decodeSnapshot(data);
     await this.kv.delete(this.#appliedKey);
-    const keys: Deno.KvKey[] = [];
-    for await (const e of this.kv.list({ prefix: [...this.prefix, "rec"] })) keys.push(e.key);
-    for (const part of ["fold", "peer", "used"]) {
-      for await (const e of this.kv.list({ prefix: [...this.prefix, part] })) keys.push(e.key);
+    const batches = this.#batches();
+    for (
+      const part of ["rec", "fold", "hist", "ver", "time", "label", "peer", "used", "hist-ready"]
+    ) {
+      const keys = this.kv.list({ prefix: [...this.prefix, part] });
+      for await (const e of keys) await batches.add({ key: e.key });
     }
-    for (let i = 0; i < keys.length; i += 500) {
-      const a = this.kv.atomic();
-      for (const k of keys.slice(i, i + 500)) a.delete(k);
-      await a.commit();
+    await batches.add({ key: this.#histReadyKey });
+    await batches.flush();
+    for (const { path, ...stored } of snap.records) {
+      const group: Mutation[] = [
+        { key: this.#rec(path), value: stored },
+        { key: this.#hist(path, stored.version), value: stored },
+        { key: this.#ver(stored.version, path), value: true },
+      ];
+      if (!stored.deleted) group.push({ key: this.#foldKey(caseFold(path)), value: path });
+      await batches.add(...group);
     }
-    for (let i = 0; i < snap.records.length; i += 300) {
-      const a = this.kv.atomic();
-      for (const { path, ...stored } of snap.records.slice(i, i + 300)) {
-        a.set(this.#rec(path), stored);
-        if (!stored.deleted) a.set(this.#fold(path), path);
-      }
-      await a.commit();
+    for (const { path, ...stored } of snap.history) {
+      await batches.add(
+        { key: this.#hist(path, stored.version), value: stored },
+        { key: this.#ver(stored.version, path), value: true },
+      );
     }
-    const meta = this.kv.atomic();
-    for (const p of snap.peers) meta.set(this.#peer(p.peerId), p.addrs);
-    for (const id of snap.usedInvites) meta.set(this.#used(id), snap.applied);
-    await meta.commit();
+    for (const t of snap.times) await batches.add({ key: this.#time(t.version), value: t.time });
+    for (const { name, ...value } of snap.labels) {
+      await batches.add({ key: this.#label(name), value: value satisfies StoredLabel });
+    }
+    for (const p of snap.peers) await batches.add({ key: this.#peer(p.peerId), value: p.addrs });
+    for (const id of snap.usedInvites) {
+      await batches.add({ key: this.#used(id), value: snap.applied });
+    }
+    await batches.add({ key: this.#histReadyKey, value: true });
+    await batches.flush();
     await this.kv.set(this.#appliedKey, snap.applied);
+    this.#histReady = true;
+    this.#clean = true;
   }
+}
+
+function changedVersion(o: Overlay, path: string): number {
+  return o.changed.get(path)?.version ?? 0;
 }
 
 function dirFields(mode: number, mtime: number): {

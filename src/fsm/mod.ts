@@ -1,6 +1,9 @@
 /**
  * The replicated state machine: the cluster's file index (path -> version, kind, root, size,
- * mode, mtime, tombstone) and the compare-and-swap commands that change it.
+ * mode, mtime, tombstone) and the compare-and-swap commands that change it. It keeps every
+ * version as history (MVCC) so it can be read consistently as of any retained log index, named
+ * labels pin cluster-wide snapshots, prunes bound the history, and one command may carry a
+ * large batch that still applies atomically.
  */
 export type {
   ApplyResult,
@@ -9,13 +12,16 @@ export type {
   FileKind,
   FileOp,
   IndexRecord,
+  Label,
   MetaOp,
   Mkdir,
   Op,
+  Prune,
   PutFile,
   RejectCode,
   Rename,
   SetPeerAddrs,
+  Unlabel,
   UseInvite,
 } from "./types.ts";
 export {
@@ -25,9 +31,17 @@ export {
   encodeCommand,
   encodeSnapshot,
   type IndexSnapshot,
+  labelNameProblem,
   MAX_COMMAND_BYTES,
+  MAX_LABEL_CHARS,
 } from "./codec.ts";
-export { IndexState, MAX_OPS_PER_COMMAND } from "./index_state.ts";
+export {
+  type IndexLabel,
+  IndexState,
+  type IndexStateOptions,
+  MAX_OPS_PER_COMMAND,
+} from "./index_state.ts";
+export { type CommitLimits, KV_LIMITS } from "./kv_batch.ts";
 export {
   ancestors,
   caseFold,

@@ -1,4 +1,8 @@
-/** The replicated file index: its records, the commands that change it, and their results. */
+/**
+ * The replicated file index: its records, the commands that change it, and their results.
+ * Every record version is kept as history (until a prune drops it), so the index can be read
+ * as of any retained log index, and named labels pin cluster-wide snapshots of it.
+ */
 import type { Hash } from "../chunk/mod.ts";
 
 /** What a path names. */
@@ -22,6 +26,11 @@ export interface IndexRecord {
   deleted: boolean;
   /** Node that proposed the change (for conflict copies and logs). */
   origin: string;
+  /**
+   * Commit time (unix ms on the proposer's clock) of the command that wrote this version; 0
+   * when it carried none. Always set on records the index returns.
+   */
+  committedAt?: number;
 }
 
 /** Content of a file or symlink as a PutFile carries it. */
@@ -75,11 +84,42 @@ export interface UseInvite {
   inviteId: string;
 }
 
+/**
+ * Name the index state as of `version` (a cluster-wide snapshot that prunes keep). `version`
+ * 0 means "just before this entry" (its index - 1); otherwise it must be below the entry's
+ * index. A name is used once: a second label with it is rejected ("label-exists").
+ */
+export interface Label {
+  op: "label";
+  /** 1..128 characters, no control characters. */
+  name: string;
+  version: number;
+}
+
+/** Remove a label (a no-op when there is none, so a re-delivered entry is harmless). */
+export interface Unlabel {
+  op: "unlabel";
+  name: string;
+}
+
+/**
+ * Drop old history. Kept: each path's head, its newest `keepVersions` versions (head
+ * included), versions committed within `keepMs` of `now`, and the version each label needs.
+ * All inputs travel in the op, so every node drops the same versions. Must be a command's only op.
+ */
+export interface Prune {
+  op: "prune";
+  keepVersions: number;
+  keepMs: number;
+  /** Proposer's clock (unix ms) that the `keepMs` window is measured back from. */
+  now: number;
+}
+
 /** A change to one path. */
 export type FileOp = PutFile | Mkdir | Delete | Rename;
 
 /** A change to cluster metadata: applied without compare-and-swap. */
-export type MetaOp = SetPeerAddrs | UseInvite;
+export type MetaOp = SetPeerAddrs | UseInvite | Label | Unlabel | Prune;
 
 /** Anything a command may carry. */
 export type Op = FileOp | MetaOp;
@@ -89,6 +129,11 @@ export interface Command {
   /** Proposing node's id. */
   origin: string;
   ops: Op[];
+  /**
+   * Commit time, unix ms on the proposer's clock, recorded with every version the command
+   * writes (for "as of" reads by time). Absent/0 = unknown (commands from older nodes).
+   */
+  time?: number;
 }
 
 /** Why a command was not applied. */
@@ -99,9 +144,15 @@ export type RejectCode =
   | "not-a-directory" // an ancestor is a file or symlink
   | "not-empty" // a directory still has live entries below it
   | "invite-used" // a single-use invite was used already
+  | "label-exists" // a label with this name exists already
   | "invalid"; // the command itself is malformed
 
 /** Outcome of applying one command. */
 export type ApplyResult =
-  | { ok: true; version: number }
+  | {
+    ok: true;
+    version: number;
+    /** Prune only: history versions dropped by this run (fewer if a crash re-delivered it). */
+    pruned?: number;
+  }
   | { ok: false; code: RejectCode; path: string; message: string; current: number };

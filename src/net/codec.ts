@@ -430,3 +430,41 @@ const inviteMessages = new MessageSet<InviteMessage>("invite", [
 
 /** Codec of invite payloads. */
 export const inviteCodec = new ProtocolCodec(inviteMessages, 16 * 1024);
+
+// ---------------------------------------------------------------------------------------------
+// Session: /filesync/session/1
+
+/** Largest request or response body of a session call (a 4 MiB command, a page of records). */
+export const SESSION_MAX_BODY = 8 * 1024 * 1024;
+/** Longest method name of a session call. */
+export const SESSION_MAX_METHOD = 32;
+
+/**
+ * Messages of /filesync/session/1: numbered calls with opaque bodies (the daemon encodes what
+ * a method takes and gives), answered by a result or a coded error.
+ */
+export type SessionMessage =
+  | { type: "call"; id: number; method: string; body: Uint8Array }
+  | { type: "result"; id: number; body: Uint8Array }
+  | { type: "error"; id: number; code: string; message: string };
+
+const sessionMessages = new MessageSet<SessionMessage>("session", [
+  {
+    tag: 48,
+    type: "call",
+    fields: [
+      ["id", uint()],
+      ["method", text(1, SESSION_MAX_METHOD)],
+      ["body", bytes(0, SESSION_MAX_BODY)],
+    ],
+  },
+  { tag: 49, type: "result", fields: [["id", uint()], ["body", bytes(0, SESSION_MAX_BODY)]] },
+  {
+    tag: 50,
+    type: "error",
+    fields: [["id", uint()], ["code", text(0, 32)], ["message", text(0, 1024)]],
+  },
+]);
+
+/** Codec of /filesync/session/1. */
+export const sessionCodec = new ProtocolCodec(sessionMessages, SESSION_MAX_BODY + 1024);

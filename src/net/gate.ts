@@ -13,6 +13,12 @@
  * is registered as members-only and resets streams from non-members (checked again on every
  * message of long-lived streams, so a removed member loses access at once). Outbound, we dial
  * only members, except the server named by an invite while we join it.
+ *
+ * A third kind of peer is a client: a one-shot `filesync push`/`pull` that proved an invite's
+ * secret over /filesync/client/1 but is not a member (it holds no vote and no copy). The
+ * daemon admits it here for a limited time, renewed while it keeps working; until then its
+ * connection is not swept, and the protocols registered with `allowClients` (objects, session)
+ * answer it. Raft never does.
  */
 import type { ConnectionGater, MultiaddrConnection, PeerId } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
@@ -33,6 +39,10 @@ export interface AdmissionLimits {
   strangerRate: RateLimit;
   /** Join attempts per remote IP (checked by the join handler). Default burst 5, one per 5 s. */
   joinRate: RateLimit;
+  /** Client handshakes per remote IP. Default burst 20, then one per second. */
+  clientRate: RateLimit;
+  /** Most clients admitted at once. Default 64. */
+  maxClients: number;
 }
 
 /** Defaults of AdmissionLimits. */
@@ -42,6 +52,8 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   maxStrangers: 16,
   strangerRate: { burst: 10, perSecond: 0.5 },
   joinRate: { burst: 5, perSecond: 0.2 },
+  clientRate: { burst: 20, perSecond: 1 },
+  maxClients: 64,
 };
 
 /** The IP of a multiaddr (`/ip4/x/...` or `/ip6/x/...`), or its full text if it has none. */
@@ -62,6 +74,9 @@ export class PeerGate {
   readonly limits: AdmissionLimits;
   readonly #connRate: RateLimiter;
   readonly joinRate: RateLimiter;
+  readonly clientRate: RateLimiter;
+  /** Admitted clients and when their admission ends (unix ms). */
+  readonly #clients = new Map<string, number>();
   readonly #dialExceptions = new Map<string, number>();
   #joinsOpen = false;
 
@@ -74,6 +89,30 @@ export class PeerGate {
     this.limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
     this.#connRate = new RateLimiter(this.limits.strangerRate);
     this.joinRate = new RateLimiter(this.limits.joinRate);
+    this.clientRate = new RateLimiter(this.limits.clientRate);
+  }
+
+  /**
+   * Admit a client (a peer that proved an invite's secret) until `untilMs`; renewing moves the
+   * end. Returns false when `maxClients` others are admitted already.
+   */
+  admitClient(peerId: string, untilMs: number): boolean {
+    const now = Date.now();
+    for (const [p, until] of this.#clients) if (until <= now) this.#clients.delete(p);
+    if (!this.#clients.has(peerId) && this.#clients.size >= this.limits.maxClients) return false;
+    this.#clients.set(peerId, untilMs);
+    return true;
+  }
+
+  /** End a client's admission now (its connections close at the next sweep). */
+  dropClient(peerId: string): void {
+    this.#clients.delete(peerId);
+  }
+
+  /** Is this peer an admitted client right now? */
+  isClient(peerId: string): boolean {
+    const until = this.#clients.get(peerId);
+    return until !== undefined && until > Date.now();
   }
 
   /** Is this peer a member right now? Exceptions in the callback count as "no". */
@@ -115,7 +154,7 @@ export class PeerGate {
 
   /** Decide on an inbound connection whose peer id is authenticated. */
   admitInbound(peerId: string, remoteAddr: Multiaddr): boolean {
-    if (this.isMember(peerId)) return true;
+    if (this.isMember(peerId) || this.isClient(peerId)) return true;
     if (!this.limits.acceptStrangers || !this.#joinsOpen) return false;
     if (this.strangerCount() >= this.limits.maxStrangers) return false;
     return this.#connRate.tryTake(remoteIp(remoteAddr));

@@ -100,8 +100,10 @@ export type ProtocolHandler = (
 
 /** Options of Host.handle. */
 export interface HandleOptions {
-  /** Refuse (reset) streams from non-members. Only the join protocol sets this to false. */
+  /** Refuse (reset) streams from non-members. Only the join protocols set this to false. */
   membersOnly: boolean;
+  /** With membersOnly: also answer admitted clients (gate.ts). Default false. */
+  allowClients?: boolean;
   /** Concurrent inbound streams of this protocol per connection (default 64). */
   maxInboundStreams?: number;
   /** Concurrent outbound streams of this protocol per connection (default 64). */
@@ -185,7 +187,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const gate = new PeerGate(options.isAllowedPeer, options.admission ?? {}, () => {
     let n = 0;
     for (const c of ref.node?.getConnections() ?? []) {
-      if (!gate.isMember(c.remotePeer.toString())) n++;
+      const peer = c.remotePeer.toString();
+      if (!gate.isMember(peer) && !gate.isClient(peer)) n++;
     }
     return n;
   });
@@ -222,6 +225,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         memberConnections.add(c);
         continue;
       }
+      if (gate.isClient(peer)) continue;
       const age = now - c.timeline.open;
       const removed = memberConnections.has(c);
       if (removed || age >= gate.limits.strangerTtlMs) {
@@ -253,7 +257,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     async handle(protocol, handler, opts) {
       await libp2p.handle(protocol, async (stream, connection) => {
         const peer = connection.remotePeer.toString();
-        if (opts.membersOnly && !gate.isMember(peer)) {
+        if (
+          opts.membersOnly && !gate.isMember(peer) && !(opts.allowClients && gate.isClient(peer))
+        ) {
           logger.warn(`refused ${protocol} stream from non-member ${peer}`);
           stream.abort(new NotMemberError(`${peer} is not a member`));
           return;

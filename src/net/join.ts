@@ -33,6 +33,12 @@ import { fromHex } from "../chunk/hash.ts";
 
 /** Protocol id of the join handshake. */
 export const JOIN_PROTOCOL = "/filesync/join/1";
+/**
+ * Protocol id of the same handshake run by a one-shot client (`filesync push`/`pull`): it
+ * proves the invite the same way, but the server admits it as a client for a while instead of
+ * making it a member. A separate id, so a server never mistakes one intent for the other.
+ */
+export const CLIENT_PROTOCOL = "/filesync/client/1";
 
 /** What the server knows about an invite id. */
 export interface InviteSecret {
@@ -72,6 +78,8 @@ export interface JoinServerOptions {
   /** Time a joiner has for the whole handshake, ms (default 10,000). */
   timeoutMs?: number;
   now?: () => number;
+  /** Protocol id to serve (default JOIN_PROTOCOL; CLIENT_PROTOCOL for one-shot clients). */
+  protocol?: string;
 }
 
 /** What a successful join returns. */
@@ -88,7 +96,9 @@ type JoinStream = FramedStream<JoinMessage, JoinMessage>;
 export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const now = opts.now ?? (() => Date.now());
-  await host.handle(JOIN_PROTOCOL, async (stream, peer, connection) => {
+  const protocol = opts.protocol ?? JOIN_PROTOCOL;
+  const rate = protocol === JOIN_PROTOCOL ? host.gate.joinRate : host.gate.clientRate;
+  await host.handle(protocol, async (stream, peer, connection) => {
     const ip = remoteIp(connection.remoteAddr);
     const fs: JoinStream = new FramedStream(stream, joinRequestCodec, joinResponseCodec);
     const timer = deadline(timeoutMs);
@@ -97,7 +107,7 @@ export async function serveJoin(host: Host, opts: JoinServerOptions): Promise<vo
       await fs.write({ type: "rejected", reason }, signal).catch(() => {});
       await fs.close();
     };
-    if (!host.gate.joinRate.tryTake(ip)) {
+    if (!rate.tryTake(ip)) {
       host.logger.warn(`join from ${peer} at ${ip} refused: rate limited`);
       await reject("too many join attempts from your address; try again later");
       timer.clear();
@@ -178,6 +188,8 @@ export interface JoinOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
   now?: number;
+  /** Protocol id (default JOIN_PROTOCOL; CLIENT_PROTOCOL to be admitted as a client). */
+  protocol?: string;
 }
 
 /**
@@ -220,6 +232,23 @@ export async function joinCluster(
   );
 }
 
+/**
+ * Run the handshake through one given member (e.g. one a previous handshake listed), allowed
+ * to dial it for the duration. Throws JoinError as joinCluster does.
+ */
+export function joinVia(
+  host: Host,
+  invite: Invite,
+  peerId: string,
+  addrs: string[],
+  opts: JoinOptions = {},
+): Promise<JoinResult> {
+  return host.gate.withDialException(
+    peerId,
+    () => joinThrough(host, invite, peerId, addrs, opts),
+  );
+}
+
 async function joinThrough(
   host: Host,
   invite: Invite,
@@ -246,7 +275,7 @@ async function handshake(
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
   let stream;
   try {
-    stream = await host.openStream(serverPeer, JOIN_PROTOCOL, { addrs, signal });
+    stream = await host.openStream(serverPeer, opts.protocol ?? JOIN_PROTOCOL, { addrs, signal });
   } catch (err) {
     throw new JoinError("unreachable", `${addrs[0]}: ${(err as Error).message}`);
   }

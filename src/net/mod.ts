@@ -36,8 +36,18 @@ export {
   objectsCodec,
   ProtocolCodec,
   raftCodec,
+  SESSION_MAX_BODY,
+  sessionCodec,
 } from "./codec.ts";
+export {
+  serveSession,
+  SESSION_PROTOCOL,
+  SessionClient,
+  SessionError,
+  type SessionHandler,
+} from "./session.ts";
 export { FrameDecoder } from "./frame.ts";
+export { type Deadline, deadline } from "./deadline.ts";
 export {
   FramedStream,
   type FramedStreamOptions,
@@ -54,6 +64,7 @@ export {
   parseInvite,
 } from "./invite.ts";
 export {
+  CLIENT_PROTOCOL,
   type InviteSecret,
   JOIN_PROTOCOL,
   type JoinAdmission,
@@ -63,6 +74,7 @@ export {
   type JoinRequest,
   type JoinResult,
   type JoinServerOptions,
+  joinVia,
   serveJoin,
 } from "./join.ts";
 export {

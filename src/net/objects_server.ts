@@ -142,8 +142,8 @@ export async function serveObjects(
       while (true) {
         const msg = await readWithin(fs, IDLE_STREAM_MS);
         if (msg === null) break;
-        if (!host.gate.isMember(peer)) {
-          fs.abort(new Error("no longer a member"));
+        if (!host.gate.isMember(peer) && !host.gate.isClient(peer)) {
+          fs.abort(new Error("no longer a member or client"));
           return;
         }
         if (msg.type === "have") {
@@ -174,7 +174,12 @@ export async function serveObjects(
       }
       fs.abort(err as Error);
     }
-  }, { membersOnly: true, maxInboundStreams: opts.maxStreams ?? 64, maxOutboundStreams: 64 });
+  }, {
+    membersOnly: true,
+    allowClients: true,
+    maxInboundStreams: opts.maxStreams ?? 64,
+    maxOutboundStreams: 64,
+  });
 }
 
 /**

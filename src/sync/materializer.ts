@@ -224,7 +224,8 @@ async function syncDir(abs: string): Promise<void> {
   }
 }
 
-function randomName(): string {
+/** A fresh temp-file name (ignored by every walk until renamed into place). */
+export function tempName(): string {
   return TEMP_PREFIX + toHex(crypto.getRandomValues(new Uint8Array(8)));
 }
 
@@ -233,7 +234,11 @@ function randomName(): string {
  * created (mode 0755) when `create`; otherwise a missing ancestor makes the result false
  * ("the path cannot exist"). Throws UnsafePathError on a symlink or non-directory.
  */
-async function checkAncestors(root: string, path: string, create: boolean): Promise<boolean> {
+export async function checkAncestors(
+  root: string,
+  path: string,
+  create: boolean,
+): Promise<boolean> {
   for (const a of ancestors(path)) {
     const abs = `${root}/${a}`;
     let info = await lstatOrNull(abs);
@@ -878,7 +883,7 @@ export async function materialize(
   const refused = await guard();
   if (refused) return refused;
   const dirAbs = parentOf(abs);
-  const tmpAbs = `${dirAbs}/${randomName()}`;
+  const tmpAbs = `${dirAbs}/${tempName()}`;
   let renamed = false;
   let previous: Map<string, number> | null = null;
   try {

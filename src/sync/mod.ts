@@ -38,6 +38,7 @@ export {
   uniqueConflictCopyName,
 } from "./conflict_names.ts";
 export {
+  checkAncestors,
   ChunkFetchError,
   isTempName,
   keepConflictCopy,
@@ -49,9 +50,11 @@ export {
   type MaterializeStatus,
   sweepTempFiles,
   TEMP_PREFIX,
+  tempName,
   UnsafePathError,
   WriteGroup,
 } from "./materializer.ts";
 export { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
+export { ClientGateway, type GatewayDeps } from "./gateway.ts";
 export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";

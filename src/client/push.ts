@@ -1,0 +1,234 @@
+/**
+ * `filesync push <dir> --to <invite>`: make the cluster's tree under a prefix equal to a local
+ * folder in one atomic batch, and return only once the batch is committed and every object it
+ * names is durable on a majority of voters. A one-shot process: nothing of it stays running
+ * and nothing is written into the folder.
+ *
+ * Steps: connect (prove the invite to a member, the gateway); hash the folder; read the
+ * cluster's latest tree; plan the ops (plan.ts); push the objects of the files put to the
+ * gateway (it answers which it already holds, so unchanged chunks never move); then ask it to
+ * commit, which makes the objects durable on a majority and proposes the ops as one command.
+ * If another writer committed in between (a compare-and-swap conflict) the push re-plans
+ * against the new tree; if there is no quorum it retries until the deadline.
+ */
+import type { Hash } from "../chunk/mod.ts";
+import { encodeCommand, MAX_COMMAND_BYTES } from "../fsm/mod.ts";
+import { deadline } from "../net/mod.ts";
+import { sleep } from "./time.ts";
+import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
+import { LocalTree } from "./local_tree.ts";
+import { planPush } from "./plan.ts";
+import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
+import { COMMIT_METHOD, decodeCommitResult, encodeCommitRequest } from "./wire.ts";
+
+/** Streams the objects of one push are spread over. */
+const PUSH_STREAMS = 4;
+/** Time kept back from the gateway's budget so its answer arrives before we give up, ms. */
+const COMMIT_MARGIN_MS = 1_000;
+/** Re-plans after a conflict before giving up. */
+const MAX_REPLANS = 5;
+
+/** Options of a push. */
+export interface PushOptions {
+  invite: string;
+  /** Cluster path the folder maps to ("" = the root). */
+  prefix: string;
+  /** Delete what the folder lacks under the prefix. */
+  deleteExtra: boolean;
+  /** Give up after this long, ms. */
+  timeoutMs: number;
+  onProgress?: (p: PushProgress) => void;
+  /** Bind the client's transport here (tests). */
+  listen?: string[];
+}
+
+/** Progress of a push. */
+export interface PushProgress {
+  phase: "hash" | "send" | "commit";
+  files: number;
+  filesTotal: number;
+  bytes: number;
+  bytesTotal: number;
+}
+
+/** What a push did. */
+export interface PushSummary {
+  /** Committed version of the batch (the tree's current version if nothing changed). */
+  version: number;
+  changed: boolean;
+  put: number;
+  mkdir: number;
+  delete: number;
+  /** Objects and object bytes sent (the gateway lacked them). */
+  objectsSent: number;
+  bytesSent: number;
+  files: number;
+  bytes: number;
+  seconds: number;
+}
+
+/** Run a push; throws ClientError with a one-line message on failure. */
+export async function push(dir: string, opts: PushOptions): Promise<PushSummary> {
+  const started = performance.now();
+  const endsAt = Date.now() + opts.timeoutMs;
+  const timer = deadline(opts.timeoutMs);
+  const signal = timer.signal;
+  let client: ClusterClient | null = null;
+  let tree: LocalTree | null = null;
+  try {
+    client = await connectCluster(opts.invite, { signal, listen: opts.listen });
+    tree = await LocalTree.scan(dir, (p) =>
+      opts.onProgress?.({
+        phase: "hash",
+        files: p.files,
+        filesTotal: 0,
+        bytes: p.bytes,
+        bytesTotal: 0,
+      }));
+    const files = tree.entries.filter((e) => e.kind === "file");
+    const summary = {
+      files: files.length,
+      bytes: files.reduce((n, e) => n + e.size, 0),
+      objectsSent: 0,
+      bytesSent: 0,
+    };
+    for (let attempt = 0;; attempt++) {
+      const remote = await readRemoteTree(client, opts.prefix, "", signal);
+      const plan = planPush(tree.entries, remote.records, opts.prefix, opts.deleteExtra);
+      if (plan.ops.length === 0) {
+        return {
+          version: remote.version,
+          changed: false,
+          put: 0,
+          mkdir: 0,
+          delete: 0,
+          ...summary,
+          seconds: (performance.now() - started) / 1000,
+        };
+      }
+      const command = encodeBatch(client.host.peerId, plan.ops);
+      const hashes = plan.putFiles.flatMap((p) => tree!.objectsOf(p));
+      const sent = await sendObjects(client, tree, hashes, plan.bytes, plan.putFiles.length, {
+        signal,
+        onProgress: opts.onProgress,
+      });
+      summary.objectsSent += sent.objects;
+      summary.bytesSent += sent.bytes;
+      opts.onProgress?.({
+        phase: "commit",
+        files: plan.putFiles.length,
+        filesTotal: plan.putFiles.length,
+        bytes: plan.bytes,
+        bytesTotal: plan.bytes,
+      });
+      try {
+        const version = await commitWithRetry(client, command, endsAt, signal);
+        return {
+          version,
+          changed: true,
+          ...plan.counts,
+          ...summary,
+          seconds: (performance.now() - started) / 1000,
+        };
+      } catch (e) {
+        if (!(e instanceof ClientError) || e.code !== "conflict" || attempt >= MAX_REPLANS) {
+          throw e;
+        }
+        // Another writer committed under the prefix since we read it: plan again.
+      }
+    }
+  } catch (e) {
+    if (signal.aborted) {
+      throw new ClientError(
+        "timeout",
+        `timed out after ${opts.timeoutMs / 1000} s: ${(e as Error).message}`,
+      );
+    }
+    throw sessionFailure(e);
+  } finally {
+    timer.clear();
+    tree?.close();
+    await client?.close();
+  }
+}
+
+function encodeBatch(origin: string, ops: Parameters<typeof encodeCommand>[0]["ops"]) {
+  try {
+    return encodeCommand({ origin, ops, time: Date.now() });
+  } catch {
+    throw new ClientError(
+      "rejected",
+      `the batch of ${ops.length} changes exceeds ${MAX_COMMAND_BYTES} bytes; push the folder ` +
+        `in parts with --prefix`,
+    );
+  }
+}
+
+/** Push the objects to the gateway over a few streams; resolves once it holds them durably. */
+async function sendObjects(
+  client: ClusterClient,
+  tree: LocalTree,
+  hashes: Hash[],
+  bytesTotal: number,
+  filesTotal: number,
+  opts: { signal: AbortSignal; onProgress?: (p: PushProgress) => void },
+): Promise<{ objects: number; bytes: number }> {
+  let bytes = 0;
+  const read = async (h: Hash) => {
+    const data = await tree.read(h);
+    bytes += data.length;
+    opts.onProgress?.({
+      phase: "send",
+      files: 0,
+      filesTotal,
+      bytes: Math.min(bytes, bytesTotal),
+      bytesTotal,
+    });
+    return data;
+  };
+  const parts = Math.max(1, Math.min(PUSH_STREAMS, Math.floor(hashes.length / 64)));
+  const size = Math.ceil(hashes.length / parts);
+  const slices: Hash[][] = [];
+  for (let i = 0; i < hashes.length; i += size) slices.push(hashes.slice(i, i + size));
+  try {
+    const results = await Promise.all(
+      slices.map((s) => client.pusher.push(client.gateway, s, read, { signal: opts.signal })),
+    );
+    return {
+      objects: results.reduce((n, r) => n + r.sent, 0),
+      bytes: results.reduce((n, r) => n + r.bytes, 0),
+    };
+  } catch (e) {
+    if (e instanceof ClientError) throw e;
+    if (opts.signal.aborted) throw e;
+    const why = (e as Error).message;
+    if (/full|ENOSPC|No space/i.test(why)) {
+      throw new ClientError("disk", `the gateway could not store the objects: ${why}`);
+    }
+    throw new ClientError("unreachable", `sending objects failed: ${why}`);
+  }
+}
+
+/** Commit, retrying while there is no quorum (a leader election, nodes coming back). */
+async function commitWithRetry(
+  client: ClusterClient,
+  command: Uint8Array,
+  endsAt: number,
+  signal: AbortSignal,
+): Promise<number> {
+  for (;;) {
+    // The gateway must answer before we give up: give it our remaining time less a margin.
+    const budgetMs = Math.max(0, endsAt - Date.now() - COMMIT_MARGIN_MS);
+    if (budgetMs === 0) throw new ClientError("timeout", "out of time before the batch committed");
+    const body = encodeCommitRequest({ budgetMs, command });
+    try {
+      return decodeCommitResult(await client.session.call(COMMIT_METHOD, body, signal));
+    } catch (e) {
+      const err = sessionFailure(e);
+      if (!(err instanceof ClientError) || err.code !== "no-quorum" || signal.aborted) throw err;
+      await sleep(1_000, signal).catch(() => {
+        throw err;
+      });
+    }
+  }
+}

@@ -1,0 +1,232 @@
+/**
+ * The member's side of one-shot clients (`filesync push`/`pull`, see src/client): answers
+ * their session calls (bodies in src/client/wire.ts).
+ *
+ * - `tree` reads one consistent committed version: the latest after a Raft read barrier (so a
+ *   pull right after a push sees it), or the version a number, snapshot label or time names.
+ *   The listing of a version is kept for a minute per client so its pages cost one read.
+ * - `commit` takes a client's batch of file ops. The client has pushed the objects its puts
+ *   need into this node's packs; here they are checked present, made durable on a majority of
+ *   voters (the same write path as a local edit, DESIGN step 4), and the ops are proposed as
+ *   one command, applied all or none. Meta ops (membership, invites, labels) are refused: a
+ *   client holds an invite, not a vote.
+ */
+import type { Hash } from "../chunk/mod.ts";
+import {
+  type ApplyResult,
+  type Command,
+  CommandDecodeError,
+  decodeCommand,
+  type FileOp,
+  type IndexState,
+} from "../fsm/mod.ts";
+import { SessionError } from "../net/mod.ts";
+import type { LocalStore } from "../store/mod.ts";
+import {
+  BodyDecodeError,
+  COMMIT_METHOD,
+  decodeCommitRequest,
+  decodeTreeRequest,
+  encodeCommitResult,
+  encodeTreePage,
+  TREE_METHOD,
+  type TreeEntry,
+} from "../client/wire.ts";
+import type { Logger } from "./log.ts";
+import { objectsOfOps } from "./replicate.ts";
+
+/** A client's listing is kept this long for its next pages, ms. */
+const LISTING_TTL_MS = 60_000;
+
+/** What the gateway needs from the daemon. */
+export interface GatewayDeps {
+  index: IndexState;
+  store: LocalStore;
+  /** Resolves once this node has applied everything committed before the call. */
+  readBarrier(): Promise<void>;
+  /** Make objects durable on a majority of voters (this node included); `signal` cancels. */
+  replicate(hashes: Hash[], signal?: AbortSignal): Promise<void>;
+  propose(command: Command): Promise<ApplyResult>;
+  log: Logger;
+}
+
+interface Listing {
+  key: string;
+  records: TreeEntry[];
+  until: number;
+}
+
+/** Answers the session calls of one-shot clients. */
+export class ClientGateway {
+  readonly #listings = new Map<string, Listing>();
+
+  constructor(private readonly deps: GatewayDeps) {}
+
+  /** The session handler: dispatch one call. */
+  async handle(peer: string, method: string, body: Uint8Array): Promise<Uint8Array> {
+    try {
+      if (method === TREE_METHOD) return await this.#tree(peer, body);
+      if (method === COMMIT_METHOD) return await this.#commit(peer, body);
+    } catch (e) {
+      if (e instanceof BodyDecodeError || e instanceof CommandDecodeError) {
+        throw new SessionError("invalid", e.message);
+      }
+      throw e;
+    }
+    throw new SessionError("unknown-method", `unknown method ${JSON.stringify(method)}`);
+  }
+
+  async #tree(peer: string, body: Uint8Array): Promise<Uint8Array> {
+    const req = decodeTreeRequest(body);
+    const version = await this.#resolve(req.at);
+    const key = `${version}\0${req.prefix}`;
+    const now = Date.now();
+    for (const [p, l] of this.#listings) if (l.until <= now) this.#listings.delete(p);
+    let listing = this.#listings.get(peer);
+    if (!listing || listing.key !== key) {
+      listing = { key, records: await this.#list(req.prefix, version), until: 0 };
+      this.#listings.set(peer, listing);
+    }
+    listing.until = now + LISTING_TTL_MS;
+    return encodeTreePage({
+      version,
+      total: listing.records.length,
+      records: listing.records.slice(req.offset, req.offset + req.limit),
+    });
+  }
+
+  /** The live entries at `prefix` and below it, as of `version`. */
+  async #list(prefix: string, version: number): Promise<TreeEntry[]> {
+    const out: TreeEntry[] = [];
+    const pick = (r: TreeEntry) =>
+      out.push({
+        path: r.path,
+        version: r.version,
+        kind: r.kind,
+        root: r.root,
+        size: r.size,
+        mode: r.mode,
+        mtime: r.mtime,
+        ...(r.kind === "symlink" ? { target: r.target } : {}),
+      });
+    if (prefix !== "") {
+      const self = await this.deps.index.get(prefix, { at: version });
+      if (self && !self.deleted) pick(self);
+    }
+    for await (const r of this.deps.index.list({ prefix: prefix || undefined, at: version })) {
+      pick(r);
+    }
+    return out;
+  }
+
+  /**
+   * The version `at` names: "" the latest committed (after a read barrier); a snapshot label;
+   * a version number; or a time (ISO 8601, or anything Date.parse reads), the newest version
+   * committed at or before it.
+   */
+  async #resolve(at: string): Promise<number> {
+    if (at === "" || at === "latest") {
+      try {
+        await this.deps.readBarrier();
+      } catch (e) {
+        throw new SessionError("no-quorum", `cannot confirm the latest version: ${errText(e)}`);
+      }
+      return await this.deps.index.applied();
+    }
+    const applied = await this.deps.index.applied();
+    const label = await this.deps.index.label(at);
+    if (label) return label.version;
+    if (/^\d+$/.test(at)) {
+      const v = Number(at);
+      if (v > applied) {
+        throw new SessionError(
+          "unknown-version",
+          `version ${v} is not committed (latest ${applied})`,
+        );
+      }
+      return v;
+    }
+    const time = Date.parse(at);
+    if (!Number.isNaN(time)) {
+      const v = await this.deps.index.versionAt(time);
+      if (v === 0) throw new SessionError("unknown-version", `no version was committed by ${at}`);
+      return v;
+    }
+    throw new SessionError(
+      "unknown-version",
+      `${JSON.stringify(at)} is not a version number, a snapshot label or a time`,
+    );
+  }
+
+  async #commit(peer: string, body: Uint8Array): Promise<Uint8Array> {
+    const request = decodeCommitRequest(body);
+    const command = decodeCommand(request.command);
+    const deadline = Date.now() + request.budgetMs;
+    const ops: FileOp[] = [];
+    for (const op of command.ops) {
+      if (op.op !== "put" && op.op !== "mkdir" && op.op !== "delete" && op.op !== "rename") {
+        throw new SessionError("invalid", `a client may not propose ${op.op} ops`);
+      }
+      ops.push(op);
+    }
+    const { index, store } = this.deps;
+    const bases = new Map<string, Hash>();
+    for (const op of ops) {
+      if (op.op !== "put" || op.base === 0) continue;
+      const cur = await index.get(op.path);
+      if (cur && cur.version === op.base && !cur.deleted && cur.kind === "file") {
+        bases.set(op.path, cur.root);
+      }
+    }
+    let objects: Hash[];
+    try {
+      objects = await objectsOfOps(
+        ops,
+        store.packs,
+        (op) => op.op === "put" ? bases.get(op.path) ?? null : null,
+      );
+    } catch (e) {
+      throw new SessionError(
+        "missing-objects",
+        `the batch names objects not pushed: ${errText(e)}`,
+      );
+    }
+    for (const h of objects) {
+      if (!(await store.packs.has(h)) && (await store.locator.lookup(h)) === null) {
+        throw new SessionError("missing-objects", "the batch names chunks that were not pushed");
+      }
+    }
+    const budget = AbortSignal.timeout(Math.max(1, request.budgetMs));
+    try {
+      if (objects.length > 0) await this.deps.replicate(objects, budget);
+    } catch (e) {
+      throw new SessionError("no-quorum", budget.aborted ? "out of time" : errText(e));
+    }
+    if (Date.now() >= deadline) {
+      throw new SessionError("no-quorum", "out of time before the batch could be proposed");
+    }
+    let result: ApplyResult;
+    try {
+      result = await this.deps.propose({ origin: peer, ops, time: Date.now() });
+    } catch (e) {
+      throw new SessionError("no-quorum", `not committed: ${errText(e)}`);
+    }
+    if (!result.ok) {
+      throw new SessionError(
+        result.code,
+        `${result.path ? `${result.path}: ` : ""}${result.message}`,
+      );
+    }
+    this.deps.log.info("client batch committed", {
+      client: peer,
+      ops: ops.length,
+      objects: objects.length,
+      version: result.version,
+    });
+    return encodeCommitResult(result.version);
+  }
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,154 @@
+/**
+ * The one-shot cron/CI mode against a real three-node cluster on 127.0.0.1, played as a CI
+ * pipeline: job 1 pushes a build folder, job 2 pulls it into an empty folder elsewhere; a
+ * second push of the same folder moves nothing; an edit moves only what changed; a push
+ * while two of three nodes are down exits non-zero within its timeout and nothing of it ever
+ * becomes visible.
+ */
+import assert from "node:assert/strict";
+import { runCli } from "../helpers/cli.ts";
+import { tempDirs, treeDigest, waitConverged, waitFor, withCluster } from "../helpers/cluster.ts";
+
+async function writeBuild(root: string): Promise<void> {
+  await Deno.mkdir(`${root}/bin`, { recursive: true });
+  await Deno.mkdir(`${root}/assets/img`, { recursive: true });
+  await Deno.mkdir(`${root}/empty`, { recursive: true });
+  const big = new Uint8Array(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 65536) {
+    crypto.getRandomValues(big.subarray(i, Math.min(big.length, i + 65536)));
+  }
+  await Deno.writeFile(`${root}/bin/app`, big, { mode: 0o755 });
+  for (let i = 0; i < 40; i++) {
+    await Deno.writeTextFile(`${root}/assets/img/f${i}.txt`, `asset ${i}\n`.repeat(100 + i));
+  }
+  await Deno.writeTextFile(`${root}/VERSION`, "1.0.0\n");
+  await Deno.symlink("bin/app", `${root}/current`);
+}
+
+interface PushJson {
+  version: number;
+  changed: boolean;
+  put: number;
+  delete: number;
+  objectsSent: number;
+  bytesSent: number;
+}
+
+async function pushJson(dir: string, invite: string, extra: string[] = []) {
+  const r = await runCli(["push", dir, "--to", invite, "--json", ...extra]);
+  return { ...r, summary: r.code === 0 ? JSON.parse(r.stdout) as PushJson : null };
+}
+
+Deno.test({
+  name: "oneshot: a CI pipeline pushes a build and a fresh folder pulls it byte for byte",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withCluster(async (dirs, nodes) => {
+      const [build, fresh, fresh2] = await tempDirs(3, "filesync-ci-");
+      try {
+        const inv = await runCli(["invite", dirs[0], "--ttl", "10m"]);
+        assert.equal(inv.code, 0, inv.stderr);
+        const invite = inv.stdout.trim();
+        await writeBuild(build);
+        const want = await treeDigest(build);
+
+        // Job 1: push the build folder under builds/42.
+        const first = await pushJson(build, invite, ["--prefix", "builds/42"]);
+        assert.equal(first.code, 0, first.stderr);
+        assert.equal(first.stdout.trim().startsWith("{"), true, "--json prints only JSON");
+        assert(first.summary!.changed);
+        assert(first.summary!.bytesSent >= 3 * 1024 * 1024, "the build's bytes were sent");
+        // Every node materializes it.
+        await waitConverged(dirs);
+        assert.equal((await treeDigest(`${dirs[2]}/builds/42`)).digest, want.digest);
+
+        // Job 2: pull into an empty folder on a "fresh machine".
+        const pulled = await runCli([
+          "pull",
+          fresh,
+          "--from",
+          invite,
+          "--prefix",
+          "builds/42",
+          "--json",
+        ]);
+        assert.equal(pulled.code, 0, pulled.stderr);
+        assert.equal(JSON.parse(pulled.stdout).version, first.summary!.version);
+        assert.deepEqual((await treeDigest(fresh)).listing, want.listing);
+        const mode = (await Deno.stat(`${fresh}/bin/app`)).mode! & 0o777;
+        assert.equal(mode, 0o755, "modes survive the round trip");
+
+        // The same folder again: nothing proposed, no chunk moved.
+        const again = await pushJson(build, invite, ["--prefix", "builds/42"]);
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(again.summary!.changed, false);
+        assert.equal(again.summary!.objectsSent, 0);
+        assert.equal(again.summary!.version, first.summary!.version);
+
+        // An edit of one small file and a deletion move only that file's objects.
+        await Deno.writeTextFile(`${build}/VERSION`, "1.0.1\n");
+        await Deno.remove(`${build}/assets/img/f0.txt`);
+        const edit = await pushJson(build, invite, ["--prefix", "builds/42", "--delete"]);
+        assert.equal(edit.code, 0, edit.stderr);
+        assert.equal(edit.summary!.put, 1);
+        assert.equal(edit.summary!.delete, 1);
+        assert(edit.summary!.bytesSent < 4096, `sent ${edit.summary!.bytesSent} bytes`);
+        const repull = await runCli(["pull", fresh, "--from", invite, "--prefix", "builds/42"]);
+        assert.equal(repull.code, 0, repull.stderr);
+        assert.equal(repull.stdout, "", "silent off a terminal");
+        assert.equal((await treeDigest(fresh)).digest, (await treeDigest(build)).digest);
+
+        // An older version stays addressable: pull the first push by its version number.
+        const old = await runCli([
+          "pull",
+          fresh2,
+          "--from",
+          invite,
+          "--prefix",
+          "builds/42",
+          "--at",
+          String(first.summary!.version),
+        ]);
+        assert.equal(old.code, 0, old.stderr);
+        assert.equal((await treeDigest(fresh2)).digest, want.digest);
+
+        // Two of three nodes down: the push fails within its timeout, and nothing of it shows.
+        const before = await treeDigest(dirs[0]);
+        nodes[1].kill("SIGSTOP");
+        nodes[2].kill("SIGSTOP");
+        await Deno.writeTextFile(`${build}/VERSION`, "2.0.0\n");
+        await Deno.writeFile(`${build}/bin/extra`, new Uint8Array(200_000).fill(7));
+        const t0 = Date.now();
+        const failed = await pushJson(build, invite, ["--prefix", "builds/42", "--timeout", "8"]);
+        const took = Date.now() - t0;
+        assert.equal(failed.code, 3, `exit code 3, got ${failed.code}: ${failed.stderr}`);
+        assert.match(failed.stderr, /^filesync: error: .+\n$/);
+        // Bounded by the timeout plus process start-up, not by the stopped nodes.
+        assert(took < 8_000 + 20_000, `push took ${took} ms`);
+        nodes[1].kill("SIGCONT");
+        nodes[2].kill("SIGCONT");
+        // Give the cluster time to do anything it might still do with the failed batch.
+        await waitFor("a leader again", async () => (await nodes[0].status()).leader !== "");
+        await new Promise((r) => setTimeout(r, 3_000));
+        await waitConverged(dirs);
+        assert.equal((await treeDigest(dirs[0])).digest, before.digest, "no trace of the batch");
+      } finally {
+        for (const d of [build, fresh, fresh2]) await Deno.remove(d, { recursive: true });
+      }
+    }, { prefix: "filesync-oneshot-" });
+  },
+});
+
+Deno.test("oneshot: a bad invite and an unreachable cluster fail with one clear line", async () => {
+  const [dir] = await tempDirs(1, "filesync-ci-bad-");
+  try {
+    const bad = await runCli(["push", dir, "--to", "filesync:nonsense", "--timeout", "5"]);
+    assert.equal(bad.code, 4, bad.stderr);
+    assert.match(bad.stderr, /^filesync: error: bad invite: .+\n$/);
+    const missing = await runCli(["pull", dir, "--timeout", "5"]);
+    assert.equal(missing.code, 2, "usage error without --from");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
