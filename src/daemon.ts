@@ -33,8 +33,11 @@ import {
   type Command,
   decodeSnapshot,
   encodeCommand,
+  type IndexRecord,
   IndexState,
+  validatePath,
 } from "./fsm/mod.ts";
+import { hashKey, toHex } from "./chunk/mod.ts";
 import { type Entry, KvRaftStorage, RaftError, RaftNode, RaftRole } from "./raft/mod.ts";
 import {
   type ClusterInfo,
@@ -49,10 +52,14 @@ import {
   ChannelRaftTransport,
   ClientGateway,
   type ControlServer,
+  ensureObjects,
   inviteTerms,
   Logger,
   makeInvite,
+  objectsOfOps,
+  planRestore,
   resolveInvite,
+  resolveVersion,
   startControlServer,
   SyncEngine,
 } from "./sync/mod.ts";
@@ -69,6 +76,8 @@ const PUSH_HEDGE_MS_PER_OBJECT = 1.25;
 const PUSH_STREAMS = 4;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
+/** Pack objects claimed to a pusher are kept from GC this long (its commit lands by then), ms. */
+const CLAIM_KEEP_MS = 60 * 60_000;
 /** A one-shot client stays admitted this long after its handshake or its last call, ms. */
 const CLIENT_ADMISSION_MS = 5 * 60_000;
 
@@ -89,7 +98,26 @@ export interface DaemonOptions {
   rescanMs?: number;
   /** How often pack space is reclaimed when objects came in, ms (default 60,000). */
   gcIntervalMs?: number;
+  /** Retention of old versions (applied cluster-wide by the leader's prune). */
+  retention?: RetentionPolicy;
 }
+
+/** Which old versions the cluster keeps (the current version of every path is always kept). */
+export interface RetentionPolicy {
+  /** Newest versions kept per path, the current one included (default 20). */
+  keepVersions: number;
+  /** Versions committed within this long are kept whatever their number, ms (default 30 days). */
+  keepMs: number;
+  /** How often the leader proposes a prune, ms (default 10 minutes). */
+  pruneIntervalMs: number;
+}
+
+/** Defaults of RetentionPolicy. */
+export const DEFAULT_RETENTION: RetentionPolicy = {
+  keepVersions: 20,
+  keepMs: 30 * 86_400_000,
+  pruneIntervalMs: 10 * 60_000,
+};
 
 /** What `filesync status` shows. */
 export interface NodeStatus {
@@ -151,6 +179,11 @@ export class Daemon {
   #packedAtGc = 0;
   #collecting = false;
   #gcIntervalMs = 60_000;
+  /** Pack objects a pusher was told we hold, and when: GC keeps them for CLAIM_KEEP_MS. */
+  readonly #claimed = new Map<string, number>();
+  /** A prune dropped versions: collect garbage at the next GC tick even if nothing came in. */
+  #pruned = false;
+  #retention: RetentionPolicy = DEFAULT_RETENTION;
 
   private constructor(
     readonly store: LocalStore,
@@ -238,6 +271,7 @@ export class Daemon {
             if (TRACE_APPLY) log.debug("applied", { index: e.index, ok: r.ok });
             // A newly committed change: let the sync engine bring the disk up to date.
             if (r.ok) ref.daemon?.requestSync();
+            if (r.ok && (r.pruned ?? 0) > 0 && ref.daemon) ref.daemon.#pruned = true;
             return r;
           },
           snapshot: () => index.snapshot(),
@@ -256,6 +290,10 @@ export class Daemon {
         invite: (o) => Promise.resolve({ invite: ref.daemon!.invite(o) }),
         removeMember: (peerId) => ref.daemon!.removeMember(peerId),
         sync: () => ref.daemon!.syncNow(),
+        history: (path) => ref.daemon!.history(path),
+        restore: (path, at) => ref.daemon!.restore(path, at),
+        label: (name) => ref.daemon!.label(name),
+        labels: () => ref.daemon!.index.labels(),
       });
       cleanups.push(() => control.close());
       const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
@@ -263,6 +301,7 @@ export class Daemon {
       ref.daemon = self;
       await self.#serveProtocols();
       self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
+      self.#retention = { ...DEFAULT_RETENTION, ...opts.retention };
       self.#startBackgroundTasks();
       self.#startEngine(opts.rescanMs);
       log.info("serving", {
@@ -313,8 +352,16 @@ export class Daemon {
       return gateway.handle(peer, method, body);
     });
     await serveObjects(this.host, {
-      has: async (h) =>
-        (await this.store.packs.has(h)) || (await this.store.locator.lookup(h)) !== null,
+      has: async (h) => {
+        if (await this.store.packs.has(h)) {
+          // A pusher skips what we claim to hold: keep it until its commit can have landed.
+          const key = hashKey(h);
+          this.#claimed.delete(key); // re-inserted last, so the map stays in time order
+          this.#claimed.set(key, Date.now());
+          return true;
+        }
+        return (await this.store.locator.lookup(h)) !== null;
+      },
       get: (h) => this.#readObject(h),
       // Chunks read through the locator come from the buffer pool; the rest are ignored.
       release: giveBuffer,
@@ -452,6 +499,16 @@ export class Daemon {
     await Promise.all(slices.map((part) => this.#pusher.push(peer, part, read, { signal })));
   }
 
+  /** Whether a pusher was told lately that we hold this object (forgets old claims). */
+  #claimedLately(hash: Uint8Array): boolean {
+    const now = Date.now();
+    for (const [k, at] of this.#claimed) {
+      if (now - at < CLAIM_KEEP_MS) break; // insertion order: the rest are newer
+      this.#claimed.delete(k);
+    }
+    return this.#claimed.has(hashKey(hash));
+  }
+
   /** Schedule a sync pass after a commit: the index changed, the tree need not be rescanned. */
   requestSync(): void {
     this.#engine?.request({ scan: false });
@@ -464,15 +521,23 @@ export class Daemon {
    */
   async #collectGarbage(): Promise<void> {
     const packed = this.#receivedBytes + this.#fetchedBytes;
-    if (this.#collecting || packed === this.#packedAtGc || this.#engine?.lastPass.busy) return;
+    if (this.#collecting || this.#engine?.lastPass.busy) return;
+    if (packed === this.#packedAtGc && !this.#pruned) return;
     this.#collecting = true;
+    this.#pruned = false;
     try {
-      const stats = await this.store.collectGarbage();
+      const stats = await this.store.collectGarbage({
+        retainedRoots: () => this.index.retainedRoots(),
+        onSkip: (reason) => this.log.debug("gc: unreferenced objects kept", { reason }),
+        keep: (hash) => this.#claimedLately(hash),
+      });
       this.#packedAtGc = packed;
       if (stats.bytesReclaimed > 0 || stats.corrupt.length > 0) {
         this.log.info("packs compacted", {
           packs: stats.packsRewritten,
           objects: stats.objectsDropped,
+          held: stats.droppedHeld,
+          unreferenced: stats.droppedUnreferenced,
           bytes: stats.bytesReclaimed,
           corrupt: stats.corrupt.length,
         });
@@ -590,6 +655,83 @@ export class Daemon {
       );
     }, 500));
     this.#timers.push(setInterval(() => this.#collectGarbage(), this.#gcIntervalMs));
+    this.#timers.push(setInterval(() => this.#prune(), this.#retention.pruneIntervalMs));
+  }
+
+  /**
+   * Drop old versions the retention policy no longer keeps: the leader proposes one prune op
+   * (its clock and policy go into the op, so every node drops exactly the same versions).
+   */
+  async #prune(): Promise<void> {
+    if (this.#stopped || this.raft.status().role !== RaftRole.Leader) return;
+    const { keepVersions, keepMs } = this.#retention;
+    try {
+      const r = await this.propose({
+        origin: this.host.peerId,
+        ops: [{ op: "prune", keepVersions, keepMs, now: Date.now() }],
+      });
+      if (r.ok && (r.pruned ?? 0) > 0) this.log.info("old versions pruned", { versions: r.pruned });
+    } catch (e) {
+      this.log.debug("prune not committed", { error: (e as Error).message });
+    }
+  }
+
+  /** Every retained version of `path`, newest first, for `filesync log`. */
+  async history(path: string) {
+    const versions = await this.index.history(validatePath(path));
+    const labels = await this.index.labels();
+    return versions.map((r) => ({
+      version: r.version,
+      time: r.committedAt ? new Date(r.committedAt).toISOString() : null,
+      kind: r.kind,
+      deleted: r.deleted,
+      size: r.size,
+      mode: r.mode,
+      mtime: r.mtime,
+      root: toHex(r.root),
+      ...(r.kind === "symlink" ? { target: r.target } : {}),
+      origin: r.origin,
+      labels: labels.filter((l) => labelSees(l.version, r, versions)).map((l) => l.name),
+    }));
+  }
+
+  /** Name the current committed version cluster-wide (a snapshot label). */
+  async label(name: string): Promise<{ name: string; version: number }> {
+    const r = await this.propose({
+      origin: this.host.peerId,
+      ops: [{ op: "label", name, version: 0 }],
+      time: Date.now(),
+    });
+    if (!r.ok) throw new Error(r.message);
+    // Version 0 names the state just before the label's own entry.
+    return { name, version: r.version - 1 };
+  }
+
+  /**
+   * Commit `path` (file, symlink or directory tree) as it was at `at` (a version, label or
+   * time) as a new version: old objects are fetched here if needed, made durable on a
+   * majority, then proposed like any edit.
+   */
+  async restore(
+    path: string,
+    at: string,
+  ): Promise<{ path: string; from: number; version: number; ops: number }> {
+    validatePath(path);
+    const from = await resolveVersion(this.index, at, () => this.raft.readBarrier());
+    const ops = await planRestore(this.index, path, from);
+    if (ops.length === 0) return { path, from, version: await this.index.applied(), ops: 0 };
+    const roots = ops.flatMap((o) => o.op === "put" && o.kind === "file" ? [o.root] : []);
+    await ensureObjects(this.store, roots, async (hashes, deliver) => {
+      const peers = [...this.#members].filter((p) => p !== this.host.peerId);
+      if (peers.length === 0 || !this.#fetcher) return hashes;
+      return (await this.#fetcher.fetch(hashes, peers, deliver, { stallMs: 5_000 })).missing;
+    });
+    const objects = await objectsOfOps(ops, this.store.packs);
+    if (objects.length > 0) await this.#replicate(objects);
+    const r = await this.propose({ origin: this.host.peerId, ops, time: Date.now() });
+    if (!r.ok) throw new Error(`${r.path}: ${r.message}`);
+    this.log.info("restored", { path, from, version: r.version, ops: ops.length });
+    return { path, from, version: r.version, ops: ops.length };
   }
 
   /** Track the Raft configuration; close connections of peers that left it. */
@@ -755,4 +897,10 @@ export class Daemon {
     await this.store.close().catch(() => {});
     this.log.info("stopped");
   }
+}
+
+/** Whether a label's version sees this record (it is the newest one at or below the label). */
+function labelSees(labelVersion: number, r: IndexRecord, newestFirst: IndexRecord[]): boolean {
+  const seen = newestFirst.find((v) => v.version <= labelVersion);
+  return seen !== undefined && seen.version === r.version;
 }

@@ -12,6 +12,7 @@ import { inviteCommand } from "./invite.ts";
 import { statusCommand } from "./status.ts";
 import { removeMemberCommand } from "./members.ts";
 import { pullCommand, pushCommand } from "./oneshot.ts";
+import { logCommand, restoreCommand } from "./history.ts";
 import { parseLogLevel } from "../sync/mod.ts";
 
 export const VERSION = "0.1.0";
@@ -82,6 +83,19 @@ function buildProgram(result: { code: number }): Command {
       positiveInt,
       60,
     )
+    .option(
+      "--keep-versions <n>",
+      "old versions kept per path, the current one included (if the leader)",
+      positiveInt,
+      20,
+    )
+    .option("--keep-days <days>", "versions newer than this are always kept", nonNegativeInt, 30)
+    .option(
+      "--prune-interval <seconds>",
+      "how often the leader prunes old versions",
+      positiveInt,
+      600,
+    )
     .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
     .option("--log-format <format>", "text or json", (v: string) => {
       if (v !== "text" && v !== "json") throw new InvalidArgumentError("must be text or json");
@@ -146,6 +160,25 @@ function buildProgram(result: { code: number }): Command {
     .option("--json", "print a machine-readable summary")
     .action(async (dir: string, opts) => {
       result.code = await pullCommand(dir, opts);
+    });
+
+  program.command("log")
+    .description("the retained versions of a path in the cluster, newest first")
+    .argument("<dir>", "directory of a running node")
+    .argument("<path>", "path relative to the synced directory")
+    .option("--json", "print JSON")
+    .action(async (dir: string, path: string, opts) => {
+      result.code = await logCommand(dir, path, opts);
+    });
+
+  program.command("restore")
+    .description("commit a path (file or directory) as it was at an older version")
+    .argument("<dir>", "directory of a running node")
+    .argument("<path>", "path relative to the synced directory")
+    .requiredOption("--at <version>", "a version number, snapshot label or time (ISO 8601)")
+    .option("--json", "print JSON")
+    .action(async (dir: string, path: string, opts) => {
+      result.code = await restoreCommand(dir, path, opts);
     });
 
   const snapshot = program.command("snapshot").description("named snapshots of a directory");

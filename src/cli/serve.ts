@@ -11,6 +11,10 @@ export interface ServeOptions {
   rescan: number;
   /** Pack garbage collection period, s. */
   gcInterval: number;
+  /** Retention: versions per path, days, prune period (s). */
+  keepVersions: number;
+  keepDays: number;
+  pruneInterval: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }
@@ -26,6 +30,11 @@ export async function serveCommand(dir: string, opts: ServeOptions): Promise<num
     logger: log,
     rescanMs: opts.rescan * 1000,
     gcIntervalMs: opts.gcInterval * 1000,
+    retention: {
+      keepVersions: opts.keepVersions,
+      keepMs: opts.keepDays * 86_400_000,
+      pruneIntervalMs: opts.pruneInterval * 1000,
+    },
   });
   const status = await daemon.status();
   const lines = [`node ${status.peerId} of cluster ${status.clusterId}`];

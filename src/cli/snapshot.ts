@@ -1,4 +1,9 @@
-/** `filesync snapshot create|list|diff`: local named snapshots of the directory tree. */
+/**
+ * `filesync snapshot create|list|diff`. On a directory whose node is running, `create` and
+ * `list` name committed versions cluster-wide (labels in the replicated index, see history.ts);
+ * otherwise they are local snapshots of the scanned tree.
+ */
+import { clusterSnapshotCreate, clusterSnapshotList } from "./history.ts";
 import { toHex } from "../chunk/mod.ts";
 import { LocalStore, type SnapshotRecord } from "../store/mod.ts";
 import { createSnapshot, diffSnapshots } from "../sync/mod.ts";
@@ -25,12 +30,14 @@ async function withStore<T>(dir: string, fn: (s: LocalStore) => Promise<T>): Pro
   }
 }
 
-export function snapshotCreateCommand(
+export async function snapshotCreateCommand(
   dir: string,
   label: string | undefined,
   opts: { json?: boolean },
 ): Promise<number> {
-  return withStore(dir, async (store) => {
+  const cluster = await clusterSnapshotCreate(dir, label, opts);
+  if (cluster !== null) return cluster;
+  return await withStore(dir, async (store) => {
     const { snapshot, scan } = await createSnapshot(store, label);
     for (const p of scan.problems) console.error(`filesync: ${p.path}: ${p.message}`);
     if (opts.json) printJson(snapshotJson(snapshot));
@@ -45,8 +52,13 @@ export function snapshotCreateCommand(
   });
 }
 
-export function snapshotListCommand(dir: string, opts: { json?: boolean }): Promise<number> {
-  return withStore(dir, async (store) => {
+export async function snapshotListCommand(
+  dir: string,
+  opts: { json?: boolean },
+): Promise<number> {
+  const cluster = await clusterSnapshotList(dir, opts);
+  if (cluster !== null) return cluster;
+  return await withStore(dir, async (store) => {
     const all = await store.snapshots.list();
     if (opts.json) printJson(all.map(snapshotJson));
     else if (all.length === 0) console.log("no snapshots");

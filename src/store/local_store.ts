@@ -4,8 +4,10 @@
  */
 import { ChunkLocator } from "./locator.ts";
 import { FileIndex } from "./file_index.ts";
-import { collectGarbage, type GcOptions } from "./gc.ts";
-import { type CompactStats, PackStore, type PackStoreOptions } from "./packs.ts";
+import type { Hash } from "../chunk/hash.ts";
+import { collectGarbage, type GcOptions, type GcStats } from "./gc.ts";
+import { PackStore, type PackStoreOptions } from "./packs.ts";
+import { Pins } from "./pins.ts";
 import { Snapshots } from "./snapshots.ts";
 
 /** Name of the per-directory data folder; always excluded from scans and sync. */
@@ -16,6 +18,9 @@ export type LocalStoreOptions = PackStoreOptions;
 
 /** Everything a node keeps locally about one synced directory. */
 export class LocalStore {
+  /** Objects garbage collection must keep for now (see pins.ts). */
+  readonly pins = new Pins();
+
   private constructor(
     /** Absolute path of the synced directory. */
     readonly root: string,
@@ -52,11 +57,24 @@ export class LocalStore {
   }
 
   /**
-   * Reclaim pack space held by chunks that current files of the tree hold (see gc.ts for the
-   * rule, which history retention will extend). Safe to run while syncing; one at a time.
+   * Reclaim pack space (see gc.ts for the rules). With `retainedRoots`, objects no retained
+   * version needs are dropped too, once older than `graceMs`; the files the last scan saw
+   * count as retained (a local edit is needed until it is uploaded), and so do pinned
+   * objects. Without it, only chunks the tree holds are dropped. Safe to run while syncing;
+   * one at a time.
    */
-  collectGarbage(opts: GcOptions = {}): Promise<CompactStats> {
-    return collectGarbage(this.packs, this.locator, opts);
+  collectGarbage(opts: GcOptions = {}): Promise<GcStats> {
+    const { keep } = opts;
+    return collectGarbage(this.packs, this.locator, {
+      localRoots: () => this.#localFileRoots(),
+      ...opts,
+      keep: async (hash) => this.pins.has(hash) || (keep !== undefined && await keep(hash)),
+    });
+  }
+
+  /** Content roots of the files the last scan (or materialization) recorded. */
+  async *#localFileRoots(): AsyncGenerator<Hash> {
+    for await (const [, rec] of this.files.list()) if (rec.kind === "file") yield rec.root;
   }
 
   /** Stop any garbage collection, flush pending objects and close the database. */

@@ -8,12 +8,24 @@ export {
   type CompactOptions,
   type CompactStats,
   type CompactStep,
+  type DeadPredicate,
   DEFAULT_PACK_TARGET_BYTES,
   MAX_OBJECT_BYTES,
+  type PackedContext,
   PackStore,
   type PackStoreOptions,
 } from "./packs.ts";
-export { collectGarbage, type GcOptions, heldByTree } from "./gc.ts";
+export {
+  collectGarbage,
+  DEFAULT_GC_GRACE_MS,
+  type GcOptions,
+  type GcStats,
+  HELD_BY_TREE,
+  heldByTree,
+  UNREFERENCED,
+} from "./gc.ts";
+export { type LiveSet, liveSet } from "./liveness.ts";
+export { Pins } from "./pins.ts";
 export { ChunkLocator } from "./locator.ts";
 export { FileIndex, type ScanSummary } from "./file_index.ts";
 export { Snapshots, UnknownSnapshotError } from "./snapshots.ts";

@@ -74,12 +74,38 @@ export interface CompactOptions {
   onStep?: (step: CompactStep, pack: number) => void | Promise<void>;
 }
 
+/**
+ * Where an object asked about by compact()'s isDead predicate lies: what a time-based rule
+ * needs (an object younger than a grace period must stay, whatever refers to it).
+ */
+export interface PackedContext {
+  pack: number;
+  /**
+   * The pack was the one being appended to when the compaction started: objects keep arriving
+   * in it, so no age can be given for them.
+   */
+  current: boolean;
+  /**
+   * When the pack was last written to (its mtime as the survey saw it), ms since the epoch:
+   * every object in a sealed pack was written at or before this time.
+   */
+  lastWrite: number;
+}
+
+/**
+ * The liveness predicate of compact(): false keeps the object; true, or a non-empty string
+ * naming the rule that found it dead (counted in CompactStats.droppedBy), drops it.
+ */
+export type DeadPredicate = (hash: Hash, where: PackedContext) => Promise<boolean | string>;
+
 /** What a compaction did. */
 export interface CompactStats {
   /** Packs whose live objects were copied forward and which were then deleted. */
   packsRewritten: number;
   /** Objects removed from the index because isDead said they are no longer needed. */
   objectsDropped: number;
+  /** objectsDropped split by the rule isDead named ("dead" when it answered plain true). */
+  droppedBy: Record<string, number>;
   /** Bytes of pack files deleted, minus the bytes their live objects take in the new pack. */
   bytesReclaimed: number;
   /** Objects found corrupt while copying: removed from the index, not copied. */
@@ -93,6 +119,8 @@ interface Survey {
   bytes: number;
   live: PackedObject[];
   dead: PackedObject[];
+  /** The rule that found each object of `dead` dead, in the same order. */
+  reasons: string[];
 }
 
 /** Bytes a set of objects takes in a pack, headers included. */
@@ -420,7 +448,7 @@ export class PackStore {
    * that entry is left dangling, and reads of it fail as corrupt, as they did before.
    */
   compact(
-    isDead: (hash: Hash) => Promise<boolean>,
+    isDead: DeadPredicate,
     opts: CompactOptions = {},
   ): Promise<CompactStats> {
     const fraction = opts.minDeadFraction ?? 0.5;
@@ -438,12 +466,13 @@ export class PackStore {
   }
 
   async #compactAll(
-    isDead: (hash: Hash) => Promise<boolean>,
+    isDead: DeadPredicate,
     opts: CompactOptions & { minDeadFraction: number; signal: AbortSignal },
   ): Promise<CompactStats> {
     const stats: CompactStats = {
       packsRewritten: 0,
       objectsDropped: 0,
+      droppedBy: {},
       bytesReclaimed: 0,
       corrupt: [],
     };
@@ -455,8 +484,9 @@ export class PackStore {
     const current = this.#packNo;
     for (const pack of (await this.#packNumbers()).filter((n) => n < current)) {
       opts.signal.throwIfAborted();
-      const size = (await Deno.stat(this.#path(pack))).size;
-      const survey = await this.#survey(pack, 0, size, isDead, opts.signal);
+      const info = await Deno.stat(this.#path(pack));
+      const where = { pack, current: false, lastWrite: info.mtime?.getTime() ?? Date.now() };
+      const survey = await this.#survey(where, 0, info.size, isDead, opts.signal);
       if (qualifies(survey)) await this.#rewrite(survey, stats, opts);
     }
     // The current pack: survey what is durable now, seal it if it qualifies, then survey what
@@ -464,7 +494,8 @@ export class PackStore {
     if (this.#packNo === current && this.#packSize > 0) {
       opts.signal.throwIfAborted();
       const size = this.#packSize;
-      const survey = await this.#survey(current, 0, size, isDead, opts.signal);
+      const where = { pack: current, current: true, lastWrite: Date.now() };
+      const survey = await this.#survey(where, 0, size, isDead, opts.signal);
       if (qualifies(survey)) {
         await this.#exclusive(() => {
           if (this.#packNo === current) this.#startNewPack();
@@ -472,9 +503,10 @@ export class PackStore {
         });
         const sealed = (await Deno.stat(this.#path(current))).size;
         if (sealed > size) {
-          const tail = await this.#survey(current, size, sealed, isDead, opts.signal);
+          const tail = await this.#survey(where, size, sealed, isDead, opts.signal);
           survey.live.push(...tail.live);
           survey.dead.push(...tail.dead);
+          survey.reasons.push(...tail.reasons);
           survey.bytes += tail.bytes;
         }
         await this.#rewrite(survey, stats, opts);
@@ -490,12 +522,13 @@ export class PackStore {
    * finds all of them.
    */
   async #survey(
-    pack: number,
+    where: PackedContext,
     from: number,
     to: number,
-    isDead: (hash: Hash) => Promise<boolean>,
+    isDead: DeadPredicate,
     signal: AbortSignal,
   ): Promise<Survey> {
+    const { pack } = where;
     const file = await Deno.open(this.#path(pack), { read: true });
     let walk;
     try {
@@ -513,15 +546,17 @@ export class PackStore {
     } else {
       indexed = await this.#indexedIn(pack, from, to);
     }
-    const dead = await mapLimit(indexed, DEAD_CHECK_CONCURRENCY, (o) => {
+    const verdicts = await mapLimit(indexed, DEAD_CHECK_CONCURRENCY, (o) => {
       signal.throwIfAborted();
-      return isDead(o.hash);
+      return isDead(o.hash, where);
     });
+    const dead = verdicts.map((v) => v === true || (typeof v === "string" && v !== ""));
     return {
       pack,
       bytes: to - from,
       live: indexed.filter((_, i) => !dead[i]),
       dead: indexed.filter((_, i) => dead[i]),
+      reasons: verdicts.filter((_, i) => dead[i]).map((v) => typeof v === "string" ? v : "dead"),
     };
   }
 
@@ -579,9 +614,12 @@ export class PackStore {
     await opts.onStep?.("copied", pack);
     // 2. Drop the dead and corrupt objects' entries, checking first that no live one is left.
     opts.signal.throwIfAborted();
-    stats.objectsDropped += await this.#exclusive(() =>
-      this.#unindex(pack, survey.dead, corrupt, copied)
-    );
+    const dropped = await this.#exclusive(() => this.#unindex(pack, survey.dead, corrupt, copied));
+    for (const i of dropped) {
+      const reason = survey.reasons[i];
+      stats.droppedBy[reason] = (stats.droppedBy[reason] ?? 0) + 1;
+    }
+    stats.objectsDropped += dropped.length;
     await opts.onStep?.("unindexed", pack);
     // 3. Delete the pack. Reads that lose the race retry (see get()).
     this.#retired.add(pack);
@@ -600,14 +638,14 @@ export class PackStore {
    * Delete the entries of `dead` and `corrupt` objects that still point at their record in
    * `pack`; run exclusively with flushes, so no flush can store a fresh copy between the check
    * and the delete. Throws, deleting nothing, if an object of `keep` is still indexed in
-   * `pack`. Returns the number of dead entries deleted.
+   * `pack`. Returns the positions in `dead` of the entries deleted.
    */
   async #unindex(
     pack: number,
     dead: readonly PackedObject[],
     corrupt: readonly PackedObject[],
     keep: readonly PackedObject[],
-  ): Promise<number> {
+  ): Promise<number[]> {
     const kept = await this.#lookupMany(keep.map((o) => o.hash));
     const stuck = keep.findIndex((o, i) => sameRecord(kept[i], o));
     if (stuck >= 0) {
@@ -619,11 +657,11 @@ export class PackStore {
     const drop = [...dead, ...corrupt];
     const current = await this.#lookupMany(drop.map((o) => o.hash));
     const batch = new KvBatch(this.kv);
-    let deadDeleted = 0;
+    const deadDeleted: number[] = [];
     for (const [i, o] of drop.entries()) {
       if (!sameRecord(current[i], o)) continue;
       await batch.delete(objectKey(o.hash));
-      if (i < dead.length) deadDeleted++;
+      if (i < dead.length) deadDeleted.push(i);
     }
     await batch.flush();
     return deadDeleted;

@@ -20,6 +20,14 @@ export interface ControlHandlers {
   invite(opts: { ttlMs?: number; once?: boolean }): Promise<{ invite: string }>;
   removeMember(peerId: string): Promise<{ removed: string }>;
   sync(): Promise<{ inSync: boolean; pendingUp: number; pendingDown: number }>;
+  /** Every retained version of a path, newest first. */
+  history(path: string): Promise<unknown>;
+  /** Make a path (file or directory) as it was at a version, snapshot label or time. */
+  restore(path: string, at: string): Promise<unknown>;
+  /** Name the current committed version cluster-wide. */
+  label(name: string): Promise<unknown>;
+  /** The cluster's named versions. */
+  labels(): Promise<unknown>;
 }
 
 /** A running control server. */
@@ -37,6 +45,10 @@ function tokenMatches(a: string, b: string): boolean {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
   return diff === 0;
+}
+
+function badRequest(message: string): Response {
+  return Response.json({ error: message }, { status: 400 });
 }
 
 /** Start the control server and write control.json into `dataDir`. */
@@ -62,6 +74,26 @@ export async function startControlServer(
       }
       if (req.method === "POST" && url.pathname === "/sync") {
         return Response.json(await handlers.sync());
+      }
+      if (req.method === "GET" && url.pathname === "/labels") {
+        return Response.json(await handlers.labels());
+      }
+      if (req.method === "POST" && url.pathname === "/history") {
+        const body = await req.json() as { path?: unknown };
+        if (typeof body.path !== "string") return badRequest("path is required");
+        return Response.json(await handlers.history(body.path));
+      }
+      if (req.method === "POST" && url.pathname === "/restore") {
+        const body = await req.json() as { path?: unknown; at?: unknown };
+        if (typeof body.path !== "string" || typeof body.at !== "string") {
+          return badRequest("path and at are required");
+        }
+        return Response.json(await handlers.restore(body.path, body.at));
+      }
+      if (req.method === "POST" && url.pathname === "/label") {
+        const body = await req.json() as { name?: unknown };
+        if (typeof body.name !== "string") return badRequest("name is required");
+        return Response.json(await handlers.label(body.name));
       }
       if (req.method === "POST" && url.pathname === "/remove") {
         const body = await req.json() as { peerId?: unknown };

@@ -78,7 +78,11 @@ export class ClientGateway {
 
   async #tree(peer: string, body: Uint8Array): Promise<Uint8Array> {
     const req = decodeTreeRequest(body);
-    const version = await this.#resolve(req.at);
+    const version = await resolveVersion(this.deps.index, req.at, this.deps.readBarrier).catch(
+      (e) => {
+        throw e instanceof VersionError ? new SessionError(e.code, e.message) : e;
+      },
+    );
     const key = `${version}\0${req.prefix}`;
     const now = Date.now();
     for (const [p, l] of this.#listings) if (l.until <= now) this.#listings.delete(p);
@@ -117,45 +121,6 @@ export class ClientGateway {
       pick(r);
     }
     return out;
-  }
-
-  /**
-   * The version `at` names: "" the latest committed (after a read barrier); a snapshot label;
-   * a version number; or a time (ISO 8601, or anything Date.parse reads), the newest version
-   * committed at or before it.
-   */
-  async #resolve(at: string): Promise<number> {
-    if (at === "" || at === "latest") {
-      try {
-        await this.deps.readBarrier();
-      } catch (e) {
-        throw new SessionError("no-quorum", `cannot confirm the latest version: ${errText(e)}`);
-      }
-      return await this.deps.index.applied();
-    }
-    const applied = await this.deps.index.applied();
-    const label = await this.deps.index.label(at);
-    if (label) return label.version;
-    if (/^\d+$/.test(at)) {
-      const v = Number(at);
-      if (v > applied) {
-        throw new SessionError(
-          "unknown-version",
-          `version ${v} is not committed (latest ${applied})`,
-        );
-      }
-      return v;
-    }
-    const time = Date.parse(at);
-    if (!Number.isNaN(time)) {
-      const v = await this.deps.index.versionAt(time);
-      if (v === 0) throw new SessionError("unknown-version", `no version was committed by ${at}`);
-      return v;
-    }
-    throw new SessionError(
-      "unknown-version",
-      `${JSON.stringify(at)} is not a version number, a snapshot label or a time`,
-    );
   }
 
   async #commit(peer: string, body: Uint8Array): Promise<Uint8Array> {
@@ -229,4 +194,55 @@ export class ClientGateway {
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** A version that cannot be named or confirmed. */
+export class VersionError extends Error {
+  override name = "VersionError";
+  constructor(readonly code: "no-quorum" | "unknown-version", message: string) {
+    super(message);
+  }
+}
+
+/**
+ * The version `at` names: "" (or "latest") the latest committed, after a read barrier; a
+ * snapshot label; a version number; or a time (ISO 8601, or anything Date.parse reads), the
+ * newest version committed at or before it. Labels win over the other readings, then numbers.
+ */
+export async function resolveVersion(
+  index: IndexState,
+  at: string,
+  readBarrier: () => Promise<void>,
+): Promise<number> {
+  if (at === "" || at === "latest") {
+    try {
+      await readBarrier();
+    } catch (e) {
+      throw new VersionError("no-quorum", `cannot confirm the latest version: ${errText(e)}`);
+    }
+    return await index.applied();
+  }
+  const applied = await index.applied();
+  const label = await index.label(at);
+  if (label) return label.version;
+  if (/^\d+$/.test(at)) {
+    const v = Number(at);
+    if (v > applied) {
+      throw new VersionError(
+        "unknown-version",
+        `version ${v} is not committed (latest ${applied})`,
+      );
+    }
+    return v;
+  }
+  const time = Date.parse(at);
+  if (!Number.isNaN(time)) {
+    const v = await index.versionAt(time);
+    if (v === 0) throw new VersionError("unknown-version", `no version was committed by ${at}`);
+    return v;
+  }
+  throw new VersionError(
+    "unknown-version",
+    `${JSON.stringify(at)} is not a version number, a snapshot label or a time`,
+  );
 }

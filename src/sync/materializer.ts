@@ -43,6 +43,7 @@ import type { ExpectedEntry } from "./watcher.ts";
 import { statFields } from "./walk.ts";
 import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
+import { type PreserveLog, preserveReplaced } from "./preserve.ts";
 
 /** Prefix of the materializer's temp files. */
 export const TEMP_PREFIX = ".filesync-tmp-";
@@ -97,6 +98,14 @@ export interface MaterializeOptions {
    * all of them once per pass, and no scan runs during a pass): saves two KV reads per file.
    */
   known?: { local: LocalFileRecord | null; synced: SyncedRecord | null };
+  /**
+   * Before a file is replaced, deleted or turned into another kind, copy the chunks of its
+   * version that the new content lacks into the packs, so the retained version stays
+   * restorable from this node (see preserve.ts). Default true.
+   */
+  preserveReplaced?: boolean;
+  /** Where preservation reports what it skipped. */
+  log?: PreserveLog;
 }
 
 /**
@@ -837,16 +846,21 @@ export async function materialize(
     const refused = await guard();
     if (refused) return refused;
     await checkRealParent(store.root, path);
-    opts.onWrite?.(path, { kind: "absent" });
+    const release = await preserveOld(store, path, current, local, null, opts);
     try {
-      await Deno.remove(abs);
-    } catch (e) {
-      if (current.isDirectory && !(e instanceof Deno.errors.NotFound)) {
-        return refuse(DIR_NOT_EMPTY);
+      opts.onWrite?.(path, { kind: "absent" });
+      try {
+        await Deno.remove(abs);
+      } catch (e) {
+        if (current.isDirectory && !(e instanceof Deno.errors.NotFound)) {
+          return refuse(DIR_NOT_EMPTY);
+        }
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
       }
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      await syncDir(parentOf(abs));
+    } finally {
+      release();
     }
-    await syncDir(parentOf(abs));
     await recordLocal(store, record, local, null);
     return { ...result, status: "deleted" };
   }
@@ -886,6 +900,7 @@ export async function materialize(
   const tmpAbs = `${dirAbs}/${tempName()}`;
   let renamed = false;
   let previous: Map<string, number> | null = null;
+  let release = () => {};
   try {
     if (record.kind === "symlink") {
       if (record.target === undefined) throw new MaterializeError(path, "symlink without target");
@@ -925,6 +940,10 @@ export async function materialize(
         file.close();
       }
     }
+    // Before the look below, so that preserving a large file does not widen the window
+    // between that check and the rename.
+    const newRoot = record.kind === "file" ? record.root : null;
+    release = await preserveOld(store, path, current, local, newRoot, opts);
     // The disk may have changed while the content was assembled: look again.
     const again = await lstatOrNull(abs);
     if (!sameStat(current, again)) return refuse("changed while the new version was written");
@@ -947,6 +966,7 @@ export async function materialize(
     if (opts.group) opts.group.syncDirLater(dirAbs);
     else await syncDir(dirAbs);
   } finally {
+    release();
     if (!renamed) await Deno.remove(tmpAbs).catch(() => {});
   }
   await recordLocal(
@@ -958,6 +978,27 @@ export async function materialize(
     opts.group,
   );
   return { ...result, status: "written" };
+}
+
+/**
+ * Preserve the committed version of the file now at `path` before it is replaced by content
+ * `newRoot` (null: no file), if it is a file and preservation is on; returns the function that
+ * unpins the preserved chunks, to call once the old file is gone. The caller has checked with
+ * protection() that the file is the version `local` records, and that it was committed.
+ */
+async function preserveOld(
+  store: LocalStore,
+  path: string,
+  current: Deno.FileInfo | null,
+  local: LocalFileRecord | null,
+  newRoot: Hash | null,
+  opts: MaterializeOptions,
+): Promise<() => void> {
+  const none = () => {};
+  if (opts.preserveReplaced === false || !current?.isFile || local?.kind !== "file") return none;
+  if (newRoot !== null && hashEquals(newRoot, local.root)) return none;
+  const abs = `${store.root}/${path}`;
+  return (await preserveReplaced(store, path, abs, local.root, newRoot, opts.log)).release;
 }
 
 /** Same entry as before: both absent, or same kind, size, mtime and inode. */
@@ -983,8 +1024,13 @@ async function materializeDir(
   if (current && !current.isDirectory) {
     const refused = await guard();
     if (refused) return refused;
-    opts.onWrite?.(record.path, { kind: "dir" });
-    await Deno.remove(abs);
+    const release = await preserveOld(store, record.path, current, local, null, opts);
+    try {
+      opts.onWrite?.(record.path, { kind: "dir" });
+      await Deno.remove(abs);
+    } finally {
+      release();
+    }
     current = null;
   }
   if (!current) {

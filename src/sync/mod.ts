@@ -56,5 +56,7 @@ export {
 } from "./materializer.ts";
 export { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
-export { ClientGateway, type GatewayDeps } from "./gateway.ts";
+export { ensureObjects, type FetchObjects, planRestore } from "./restore.ts";
+export { objectsOfOps } from "./replicate.ts";
+export { ClientGateway, type GatewayDeps, resolveVersion, VersionError } from "./gateway.ts";
 export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";

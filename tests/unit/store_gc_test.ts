@@ -114,6 +114,7 @@ Deno.test("gc: chunks a file holds leave the packs; other chunks and nodes stay"
     const before = await f.store.packs.diskUsage();
     const stats = await f.store.collectGarbage();
     assert.equal(stats.objectsDropped, 200);
+    assert.equal(stats.droppedHeld, 200, "all by the tree rule");
     assert.deepEqual(stats.corrupt, []);
     assert.equal(stats.packsRewritten, 100, "every chunk pack was two thirds dead");
     for (const c of f.inFile) assert.equal(await f.store.packs.has(c.hash), false);
@@ -131,6 +132,10 @@ Deno.test("gc: chunks a file holds leave the packs; other chunks and nodes stay"
     assert.deepEqual(again, {
       packsRewritten: 0,
       objectsDropped: 0,
+      droppedBy: {},
+      droppedHeld: 0,
+      droppedUnreferenced: 0,
+      unreferencedSkipped: "no retained roots given",
       bytesReclaimed: 0,
       corrupt: [],
     });
@@ -204,6 +209,10 @@ Deno.test("gc: a pack below the dead fraction is left alone", async () => {
     assert.deepEqual(stats, {
       packsRewritten: 0,
       objectsDropped: 0,
+      droppedBy: {},
+      droppedHeld: 0,
+      droppedUnreferenced: 0,
+      unreferencedSkipped: "no retained roots given",
       bytesReclaimed: 0,
       corrupt: [],
     });

@@ -1,0 +1,80 @@
+/** Restore planning (src/sync/restore.ts): an old state of a path committed as a new version. */
+import assert from "node:assert/strict";
+import { sha256 } from "../../src/chunk/mod.ts";
+import { encodeCommand, type FileOp, IndexState } from "../../src/fsm/mod.ts";
+import { planRestore } from "../../src/sync/mod.ts";
+
+const root = (s: string) => sha256(new TextEncoder().encode(s));
+
+function put(path: string, base: number, content: string): FileOp {
+  return {
+    op: "put",
+    path,
+    base,
+    kind: "file",
+    root: root(content),
+    size: content.length,
+    mode: 0o644,
+    mtime: 1,
+  };
+}
+
+async function withIndex(
+  fn: (s: IndexState, run: (...ops: FileOp[]) => Promise<number>) => Promise<void>,
+) {
+  const kv = await Deno.openKv(":memory:");
+  const s = new IndexState(kv);
+  let index = 0;
+  try {
+    await fn(s, async (...ops) => {
+      const r = await s.apply(++index, encodeCommand({ origin: "n", ops, time: index }));
+      assert.ok(r.ok, JSON.stringify(r));
+      return r.version;
+    });
+  } finally {
+    kv.close();
+  }
+}
+
+const describe = (ops: FileOp[]) =>
+  ops.map((o) => `${o.op} ${"path" in o ? o.path : ""}@${"base" in o ? o.base : ""}`);
+
+Deno.test("restore: a file goes back to its old root on top of the current version", async () => {
+  await withIndex(async (s, run) => {
+    const v1 = await run(put("a.txt", 0, "one"));
+    const v2 = await run(put("a.txt", v1, "two"));
+    const ops = await planRestore(s, "a.txt", v1);
+    assert.deepEqual(describe(ops), [`put a.txt@${v2}`]);
+    const p = ops[0];
+    assert.ok(p.op === "put" && p.root.every((b, i) => b === root("one")[i]));
+    assert.deepEqual(await planRestore(s, "a.txt", v2), [], "already as it was");
+  });
+});
+
+Deno.test("restore: a deleted file comes back; a file that did not exist yet goes", async () => {
+  await withIndex(async (s, run) => {
+    const v1 = await run(put("a.txt", 0, "one"));
+    await run({ op: "delete", path: "a.txt", base: v1 });
+    assert.deepEqual(describe(await planRestore(s, "a.txt", v1)), ["put a.txt@0"]);
+    const v3 = await run(put("b.txt", 0, "b"));
+    assert.deepEqual(describe(await planRestore(s, "b.txt", v1)), [`delete b.txt@${v3}`]);
+    await assert.rejects(planRestore(s, "never.txt", v1), /did not exist/);
+  });
+});
+
+Deno.test("restore: a directory tree comes back whole, newer entries deleted deepest first", async () => {
+  await withIndex(async (s, run) => {
+    await run(put("d/x", 0, "x1"), put("d/y", 0, "y1"));
+    const v1 = await s.applied();
+    const x2 = await run(put("d/x", (await s.get("d/x"))!.version, "x2"));
+    const z = await run(put("d/sub/z", 0, "z"));
+    await run({ op: "delete", path: "d/y", base: (await s.get("d/y"))!.version });
+    const ops = await planRestore(s, "d", v1);
+    assert.deepEqual(describe(ops), [
+      `delete d/sub/z@${z}`,
+      `delete d/sub@${z}`,
+      `put d/x@${x2}`,
+      "put d/y@0",
+    ]);
+  });
+});
