@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
-import { tempDirs, waitConverged, waitFor, withCluster } from "../helpers/cluster.ts";
+import { NodeProcess, tempDirs, waitConverged, waitFor, withCluster } from "../helpers/cluster.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
 interface Version {
@@ -112,5 +112,41 @@ Deno.test({
       assert.equal(escape.code, 1);
       assert.match(escape.stderr, /invalid path/);
     }, { prefix: "filesync-history-", extra: ["--gc-interval", "1"] });
+  },
+});
+
+Deno.test({
+  name: "history: the leader prunes versions past the retention rule, labels pin theirs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const [dir] = await tempDirs(1, "filesync-prune-");
+    const node = await NodeProcess.start(dir, [
+      "--keep-versions",
+      "1",
+      "--keep-days",
+      "0",
+      "--prune-interval",
+      "1",
+    ]);
+    try {
+      await Deno.writeTextFile(`${dir}/f.txt`, "one\n");
+      await waitFor("version 1", async () => (await log(dir, "f.txt")).length >= 1);
+      await cli(["snapshot", "create", dir, "keep-me"]);
+      for (const text of ["two\n", "three\n", "four\n"]) {
+        await Deno.writeTextFile(`${dir}/f.txt`, text);
+        await cli(["status", dir, "--wait"]);
+      }
+      // Only the current version and the labelled one stay.
+      const left = await waitFor("old versions pruned", async () => {
+        const v = await log(dir, "f.txt");
+        return v.length === 2 ? v : null;
+      });
+      assert.deepEqual(left.map((v) => v.size), [5, 4]);
+      assert.deepEqual(left[1].labels, ["keep-me"]);
+    } finally {
+      await node.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
