@@ -64,6 +64,7 @@ export async function pushCommand(
       prefix: prefixOf(opts.prefix),
       deleteExtra: opts.delete === true,
       timeoutMs: opts.timeout * 1000,
+      onSkip: (path, why) => console.error(`filesync: skipped ${path}: ${why}`),
       onProgress: (p) => {
         if (p.phase !== current) {
           bars.get(current)?.stop();

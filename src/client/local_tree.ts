@@ -1,6 +1,6 @@
 /**
  * A plain directory as `filesync push` sees it: every entry (honouring .filesyncignore, never
- * following symlinks, never inside .filesync/), each file chunked and tree-hashed, and where
+ * following symlinks, never inside .filesync/, skipping sockets, FIFOs and devices), each file chunked and tree-hashed, and where
  * each object of those trees can be read back. Nothing is written anywhere: a push must not
  * leave state in a build folder.
  */
@@ -34,6 +34,7 @@ export class LocalTree {
   static async scan(
     root: string,
     onProgress?: (p: { files: number; bytes: number }) => void,
+    onSkip?: (path: string, why: string) => void,
   ): Promise<LocalTree> {
     const tree = new LocalTree(root);
     const problems: { path: string; message: string }[] = [];
@@ -71,10 +72,12 @@ export class LocalTree {
       bytes += hashed.size;
       onProgress?.({ files, bytes });
     }
-    if (problems.length > 0) {
-      const p = problems[0];
-      throw new ClientError("unreadable", `cannot read ${p.path}: ${p.message}`);
-    }
+    // Sockets, FIFOs and devices have no content to sync (rsync skips them too); anything
+    // else that could not be read fails the push.
+    const special = (p: { message: string }) => p.message.startsWith("not a regular file");
+    for (const p of problems.filter(special)) onSkip?.(p.path, p.message);
+    const fatal = problems.find((p) => !special(p));
+    if (fatal) throw new ClientError("unreadable", `cannot read ${fatal.path}: ${fatal.message}`);
     return tree;
   }
 
@@ -102,9 +105,11 @@ export class LocalTree {
     let file = this.#open.get(src.path);
     if (!file) {
       if (this.#open.size >= 16) {
+        // Close the oldest handle in its own file's turn, after the reads already queued there.
         const [first, f] = this.#open.entries().next().value!;
-        f.close();
         this.#open.delete(first);
+        const closed = (this.#turns.get(first) ?? Promise.resolve()).then(() => f.close());
+        this.#turns.set(first, closed.catch(() => {}));
       }
       try {
         file = await Deno.open(`${this.root}/${src.path}`, { read: true });

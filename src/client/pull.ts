@@ -4,17 +4,18 @@
  * time names), then exit. Entries the version lacks are removed (unless `keepExtra`); an entry
  * of another kind is replaced.
  *
- * Files whose size and mtime already match are left alone (rsync's quick check). Each file to
- * write is fetched a window at a time (at most WINDOW_BYTES of chunks in memory, whatever the
+ * Files whose size and mtime already match are left alone (rsync's quick check); a file that
+ * differs is rebuilt from the chunks of its local version that are still right plus the ones
+ * fetched. Each file to write is fetched a window at a time (at most WINDOW_BYTES of chunks in memory, whatever the
  * file sizes), written into a temp file in its directory, fsynced and renamed into place, so
  * a crash or a failed pull never leaves a torn file where a reader would look. Objects come
  * from the gateway first, then from any other member that admits the client. Every object is
  * verified against its hash on arrival, so the bytes written are the committed ones.
  */
-import { type Hash, hashEquals, hashKey } from "../chunk/mod.ts";
+import { type Hash, hashEquals, hashKey, sha256 } from "../chunk/mod.ts";
 import { indexPathProblem } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT, type FileChunk, walkFileChunks } from "../merkle/mod.ts";
-import { checkAncestors, tempName, type WalkEntry, walkTree } from "../sync/mod.ts";
+import { checkAncestors, hashFile, tempName, type WalkEntry, walkTree } from "../sync/mod.ts";
 import { deadline } from "../net/mod.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
@@ -47,6 +48,8 @@ export interface PullSummary {
   bytesWritten: number;
   removed: number;
   fetchedBytes: number;
+  /** Bytes copied from the local files being replaced instead of fetched. */
+  reusedBytes: number;
   seconds: number;
 }
 
@@ -57,6 +60,15 @@ interface Job {
   chunks: FileChunk[];
   next: number;
   tmp: string;
+  file: Deno.FsFile | null;
+  /** The local file this one replaces: its chunks are copied rather than fetched. */
+  old: LocalChunks | null;
+}
+
+/** Chunks of a local file by hash, and a handle to read them. */
+interface LocalChunks {
+  abs: string;
+  at: Map<string, { offset: number; length: number }>;
   file: Deno.FsFile | null;
 }
 
@@ -94,14 +106,19 @@ export async function pull(dir: string, opts: PullOptions): Promise<PullSummary>
         (rec.kind === "symlink"
           ? l.target === rec.target
           : l.size === rec.size && l.mtime === rec.mtime && l.mode === rec.mode);
-      if (!same) jobs.push({ rel, rec, chunks: [], next: 0, tmp: "", file: null });
+      if (same) continue;
+      const old = l?.kind === "file" && rec.kind === "file" && l.size > 0
+        ? { abs: `${root}/${rel}`, at: new Map(), file: null }
+        : null;
+      jobs.push({ rel, rec, chunks: [], next: 0, tmp: "", file: null, old });
     }
-    let fetched: number;
+    let moved: { fetched: number; reused: number };
     try {
-      fetched = await writeFiles(root, client, jobs, signal, opts.onProgress);
+      moved = await writeFiles(root, client, jobs, signal, opts.onProgress);
     } finally {
       // A failed pull leaves no temp file behind (the placed files are whole).
       for (const j of jobs) {
+        j.old?.file?.close();
         if (!j.file) continue;
         j.file.close();
         await Deno.remove(j.tmp).catch(() => {});
@@ -120,7 +137,8 @@ export async function pull(dir: string, opts: PullOptions): Promise<PullSummary>
       written: jobs.length,
       bytesWritten: jobs.reduce((n, j) => n + (j.rec.kind === "file" ? j.rec.size : 0), 0),
       removed,
-      fetchedBytes: fetched,
+      fetchedBytes: moved.fetched,
+      reusedBytes: moved.reused,
       seconds: (performance.now() - started) / 1000,
     };
   } catch (e) {
@@ -212,9 +230,11 @@ function* ancestorsOf(path: string): Generator<string> {
 }
 
 /**
- * Fetch and write every job, a window of chunks at a time; returns the object bytes fetched.
- * Tree nodes are fetched first (every root in one request, deeper nodes as the walk needs
- * them), then chunks window by window in file order.
+ * Fetch and write every job, a window of chunks at a time; returns the object bytes fetched
+ * and the bytes reused. Tree nodes are fetched first (every root in one request, deeper nodes
+ * as the walk needs them), then chunks window by window in file order. A chunk the local file
+ * being replaced already holds (same hash) is copied from it and verified, not fetched: an
+ * edit in the middle of a large file moves only the chunks it touched, as in a node's sync.
  */
 async function writeFiles(
   root: string,
@@ -222,8 +242,9 @@ async function writeFiles(
   jobs: Job[],
   signal: AbortSignal,
   onProgress: PullOptions["onProgress"],
-): Promise<number> {
+): Promise<{ fetched: number; reused: number }> {
   let fetchedBytes = 0;
+  let reused = 0;
   let peers = [client.gateway];
   const fetchAll = async (hashes: Hash[], sink: (h: Hash, b: Uint8Array) => void) => {
     let missing = hashes;
@@ -260,6 +281,7 @@ async function writeFiles(
     }
     for await (const c of walkFileChunks(j.rec.root, source)) j.chunks.push(c);
     nodes.delete(hashKey(j.rec.root));
+    if (j.old) await indexLocalChunks(j.old);
   }
   const total = files.reduce((n, j) => n + j.rec.size, 0);
   let done = 0;
@@ -276,8 +298,11 @@ async function writeFiles(
       let to = from;
       while (to < job.chunks.length && windowBytes < WINDOW_BYTES) {
         const c = job.chunks[to++];
-        want.set(hashKey(c.hash), c.hash);
-        windowBytes += c.length;
+        const key = hashKey(c.hash);
+        if (!job.old?.at.has(key)) {
+          want.set(key, c.hash);
+          windowBytes += c.length;
+        }
       }
       window.push({ job, from, to });
       job.next = to;
@@ -292,7 +317,17 @@ async function writeFiles(
         job.file = await Deno.open(job.tmp, { write: true, createNew: true, mode: 0o600 });
       }
       for (let i = from; i < to; i++) {
-        const data = got.get(hashKey(job.chunks[i].hash))!;
+        const c = job.chunks[i];
+        let data = got.get(hashKey(c.hash));
+        if (!data) {
+          data = (job.old ? await readLocalChunk(job.old, c.hash) : null) ?? undefined;
+          if (data) reused += data.length;
+          else {
+            // The local file changed under us: fetch this chunk after all.
+            await fetchAll([c.hash], (h, b) => got.set(hashKey(h), b));
+            data = got.get(hashKey(c.hash))!;
+          }
+        }
         let n = 0;
         while (n < data.length) n += await job.file.write(data.subarray(n));
         done += data.length;
@@ -304,7 +339,38 @@ async function writeFiles(
       onProgress?.({ files: filesDone, filesTotal: files.length, bytes: done, bytesTotal: total });
     }
   }
-  return fetchedBytes;
+  return { fetched: fetchedBytes, reused };
+}
+
+/** Chunk the local file being replaced (nothing if it cannot be read whole). */
+async function indexLocalChunks(old: LocalChunks): Promise<void> {
+  try {
+    await hashFile(old.abs, {}, (chunks) => {
+      for (const c of chunks) old.at.set(hashKey(c.hash), { offset: c.offset, length: c.length });
+    });
+  } catch {
+    old.at.clear();
+  }
+}
+
+/** A chunk of the local file, verified; null if it is no longer there. */
+async function readLocalChunk(old: LocalChunks, hash: Hash): Promise<Uint8Array | null> {
+  const at = old.at.get(hashKey(hash));
+  if (!at) return null;
+  try {
+    old.file ??= await Deno.open(old.abs, { read: true });
+    const out = new Uint8Array(at.length);
+    await old.file.seek(at.offset, Deno.SeekMode.Start);
+    let n = 0;
+    while (n < out.length) {
+      const got = await old.file.read(out.subarray(n));
+      if (got === null) return null;
+      n += got;
+    }
+    return hashEquals(sha256(out), hash) ? out : null;
+  } catch {
+    return null;
+  }
 }
 
 function parentAbs(root: string, rel: string): string {

@@ -38,6 +38,8 @@ export interface PushOptions {
   /** Give up after this long, ms. */
   timeoutMs: number;
   onProgress?: (p: PushProgress) => void;
+  /** An entry left out (a socket, FIFO or device). */
+  onSkip?: (path: string, why: string) => void;
   /** Bind the client's transport here (tests). */
   listen?: string[];
 }
@@ -84,7 +86,7 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
         filesTotal: 0,
         bytes: p.bytes,
         bytesTotal: 0,
-      }));
+      }), opts.onSkip);
     const files = tree.entries.filter((e) => e.kind === "file");
     const summary = {
       files: files.length,

@@ -25,7 +25,7 @@ export interface Preserved {
   /** Chunks copied into the packs, and their bytes. */
   packed: number;
   bytes: number;
-  /** Chunks the packs held already. */
+  /** Chunks the packs held already, or another current file holds (a rename's new path). */
   alreadyHeld: number;
   /** Chunks the old file no longer held (edited behind our back): not preserved. */
   unverified: number;
@@ -71,7 +71,7 @@ export async function preserveReplaced(
     release: store.pins.pin(lost.map((c) => c.hash)),
   };
   try {
-    await packFromFile(store, abs, lost, result);
+    await packFromFile(store, path, abs, lost, result);
     // Durable before the caller's rename or removal: a crash then cannot lose them.
     await store.packs.flush();
   } catch (e) {
@@ -123,9 +123,15 @@ async function chunksNotIn(
   return out;
 }
 
-/** Put each chunk the packs lack, read from `abs` at its offset and verified, into the packs. */
+/**
+ * Put each chunk the packs lack, read from `abs` at its offset and verified, into the packs.
+ * A chunk another current file holds (verified there) is left to that file: a rename writes
+ * its new path before the old one goes, and must not cost a copy of the whole file; if that
+ * file is replaced in turn, its own replacement preserves the chunk.
+ */
 async function packFromFile(
   store: LocalStore,
+  path: string,
   abs: string,
   chunks: FileChunk[],
   result: Preserved,
@@ -140,7 +146,7 @@ async function packFromFile(
   }
   try {
     for (const c of chunks) {
-      if (await store.packs.has(c.hash)) {
+      if (await store.packs.has(c.hash) || await heldElsewhere(store, c.hash, path)) {
         result.alreadyHeld++;
         continue;
       }
@@ -155,6 +161,17 @@ async function packFromFile(
     }
   } finally {
     file.close();
+  }
+}
+
+/** Whether the chunk locator places the chunk in another file, where it still verifies. */
+async function heldElsewhere(store: LocalStore, hash: Hash, path: string): Promise<boolean> {
+  const loc = await store.locator.lookup(hash);
+  if (loc === null || loc.path === path) return false;
+  try {
+    return (await store.locator.read(hash, { fresh: true })) !== null;
+  } catch {
+    return false; // stale or unreadable there: keep our own copy
   }
 }
 

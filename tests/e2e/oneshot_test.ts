@@ -86,18 +86,37 @@ Deno.test({
         assert.equal(again.summary!.objectsSent, 0);
         assert.equal(again.summary!.version, first.summary!.version);
 
-        // An edit of one small file and a deletion move only that file's objects.
+        // An edit of one small file, 4 KiB inside the large one, and a deletion: only the
+        // chunks they touched move, up and down.
         await Deno.writeTextFile(`${build}/VERSION`, "1.0.1\n");
+        const app = await Deno.open(`${build}/bin/app`, { write: true });
+        await app.seek(1_500_000, Deno.SeekMode.Start);
+        await app.write(new Uint8Array(4096).fill(0xab));
+        app.close();
         await Deno.remove(`${build}/assets/img/f0.txt`);
         const edit = await pushJson(build, invite, ["--prefix", "builds/42", "--delete"]);
         assert.equal(edit.code, 0, edit.stderr);
-        assert.equal(edit.summary!.put, 1);
+        assert.equal(edit.summary!.put, 2);
         assert.equal(edit.summary!.delete, 1);
-        assert(edit.summary!.bytesSent < 4096, `sent ${edit.summary!.bytesSent} bytes`);
-        const repull = await runCli(["pull", fresh, "--from", invite, "--prefix", "builds/42"]);
+        assert.ok(edit.summary!.bytesSent < 600_000, `sent ${edit.summary!.bytesSent} bytes`);
+        const repull = await runCli([
+          "pull",
+          fresh,
+          "--from",
+          invite,
+          "--prefix",
+          "builds/42",
+          "--json",
+        ]);
         assert.equal(repull.code, 0, repull.stderr);
-        assert.equal(repull.stdout, "", "silent off a terminal");
+        const rp = JSON.parse(repull.stdout);
+        assert.equal(rp.removed, 1);
+        assert.ok(rp.fetchedBytes < 600_000, `fetched ${rp.fetchedBytes} bytes`);
+        assert.ok(rp.reusedBytes > 2 * 1024 * 1024, `reused ${rp.reusedBytes} bytes`);
         assert.equal((await treeDigest(fresh)).digest, (await treeDigest(build)).digest);
+        const quiet = await runCli(["pull", fresh, "--from", invite, "--prefix", "builds/42"]);
+        assert.equal(quiet.code, 0, quiet.stderr);
+        assert.equal(quiet.stdout, "", "silent off a terminal");
 
         // An older version stays addressable: pull the first push by its version number.
         const old = await runCli([

@@ -178,6 +178,19 @@ Deno.test("history: a delete packs all of v1; preserveReplaced: false packs noth
   });
 });
 
+Deno.test("history: a rename (new path written, then the old one deleted) packs nothing", async () => {
+  await withNode(async (store, remote) => {
+    const v1 = await remote.file("a.bin", seededBytes(23, 600_000));
+    await materialize(store, v1, remote);
+    const moved = { ...v1, path: "b.bin", version: v1.version + 1 };
+    assert.equal((await materialize(store, moved, remote)).status, "written");
+    assert.equal((await materialize(store, remote.tombstone(v1), remote)).status, "deleted");
+    for (const h of await remote.chunks(v1.root)) {
+      assert.equal(await store.packs.has(h), false, "held by b.bin: no copy in the packs");
+    }
+  });
+});
+
 /** Every record takes 4 KiB with its 36-byte header; three records per pack. */
 const CHUNK = 4096 - 36;
 const SMALL_PACKS = { packTargetBytes: 3 * 4096 };
