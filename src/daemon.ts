@@ -38,6 +38,7 @@ import {
   validatePath,
 } from "./fsm/mod.ts";
 import { hashKey, toHex } from "./chunk/mod.ts";
+import type { NodeSource } from "./merkle/mod.ts";
 import { type Entry, KvRaftStorage, RaftError, RaftNode, RaftRole } from "./raft/mod.ts";
 import {
   type ClusterInfo,
@@ -499,6 +500,28 @@ export class Daemon {
     await Promise.all(slices.map((part) => this.#pusher.push(peer, part, read, { signal })));
   }
 
+  /**
+   * Tree nodes from the packs, else fetched from peers into the packs: retained versions this
+   * node never materialized are still walked whole by GC (see GcOptions.nodes).
+   */
+  #nodesFromPeers(): NodeSource {
+    return {
+      getNode: async (hash) => {
+        if (await this.store.packs.has(hash)) return await this.store.packs.get(hash);
+        const peers = [...this.#members].filter((p) => p !== this.host.peerId);
+        let got: Uint8Array | null = null;
+        if (this.#fetcher && peers.length > 0) {
+          await this.#fetcher.fetch([hash], peers, (h, bytes) => {
+            this.store.packs.put(h, bytes);
+            got = bytes;
+          }, { stallMs: 3_000, maxPeerFailures: 1 });
+        }
+        if (got === null) throw new Error(`tree node ${toHex(hash)} is held by no reachable peer`);
+        return got;
+      },
+    };
+  }
+
   /** Whether a pusher was told lately that we hold this object (forgets old claims). */
   #claimedLately(hash: Uint8Array): boolean {
     const now = Date.now();
@@ -530,6 +553,7 @@ export class Daemon {
         retainedRoots: () => this.index.retainedRoots(),
         onSkip: (reason) => this.log.debug("gc: unreferenced objects kept", { reason }),
         keep: (hash) => this.#claimedLately(hash),
+        nodes: this.#nodesFromPeers(),
       });
       this.#packedAtGc = packed;
       if (stats.bytesReclaimed > 0 || stats.corrupt.length > 0) {

@@ -12,6 +12,7 @@
 import type { Hash } from "../chunk/hash.ts";
 import type { ChunkLocator } from "./locator.ts";
 import { liveSet, unreferencedRule } from "./liveness.ts";
+import type { NodeSource } from "../merkle/mod.ts";
 import type {
   CompactOptions,
   CompactStats,
@@ -45,6 +46,12 @@ export interface GcOptions extends CompactOptions {
    * the tree as the last scan saw them (a local edit not uploaded yet). LocalStore passes them.
    */
   localRoots?: () => AsyncIterable<Hash>;
+  /**
+   * Where the tree nodes of retained versions are read (default: the packs). A node that never
+   * saw some versions (it joined later, or was away) lacks their nodes and could never collect
+   * by the unreferenced rule; the daemon passes a source that fetches them from peers.
+   */
+  nodes?: NodeSource;
   /** Unreferenced objects written less than this long ago stay (default 1 hour). */
   graceMs?: number;
   /** The time the run starts at, ms since the epoch (default Date.now(); for tests). */
@@ -105,12 +112,13 @@ export async function collectGarbage(
     graceMs = DEFAULT_GC_GRACE_MS,
     now = Date.now(),
     onSkip,
+    nodes = packs,
     ...compactOpts
   } = opts;
   let unreferenced: DeadPredicate | null = null;
   let skipped: string | null = "no retained roots given";
   if (retainedRoots) {
-    const live = await liveSet(packs, [retainedRoots, ...(localRoots ? [localRoots] : [])]);
+    const live = await liveSet(nodes, [retainedRoots, ...(localRoots ? [localRoots] : [])]);
     skipped = live.complete ? null : live.reason;
     if (live.complete) unreferenced = unreferencedRule(packs, live, now - graceMs);
     else onSkip?.(live.reason);

@@ -341,6 +341,37 @@ Deno.test("gc: a retained root whose nodes are missing disables the unreferenced
   });
 });
 
+Deno.test("gc: nodes a peer supplies (GcOptions.nodes) let the unreferenced rule run", async () => {
+  await withVersions(async (v) => {
+    // A version this node never saw: a one-leaf tree whose chunk is v2's first; only a "peer"
+    // (the nodes source) has its node.
+    const leaf = buildFileTree([{ hash: v.v2.chunks[0], length: CHUNK }], { put: () => {} });
+    const peerNodes = new Map<string, Uint8Array>();
+    buildFileTree([{ hash: v.v2.chunks[0], length: CHUNK }], {
+      put: (h, b) => peerNodes.set(hashKey(h), b),
+    });
+    const asked: string[] = [];
+    const stats = await v.store.collectGarbage({
+      retainedRoots: () => yieldAll([v.v2.root, leaf.root]),
+      now: LATER(),
+      minDeadFraction: 0.01,
+      nodes: {
+        getNode: async (h) => {
+          if (await v.store.packs.has(h)) return await v.store.packs.get(h);
+          asked.push(toHex(h));
+          const b = peerNodes.get(hashKey(h));
+          if (!b) throw new Error("no peer has it");
+          return b;
+        },
+      },
+    });
+    assert.deepEqual(asked, [toHex(leaf.root)]);
+    assert.equal(stats.unreferencedSkipped, null);
+    assert.ok(stats.droppedUnreferenced > 0, "orphans and v1-only objects go");
+    for (const h of v.orphans) assert.equal(await v.store.packs.has(h), false);
+  });
+});
+
 Deno.test("gc: directory-tree nodes, files of the last scan and pinned objects stay", async () => {
   await withVersions(async (v) => {
     const dirNodes: Hash[] = [];
