@@ -78,3 +78,34 @@ Deno.test("restore: a directory tree comes back whole, newer entries deleted dee
     ]);
   });
 });
+
+Deno.test("resolveVersion: labels, version numbers and times; unknown names are clear", async () => {
+  const { resolveVersion, VersionError } = await import("../../src/sync/mod.ts");
+  await withIndex(async (s, run) => {
+    const v1 = await run(put("a", 0, "1")); // committed at time 1 (withIndex uses the index)
+    const v2 = await run(put("a", v1, "2")); // time 2
+    await s.apply(
+      3,
+      encodeCommand({ origin: "n", ops: [{ op: "label", name: "rel", version: v1 }] }),
+    );
+    let barriers = 0;
+    const barrier = () => {
+      barriers++;
+      return Promise.resolve();
+    };
+    assert.equal(await resolveVersion(s, "", barrier), 3);
+    assert.equal(barriers, 1, "the latest needs a read barrier");
+    assert.equal(await resolveVersion(s, "rel", barrier), v1);
+    assert.equal(await resolveVersion(s, String(v2), barrier), v2);
+    assert.equal(await resolveVersion(s, new Date(1).toISOString(), barrier), v1);
+    assert.equal(await resolveVersion(s, new Date(5).toISOString(), barrier), v2);
+    for (const bad of ["99", "nonsense", new Date(0).toISOString()]) {
+      await assert.rejects(resolveVersion(s, bad, barrier), VersionError);
+    }
+    const failing = () => Promise.reject(new Error("no leader"));
+    await assert.rejects(
+      resolveVersion(s, "", failing),
+      (e: unknown) => e instanceof VersionError && e.code === "no-quorum",
+    );
+  });
+});
