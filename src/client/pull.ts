@@ -17,12 +17,22 @@ import { indexPathProblem } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT, type FileChunk, walkFileChunks } from "../merkle/mod.ts";
 import { checkAncestors, hashFile, tempName, type WalkEntry, walkTree } from "../sync/mod.ts";
 import { deadline } from "../net/mod.ts";
+import { mapLimit } from "../util/mod.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
 import type { TreeEntry } from "./wire.ts";
 
-/** Chunk bytes fetched and held at once. */
+/** Chunk bytes fetched and held at once (two windows are: one written, the next fetched). */
 const WINDOW_BYTES = 32 * 1024 * 1024;
+/** Files of a window written at once. */
+const WRITE_CONCURRENCY = 8;
+
+/** A window of chunks: which parts of which files it covers, and their fetched bytes. */
+interface Window {
+  parts: { job: Job; from: number; to: number }[];
+  got: Map<string, Uint8Array>;
+  fetched: Promise<void>;
+}
 
 /** Options of a pull. */
 export interface PullOptions {
@@ -286,10 +296,13 @@ async function writeFiles(
   const total = files.reduce((n, j) => n + j.rec.size, 0);
   let done = 0;
   let filesDone = 0;
-  // Windows over the files' chunks, in order.
+  // Windows over the files' chunks, in order. The next window is fetched while this one is
+  // written, and the files of a window are written a few at a time: a pull is otherwise a
+  // sequence of round trips and fsyncs.
   let fileIndex = 0;
-  while (fileIndex < files.length) {
-    const window: { job: Job; from: number; to: number }[] = [];
+  const nextWindow = (): Window | null => {
+    if (fileIndex >= files.length) return null;
+    const window: Window = { parts: [], got: new Map(), fetched: Promise.resolve() };
     const want = new Map<string, Hash>();
     let windowBytes = 0;
     while (fileIndex < files.length && windowBytes < WINDOW_BYTES) {
@@ -304,40 +317,57 @@ async function writeFiles(
           windowBytes += c.length;
         }
       }
-      window.push({ job, from, to });
+      window.parts.push({ job, from, to });
       job.next = to;
       if (to >= job.chunks.length) fileIndex++;
     }
-    const got = new Map<string, Uint8Array>();
-    if (want.size > 0) await fetchAll([...want.values()], (h, b) => got.set(hashKey(h), b));
-    for (const { job, from, to } of window) {
-      if (!job.file) {
-        await checkAncestors(root, job.rel, true);
-        job.tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
-        job.file = await Deno.open(job.tmp, { write: true, createNew: true, mode: 0o600 });
-      }
-      for (let i = from; i < to; i++) {
-        const c = job.chunks[i];
-        let data = got.get(hashKey(c.hash));
-        if (!data) {
-          data = (job.old ? await readLocalChunk(job.old, c.hash) : null) ?? undefined;
-          if (data) reused += data.length;
-          else {
-            // The local file changed under us: fetch this chunk after all.
-            await fetchAll([c.hash], (h, b) => got.set(hashKey(h), b));
-            data = got.get(hashKey(c.hash))!;
-          }
-        }
-        let n = 0;
-        while (n < data.length) n += await job.file.write(data.subarray(n));
-        done += data.length;
-      }
-      if (to >= job.chunks.length) {
-        await finishFile(root, job);
-        filesDone++;
-      }
-      onProgress?.({ files: filesDone, filesTotal: files.length, bytes: done, bytesTotal: total });
+    if (want.size > 0) {
+      window.fetched = fetchAll([...want.values()], (h, b) => window.got.set(hashKey(h), b));
+      window.fetched.catch(() => {}); // awaited below; never left unobserved
     }
+    return window;
+  };
+  const writePart = async (got: Map<string, Uint8Array>, part: Window["parts"][number]) => {
+    const { job, from, to } = part;
+    if (!job.file) {
+      await checkAncestors(root, job.rel, true);
+      job.tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
+      job.file = await Deno.open(job.tmp, { write: true, createNew: true, mode: 0o600 });
+    }
+    for (let i = from; i < to; i++) {
+      const c = job.chunks[i];
+      let data = got.get(hashKey(c.hash));
+      if (!data) {
+        data = (job.old ? await readLocalChunk(job.old, c.hash) : null) ?? undefined;
+        if (data) reused += data.length;
+        else {
+          // The local file changed under us: fetch this chunk after all.
+          await fetchAll([c.hash], (h, b) => got.set(hashKey(h), b));
+          data = got.get(hashKey(c.hash))!;
+        }
+      }
+      let n = 0;
+      while (n < data.length) n += await job.file.write(data.subarray(n));
+      done += data.length;
+    }
+    if (to >= job.chunks.length) {
+      await finishFile(root, job);
+      filesDone++;
+    }
+    onProgress?.({ files: filesDone, filesTotal: files.length, bytes: done, bytesTotal: total });
+  };
+  let current = nextWindow();
+  while (current !== null) {
+    await current.fetched;
+    const next = nextWindow();
+    const got = current.got;
+    try {
+      await mapLimit(current.parts, WRITE_CONCURRENCY, (part) => writePart(got, part));
+    } catch (e) {
+      await next?.fetched.catch(() => {});
+      throw e;
+    }
+    current = next;
   }
   return { fetched: fetchedBytes, reused };
 }
