@@ -79,8 +79,12 @@ const PUSH_STREAMS = 4;
 const PUSH_FAILURE_MEMORY_MS = 30_000;
 /** Pack objects claimed to a pusher are kept from GC this long (its commit lands by then), ms. */
 const CLAIM_KEEP_MS = 60 * 60_000;
-/** A one-shot client stays admitted this long after its handshake or its last call, ms. */
-const CLIENT_ADMISSION_MS = 5 * 60_000;
+/** Most claims remembered (the oldest are forgotten first; bounds memory against floods). */
+const MAX_CLAIMS = 1 << 20;
+/** Longest a restore waits for a majority to hold the old bytes, ms. */
+const RESTORE_BUDGET_MS = 60_000;
+/** The longest a one-shot client stays admitted, however busy it keeps, ms. */
+const CLIENT_ADMISSION_CAP_MS = 24 * 60 * 60_000;
 
 /** How a node is started. */
 export interface DaemonOptions {
@@ -336,7 +340,7 @@ export class Daemon {
       protocol: CLIENT_PROTOCOL,
       clusterId: this.cluster.clusterId,
       resolveInvite: (id) => resolveInvite(this.cluster.secret, id),
-      admit: (req) => this.#admitClient(req.peerId),
+      admit: (req) => this.#admitClient(req.peerId, req.inviteId, req.remoteAddr),
     });
     const gateway = new ClientGateway({
       index: this.index,
@@ -346,12 +350,7 @@ export class Daemon {
       propose: (c) => this.propose(c),
       log: this.log,
     });
-    await serveSession(this.host, (peer, method, body) => {
-      if (this.host.gate.isClient(peer)) {
-        this.host.gate.admitClient(peer, Date.now() + CLIENT_ADMISSION_MS);
-      }
-      return gateway.handle(peer, method, body);
-    });
+    await serveSession(this.host, (peer, method, body) => gateway.handle(peer, method, body));
     await serveObjects(this.host, {
       has: async (h) => {
         if (await this.store.packs.has(h)) {
@@ -359,6 +358,9 @@ export class Daemon {
           const key = hashKey(h);
           this.#claimed.delete(key); // re-inserted last, so the map stays in time order
           this.#claimed.set(key, Date.now());
+          if (this.#claimed.size > MAX_CLAIMS) {
+            this.#claimed.delete(this.#claimed.keys().next().value!);
+          }
           return true;
         }
         return (await this.store.locator.lookup(h)) !== null;
@@ -380,19 +382,40 @@ export class Daemon {
   }
 
   /** Admit a one-shot client that proved an invite: it may use objects and sessions. */
-  async #admitClient(peerId: string) {
+  async #admitClient(peerId: string, inviteId: string, ip: string) {
     if (this.#members.has(peerId)) throw new JoinRefusal("a member cannot be a client too");
-    if (!this.host.gate.admitClient(peerId, Date.now() + CLIENT_ADMISSION_MS)) {
+    const terms = inviteTerms(inviteId);
+    if (terms?.once) {
+      throw new JoinRefusal("a single-use invite admits one node; use a reusable invite");
+    }
+    // Renewed while the client works, never past its invite's expiry nor a day.
+    const cap = Math.min(terms?.expiresAt ?? Infinity, Date.now() + CLIENT_ADMISSION_CAP_MS);
+    if (!this.host.gate.admitClient(peerId, ip, cap)) {
       throw new JoinRefusal("too many clients at once; try again later");
     }
     this.log.info("client admitted", { client: peerId });
+    return { members: await this.#memberInfos() };
+  }
+
+  /** Every member (voters, then learners) with the addresses it can be reached at. */
+  async #memberInfos(): Promise<MemberInfo[]> {
     const book = await this.index.peers();
     const { voters, learners } = this.raft.status().config;
-    const members: MemberInfo[] = [...voters, ...learners].map((id) => ({
+    return [...voters, ...learners].map((id) => ({
       peerId: id,
       addrs: id === this.host.peerId ? this.host.addrs() : book.get(id) ?? [],
     }));
-    return { members };
+  }
+
+  /** Fetch objects from the other members; resolves to the hashes none of them gave. */
+  async #fetchFromPeers(
+    hashes: Uint8Array[],
+    deliver: (hash: Uint8Array, bytes: Uint8Array) => void,
+  ): Promise<Uint8Array[]> {
+    const peers = [...this.#members].filter((p) => p !== this.host.peerId);
+    if (peers.length === 0 || !this.#fetcher) return hashes;
+    const opts = { stallMs: 3_000, maxPeerFailures: 1 };
+    return (await this.#fetcher.fetch(hashes, peers, deliver, opts)).missing;
   }
 
   /** An object from the tree (through the chunk locator) or the packs; null if not held. */
@@ -436,12 +459,16 @@ export class Daemon {
     };
     const cancel = new AbortController();
     let hedge: ReturnType<typeof setInterval> | undefined;
-    const onAbort = () => cancel.abort(signal?.reason);
+    let rejectOnAbort = (_: unknown) => {};
+    const onAbort = () => {
+      cancel.abort(signal?.reason);
+      rejectOnAbort(signal?.reason);
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await new Promise<void>((resolve, reject) => {
         if (signal?.aborted) return reject(signal.reason);
-        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+        rejectOnAbort = reject;
         let next = 0;
         let running = 0;
         let confirmed = 0;
@@ -508,14 +535,11 @@ export class Daemon {
     return {
       getNode: async (hash) => {
         if (await this.store.packs.has(hash)) return await this.store.packs.get(hash);
-        const peers = [...this.#members].filter((p) => p !== this.host.peerId);
         let got: Uint8Array | null = null;
-        if (this.#fetcher && peers.length > 0) {
-          await this.#fetcher.fetch([hash], peers, (h, bytes) => {
-            this.store.packs.put(h, bytes);
-            got = bytes;
-          }, { stallMs: 3_000, maxPeerFailures: 1 });
-        }
+        await this.#fetchFromPeers([hash], (h, bytes) => {
+          this.store.packs.put(h, bytes);
+          got = bytes;
+        });
         if (got === null) throw new Error(`tree node ${toHex(hash)} is held by no reachable peer`);
         return got;
       },
@@ -653,12 +677,7 @@ export class Daemon {
       this.log.info("member added", { peer: peerId, role: "learner" });
     }
     this.#refreshMembers();
-    const book = await this.index.peers();
-    const members: MemberInfo[] = [];
-    for (const id of [...config.voters, ...config.learners]) {
-      const addrs = id === this.host.peerId ? this.host.addrs() : book.get(id) ?? [];
-      members.push({ peerId: id, addrs });
-    }
+    const members = await this.#memberInfos();
     const commit = this.raft.status().committed;
     return {
       members,
@@ -745,13 +764,18 @@ export class Daemon {
     const ops = await planRestore(this.index, path, from);
     if (ops.length === 0) return { path, from, version: await this.index.applied(), ops: 0 };
     const roots = ops.flatMap((o) => o.op === "put" && o.kind === "file" ? [o.root] : []);
-    await ensureObjects(this.store, roots, async (hashes, deliver) => {
-      const peers = [...this.#members].filter((p) => p !== this.host.peerId);
-      if (peers.length === 0 || !this.#fetcher) return hashes;
-      return (await this.#fetcher.fetch(hashes, peers, deliver, { stallMs: 5_000 })).missing;
-    });
+    await ensureObjects(
+      this.store,
+      roots,
+      (hashes, deliver) => this.#fetchFromPeers(hashes, deliver),
+    );
     const objects = await objectsOfOps(ops, this.store.packs);
-    if (objects.length > 0) await this.#replicate(objects);
+    // Bounded, so the caller (filesync restore) hears a clear failure rather than nothing.
+    if (objects.length > 0) {
+      await this.#replicate(objects, AbortSignal.timeout(RESTORE_BUDGET_MS)).catch((e) => {
+        throw new Error(`the old bytes are not durable on a majority: ${(e as Error).message}`);
+      });
+    }
     const r = await this.propose({ origin: this.host.peerId, ops, time: Date.now() });
     if (!r.ok) throw new Error(`${r.path}: ${r.message}`);
     this.log.info("restored", { path, from, version: r.version, ops: ops.length });

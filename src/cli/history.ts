@@ -24,7 +24,7 @@ async function dataDirOf(dir: string): Promise<string> {
   return `${await requireDirectory(dir)}/${DATA_DIR_NAME}`;
 }
 
-/** A path as the index names it: relative, no leading "./" or "/". */
+/** A path as the index names it: no leading "./" or trailing "/" (absolute paths are refused). */
 function indexPath(path: string): string {
   return path.replace(/^(\.\/)+/, "").replace(/\/+$/, "");
 }
@@ -63,6 +63,8 @@ export async function restoreCommand(
     "POST",
     "/restore",
     { path: indexPath(path), at: opts.at },
+    // Fetching old bytes and making them durable can take a while (the node gives up at 60 s).
+    120_000,
   );
   if (opts.json) printJson(r);
   else if (r.ops === 0) console.log(`${r.path} is already as it was at version ${r.from}`);

@@ -22,6 +22,8 @@ const EXIT_BY_CODE: Record<ClientError["code"], number> = {
   "corrupt": 1,
   "conflict": 6,
   "rejected": 6,
+  "usage": 2,
+  "unknown-outcome": 3,
 };
 
 /** Options shared by push and pull. */

@@ -34,7 +34,10 @@ export class ClientError extends Error {
       | "unreadable"
       | "disk"
       | "corrupt"
-      | "timeout",
+      | "timeout"
+      | "usage"
+      /** The gateway proposed the batch but could not learn whether it committed. */
+      | "unknown-outcome",
     message: string,
   ) {
     super(message);
@@ -137,6 +140,9 @@ function clientErrorOf(e: unknown): Error {
   if (e instanceof ClientError) return e;
   if (e instanceof InviteError) return new ClientError("bad-invite", `bad invite: ${e.message}`);
   if (e instanceof JoinError) {
+    if (e.code === "rejected" && /too many|try again/i.test(e.message)) {
+      return new ClientError("unreachable", `the cluster is busy: ${e.message}`);
+    }
     if (e.code === "rejected" || e.code === "secret-mismatch") {
       return new ClientError("bad-invite", `invite refused: ${e.message}`);
     }

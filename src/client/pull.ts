@@ -15,7 +15,15 @@
 import { type Hash, hashEquals, hashKey, sha256 } from "../chunk/mod.ts";
 import { indexPathProblem } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT, type FileChunk, walkFileChunks } from "../merkle/mod.ts";
-import { checkAncestors, hashFile, tempName, type WalkEntry, walkTree } from "../sync/mod.ts";
+import {
+  checkAncestors,
+  hashFile,
+  sweepTempFiles,
+  tempName,
+  type WalkEntry,
+  walkTree,
+} from "../sync/mod.ts";
+import { ancestors, syncedMode } from "../fsm/mod.ts";
 import { deadline } from "../net/mod.ts";
 import { mapLimit } from "../util/mod.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
@@ -90,8 +98,17 @@ export async function pull(dir: string, opts: PullOptions): Promise<PullSummary>
   let client: ClusterClient | null = null;
   try {
     const root = await prepareTarget(dir);
+    // Temp files of an earlier pull that was killed: invisible to the walk, so swept here.
+    await sweepTempFiles(root);
     client = await connectCluster(opts.invite, { signal, listen: opts.listen });
     const remote = await readRemoteTree(client, opts.prefix, opts.at, signal);
+    if (opts.prefix !== "" && !remote.records.some((r) => r.path === opts.prefix)) {
+      // Never "make the folder equal to nothing": a mistyped prefix must not empty it.
+      throw new ClientError(
+        "rejected",
+        `${opts.prefix} does not exist in the cluster at version ${remote.version}`,
+      );
+    }
     const wanted = relativeEntries(remote.records, opts.prefix);
     const local = new Map<string, WalkEntry>();
     for await (const e of walkTree(root, [])) local.set(e.path, e);
@@ -129,14 +146,14 @@ export async function pull(dir: string, opts: PullOptions): Promise<PullSummary>
       // A failed pull leaves no temp file behind (the placed files are whole).
       for (const j of jobs) {
         j.old?.file?.close();
-        if (!j.file) continue;
-        j.file.close();
-        await Deno.remove(j.tmp).catch(() => {});
+        j.file?.close();
+        j.file = null;
+        if (j.tmp !== "") await Deno.remove(j.tmp).catch(() => {});
       }
     }
     // Directory modes and times last, deepest first: writing into them changed their mtime.
     for (const d of dirs.reverse()) {
-      await Deno.chmod(`${root}/${d.rel}`, d.rec.mode || 0o755);
+      await Deno.chmod(`${root}/${d.rel}`, syncedMode(d.rec.mode || 0o755));
       const t = new Date(d.rec.mtime);
       await Deno.utime(`${root}/${d.rel}`, t, t).catch(() => {});
     }
@@ -178,7 +195,7 @@ async function prepareTarget(dir: string): Promise<string> {
   try {
     await Deno.lstat(`${root}/.filesync`);
     throw new ClientError(
-      "rejected",
+      "usage",
       `${dir} is a synced folder of a node (it has .filesync/); pull into another folder`,
     );
   } catch (e) {
@@ -220,7 +237,7 @@ async function removeStale(
   let removed = 0;
   const gone = new Set<string>();
   for (const [path, e] of local) {
-    if ([...ancestorsOf(path)].some((a) => gone.has(a))) continue;
+    if (ancestors(path).some((a) => gone.has(a))) continue;
     const w = wanted.get(path);
     const stale = w ? w.rec.kind !== e.kind : !keepExtra;
     if (!stale) continue;
@@ -229,14 +246,6 @@ async function removeStale(
     removed++;
   }
   return removed;
-}
-
-function* ancestorsOf(path: string): Generator<string> {
-  let i = path.indexOf("/");
-  while (i !== -1) {
-    yield path.slice(0, i);
-    i = path.indexOf("/", i + 1);
-  }
 }
 
 /**
@@ -262,13 +271,13 @@ async function writeFiles(
       const r = await client.fetcher.fetch(missing, peers, (h, b) => {
         fetchedBytes += b.length;
         sink(h, b);
-      }, { stallMs: 10_000 });
+      }, { stallMs: 10_000, signal });
       missing = r.missing;
       if (missing.length > 0 && round === 0) peers = await client.admitElsewhere(signal);
     }
     if (missing.length > 0) {
       throw new ClientError(
-        "corrupt",
+        "unreachable",
         `${missing.length} objects of this version are held by no reachable member`,
       );
     }
@@ -328,6 +337,7 @@ async function writeFiles(
     return window;
   };
   const writePart = async (got: Map<string, Uint8Array>, part: Window["parts"][number]) => {
+    signal.throwIfAborted();
     const { job, from, to } = part;
     if (!job.file) {
       await checkAncestors(root, job.rel, true);
@@ -419,13 +429,15 @@ async function finishFile(root: string, job: Job): Promise<void> {
     f.close();
     job.file = null;
   }
-  await Deno.chmod(job.tmp, job.rec.mode);
+  await Deno.chmod(job.tmp, syncedMode(job.rec.mode));
   await Deno.rename(job.tmp, `${root}/${job.rel}`);
+  job.tmp = "";
 }
 
 async function placeSymlink(root: string, job: Job): Promise<void> {
   await checkAncestors(root, job.rel, true);
-  const tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
-  await Deno.symlink(job.rec.target ?? "", tmp);
-  await Deno.rename(tmp, `${root}/${job.rel}`);
+  job.tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
+  await Deno.symlink(job.rec.target ?? "", job.tmp);
+  await Deno.rename(job.tmp, `${root}/${job.rel}`);
+  job.tmp = "";
 }

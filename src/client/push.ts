@@ -11,9 +11,9 @@
  * If another writer committed in between (a compare-and-swap conflict) the push re-plans
  * against the new tree; if there is no quorum it retries until the deadline.
  */
-import type { Hash } from "../chunk/mod.ts";
+import { type Hash, hashKey } from "../chunk/mod.ts";
 import { encodeCommand, MAX_COMMAND_BYTES } from "../fsm/mod.ts";
-import { deadline } from "../net/mod.ts";
+import { deadline, PushError } from "../net/mod.ts";
 import { sleep } from "./time.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { LocalTree } from "./local_tree.ts";
@@ -72,21 +72,22 @@ export interface PushSummary {
 /** Run a push; throws ClientError with a one-line message on failure. */
 export async function push(dir: string, opts: PushOptions): Promise<PushSummary> {
   const started = performance.now();
+  // The folder is hashed first, with no cluster connection open: hashing a large folder takes
+  // as long as it takes, and `timeoutMs` bounds only the work with the cluster after it.
+  const tree = await LocalTree.scan(dir, (p) =>
+    opts.onProgress?.({
+      phase: "hash",
+      files: p.files,
+      filesTotal: 0,
+      bytes: p.bytes,
+      bytesTotal: 0,
+    }), opts.onSkip);
   const endsAt = Date.now() + opts.timeoutMs;
   const timer = deadline(opts.timeoutMs);
   const signal = timer.signal;
   let client: ClusterClient | null = null;
-  let tree: LocalTree | null = null;
   try {
     client = await connectCluster(opts.invite, { signal, listen: opts.listen });
-    tree = await LocalTree.scan(dir, (p) =>
-      opts.onProgress?.({
-        phase: "hash",
-        files: p.files,
-        filesTotal: 0,
-        bytes: p.bytes,
-        bytesTotal: 0,
-      }), opts.onSkip);
     const files = tree.entries.filter((e) => e.kind === "file");
     const summary = {
       files: files.length,
@@ -109,7 +110,7 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
         };
       }
       const command = encodeBatch(client.host.peerId, plan.ops);
-      const hashes = plan.putFiles.flatMap((p) => tree!.objectsOf(p));
+      const hashes = distinctHashes(plan.putFiles.flatMap((p) => tree.objectsOf(p)));
       const sent = await sendObjects(client, tree, hashes, plan.bytes, plan.putFiles.length, {
         signal,
         onProgress: opts.onProgress,
@@ -133,10 +134,12 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
           seconds: (performance.now() - started) / 1000,
         };
       } catch (e) {
-        if (!(e instanceof ClientError) || e.code !== "conflict" || attempt >= MAX_REPLANS) {
-          throw e;
-        }
-        // Another writer committed under the prefix since we read it: plan again.
+        const again = e instanceof ClientError &&
+          (e.code === "conflict" || e.code === "unknown-outcome");
+        if (!again || attempt >= MAX_REPLANS) throw e;
+        // Another writer committed under the prefix since we read it, or our own batch may
+        // have committed without us hearing it: plan again against the tree as it is now
+        // (an identical tree plans nothing, so a batch that did commit is not sent twice).
       }
     }
   } catch (e) {
@@ -149,7 +152,7 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
     throw sessionFailure(e);
   } finally {
     timer.clear();
-    tree?.close();
+    tree.close();
     await client?.close();
   }
 }
@@ -204,11 +207,25 @@ async function sendObjects(
     if (e instanceof ClientError) throw e;
     if (opts.signal.aborted) throw e;
     const why = (e as Error).message;
+    if (e instanceof PushError && e.code === "read") {
+      throw new ClientError("unreadable", `reading the folder failed: ${why}`);
+    }
     if (/full|ENOSPC|No space/i.test(why)) {
       throw new ClientError("disk", `the gateway could not store the objects: ${why}`);
     }
     throw new ClientError("unreachable", `sending objects failed: ${why}`);
   }
+}
+
+/** `hashes` without repeats (identical files share chunks), in first-seen order. */
+function distinctHashes(hashes: Hash[]): Hash[] {
+  const seen = new Set<string>();
+  return hashes.filter((h) => {
+    const key = hashKey(h);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** Commit, retrying while there is no quorum (a leader election, nodes coming back). */

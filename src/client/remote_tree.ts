@@ -59,6 +59,10 @@ export async function readRemoteTree(
     if (page.records.length === 0) break;
     records.push(...page.records);
   }
+  if (records.length !== total) {
+    // A pull deletes what the listing lacks: never act on a short one.
+    throw new ClientError("corrupt", `the gateway listed ${records.length} of ${total} entries`);
+  }
   return { version, records };
 }
 
@@ -68,6 +72,7 @@ export function sessionFailure(e: unknown): Error {
   if (e instanceof SessionError) {
     if (e.code === "no-quorum") return new ClientError("no-quorum", `no quorum: ${e.message}`);
     if (e.code === "conflict") return new ClientError("conflict", e.message);
+    if (e.code === "unknown-outcome") return new ClientError("unknown-outcome", e.message);
     if (e.code === "closed") return new ClientError("unreachable", e.message);
     return new ClientError("rejected", e.message);
   }

@@ -11,8 +11,9 @@
  *   commit  [budgetMs, encoded Command]      ->  [version]
  *           The gateway makes the objects the ops need durable on a majority, then proposes
  *           the command as one Raft entry: every op applies, or none. It gives up (no-quorum)
- *           rather than propose once `budgetMs` has passed, so a client that timed out is not
- *           surprised by its batch committing later.
+ *           rather than propose once `budgetMs` has passed, so a batch whose objects were not
+ *           durable in time never commits later. A proposal made whose outcome Raft cannot tell
+ *           (timeout, leader change) is answered "unknown-outcome": the client re-reads.
  */
 import { HASH_LENGTH } from "../chunk/mod.ts";
 import type { FileKind, IndexRecord } from "../fsm/mod.ts";

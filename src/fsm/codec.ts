@@ -312,17 +312,21 @@ export function encodeSnapshot(s: IndexSnapshot): Uint8Array {
     s.history.map(recordToWire),
     s.times.map((t) => [t.version, t.time]),
     s.labels.map((l) => [l.name, l.version, l.time, l.index]),
+    s.horizon,
   ]);
 }
 
 /** Decode a snapshot made by encodeSnapshot (v2, or v1 without history); throws CommandDecodeError. */
 export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
-  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot", 8);
+  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot", 9);
   const v1 = a[0] === 1;
   if (!v1 && a[0] !== SNAPSHOT_VERSION) {
     throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
   }
-  arity(a, v1 ? 5 : 8, "snapshot");
+  if (v1) arity(a, 5, "snapshot");
+  else if (a.length !== 8 && a.length !== 9) {
+    throw new CommandDecodeError("snapshot must be an array of 8 or 9 fields");
+  }
   const applied = new Fields(a, "snapshot").uint(1, "applied");
   const peers = array(a[2], "snapshot.peers").map((raw, i) => {
     const f = new Fields(arity(raw, 2, `peers[${i}]`), `peers[${i}]`);
@@ -337,7 +341,9 @@ export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
   const records = array(a[4], "snapshot.records").map((raw, i) =>
     recordFromWire(raw, `records[${i}]`, fields)
   );
-  if (v1) return { applied, peers, usedInvites, records, history: [], times: [], labels: [] };
+  if (v1) {
+    return { applied, peers, usedInvites, records, history: [], times: [], labels: [], horizon: 0 };
+  }
   const history = array(a[5], "snapshot.history").map((raw, i) =>
     recordFromWire(raw, `history[${i}]`, 11)
   );
@@ -354,7 +360,9 @@ export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
       index: f.uint(3, "index"),
     };
   });
-  return { applied, peers, usedInvites, records, history, times, labels };
+  // Version 2 snapshots written before the history horizon existed have 8 fields.
+  const horizon = a.length === 9 ? new Fields(a, "snapshot").uint(8, "horizon") : 0;
+  return { applied, peers, usedInvites, records, history, times, labels, horizon };
 }
 
 /** Everything the file index state machine holds. */
@@ -370,4 +378,6 @@ export interface IndexSnapshot {
   times: { version: number; time: number }[];
   /** `index`: the entry that created the label. */
   labels: { name: string; version: number; time: number; index: number }[];
+  /** Oldest version whose whole tree is exact (IndexState.horizon); 0 = nothing pruned. */
+  horizon: number;
 }

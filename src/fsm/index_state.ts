@@ -265,6 +265,18 @@ export class IndexState {
    * The newest applied file-changing version whose commit time is at most `timeMs` (0 if
    * none). Times come from the proposers' clocks and so need not grow with the version.
    */
+  /**
+   * The oldest version whose whole tree is still exact: prunes dropped versions that states
+   * before it needed. Labelled versions stay exact whatever the horizon (prunes pin them).
+   */
+  async horizon(): Promise<number> {
+    return (await this.kv.get<number>(this.#horizonKey)).value ?? 0;
+  }
+
+  get #horizonKey(): Deno.KvKey {
+    return [...this.prefix, "horizon"];
+  }
+
   async versionAt(timeMs: number): Promise<number> {
     const applied = await this.applied();
     const iter = this.kv.list<number>(
@@ -493,12 +505,21 @@ export class IndexState {
     const cutoff = op.now - op.keepMs;
     const batches = this.#batches(index);
     let pruned = 0;
+    let horizon = await this.horizon();
     const finish = async (path: string, versions: IndexRecord[]) => {
       const n = versions.length;
       const head = versions[n - 1];
       const keep = new Set<number>();
       for (let i = Math.max(0, n - op.keepVersions); i < n; i++) keep.add(versions[i].version);
       for (const v of versions) if (v.committedAt! >= cutoff) keep.add(v.version);
+      // The version that was current at the window's start: a read at any time inside the
+      // window must find it, not an older one or nothing.
+      for (let i = n - 1; i >= 0; i--) {
+        if (versions[i].committedAt! < cutoff) {
+          keep.add(versions[i].version);
+          break;
+        }
+      }
       for (const pin of pins) {
         for (let i = n - 1; i >= 0; i--) {
           if (versions[i].version <= pin) {
@@ -507,12 +528,15 @@ export class IndexState {
           }
         }
       }
-      for (const v of versions) {
+      for (let i = 0; i < n; i++) {
+        const v = versions[i];
         if (keep.has(v.version)) continue;
         await batches.add({ key: this.#hist(path, v.version) }, {
           key: this.#ver(v.version, path),
         });
         pruned++;
+        // States from v up to its successor needed it: reads there are no longer exact.
+        horizon = Math.max(horizon, versions[i + 1].version);
       }
       if (
         head.deleted && keep.size === 1 && head.committedAt! < cutoff &&
@@ -538,6 +562,7 @@ export class IndexState {
       versions.push(toRecord(p, e.value));
     }
     if (path !== null) await finish(path, versions);
+    await batches.add({ key: this.#horizonKey, value: horizon });
     await batches.add({ key: this.#appliedKey, value: index });
     await batches.flush();
     return { ok: true, version: index, pruned };
@@ -605,12 +630,12 @@ export class IndexState {
             kind: op.kind,
             root: op.root,
             size: op.size,
-            mode: op.mode,
+            mode: syncedMode(op.mode),
             mtime: op.mtime,
             ...(op.kind === "symlink" ? { target: op.target } : {}),
           });
         } else {
-          o.set({ path: op.path, ...base, ...dirFields(op.mode, op.mtime) });
+          o.set({ path: op.path, ...base, ...dirFields(syncedMode(op.mode), op.mtime) });
         }
         return;
       }
@@ -779,7 +804,17 @@ export class IndexState {
     for await (const e of this.kv.list<StoredLabel>({ prefix: [...this.prefix, "label"] })) {
       labels.push({ name: e.key[e.key.length - 1] as string, ...e.value });
     }
-    return encodeSnapshot({ applied, peers, usedInvites, records, history, times, labels });
+    const horizon = await this.horizon();
+    return encodeSnapshot({
+      applied,
+      peers,
+      usedInvites,
+      records,
+      history,
+      times,
+      labels,
+      horizon,
+    });
   }
 
   /**
@@ -792,7 +827,18 @@ export class IndexState {
     await this.kv.delete(this.#appliedKey);
     const batches = this.#batches();
     for (
-      const part of ["rec", "fold", "hist", "ver", "time", "label", "peer", "used", "hist-ready"]
+      const part of [
+        "rec",
+        "fold",
+        "hist",
+        "ver",
+        "time",
+        "label",
+        "peer",
+        "used",
+        "hist-ready",
+        "horizon",
+      ]
     ) {
       const keys = this.kv.list({ prefix: [...this.prefix, part] });
       for await (const e of keys) await batches.add({ key: e.key });
@@ -823,6 +869,7 @@ export class IndexState {
       await batches.add({ key: this.#used(id), value: snap.applied });
     }
     await batches.add({ key: this.#histReadyKey, value: true });
+    if (snap.horizon > 0) await batches.add({ key: this.#horizonKey, value: snap.horizon });
     await batches.flush();
     await this.kv.set(this.#appliedKey, snap.applied);
     this.#histReady = true;
@@ -842,4 +889,13 @@ function dirFields(mode: number, mtime: number): {
   mtime: number;
 } {
   return { kind: "dir", root: EMPTY_FILE_ROOT, size: 0, mode, mtime };
+}
+
+/**
+ * The permission bits the index keeps: setuid and setgid are dropped. Content comes from any
+ * member or invite holder, and a node or a pull running as root would otherwise write a
+ * setuid binary someone else chose. The sticky bit and rwx bits are kept.
+ */
+export function syncedMode(mode: number): number {
+  return mode & 0o1777;
 }

@@ -40,6 +40,7 @@ export {
   IndexState,
   type IndexStateOptions,
   MAX_OPS_PER_COMMAND,
+  syncedMode,
 } from "./index_state.ts";
 export { type CommitLimits, KV_LIMITS } from "./kv_batch.ts";
 export {

@@ -43,6 +43,10 @@ export interface AdmissionLimits {
   clientRate: RateLimit;
   /** Most clients admitted at once. Default 64. */
   maxClients: number;
+  /** Most clients admitted at once from one remote IP. Default 16. */
+  maxClientsPerIp: number;
+  /** A client's admission lasts this long after its last request, ms. Default 5 minutes. */
+  clientTtlMs: number;
 }
 
 /** Defaults of AdmissionLimits. */
@@ -54,6 +58,8 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   joinRate: { burst: 5, perSecond: 0.2 },
   clientRate: { burst: 20, perSecond: 1 },
   maxClients: 64,
+  maxClientsPerIp: 16,
+  clientTtlMs: 5 * 60_000,
 };
 
 /** The IP of a multiaddr (`/ip4/x/...` or `/ip6/x/...`), or its full text if it has none. */
@@ -75,8 +81,8 @@ export class PeerGate {
   readonly #connRate: RateLimiter;
   readonly joinRate: RateLimiter;
   readonly clientRate: RateLimiter;
-  /** Admitted clients and when their admission ends (unix ms). */
-  readonly #clients = new Map<string, number>();
+  /** Admitted clients: when their admission ends, the latest it may be renewed to, their IP. */
+  readonly #clients = new Map<string, { until: number; cap: number; ip: string }>();
   readonly #dialExceptions = new Map<string, number>();
   #joinsOpen = false;
 
@@ -93,15 +99,31 @@ export class PeerGate {
   }
 
   /**
-   * Admit a client (a peer that proved an invite's secret) until `untilMs`; renewing moves the
-   * end. Returns false when `maxClients` others are admitted already.
+   * Admit a client (a peer that proved an invite's secret) for `clientTtlMs`, renewable while
+   * it works but never past `capUntil` (its invite's expiry, say). Returns false when
+   * `maxClients` others, or `maxClientsPerIp` from its IP, are admitted already.
    */
-  admitClient(peerId: string, untilMs: number): boolean {
+  admitClient(peerId: string, ip: string, capUntil: number): boolean {
     const now = Date.now();
-    for (const [p, until] of this.#clients) if (until <= now) this.#clients.delete(p);
-    if (!this.#clients.has(peerId) && this.#clients.size >= this.limits.maxClients) return false;
-    this.#clients.set(peerId, untilMs);
+    for (const [p, c] of this.#clients) if (c.until <= now) this.#clients.delete(p);
+    if (!this.#clients.has(peerId)) {
+      if (this.#clients.size >= this.limits.maxClients) return false;
+      let fromIp = 0;
+      for (const c of this.#clients.values()) if (c.ip === ip) fromIp++;
+      if (fromIp >= this.limits.maxClientsPerIp) return false;
+    }
+    this.#clients.set(peerId, {
+      until: Math.min(now + this.limits.clientTtlMs, capUntil),
+      cap: capUntil,
+      ip,
+    });
     return true;
+  }
+
+  /** A client made a request: its admission runs `clientTtlMs` from now (up to its cap). */
+  renewClient(peerId: string): void {
+    const c = this.#clients.get(peerId);
+    if (c && c.until > Date.now()) c.until = Math.min(Date.now() + this.limits.clientTtlMs, c.cap);
   }
 
   /** End a client's admission now (its connections close at the next sweep). */
@@ -111,8 +133,8 @@ export class PeerGate {
 
   /** Is this peer an admitted client right now? */
   isClient(peerId: string): boolean {
-    const until = this.#clients.get(peerId);
-    return until !== undefined && until > Date.now();
+    const c = this.#clients.get(peerId);
+    return c !== undefined && c.until > Date.now();
   }
 
   /** Is this peer a member right now? Exceptions in the callback count as "no". */

@@ -142,9 +142,12 @@ export async function serveObjects(
       while (true) {
         const msg = await readWithin(fs, IDLE_STREAM_MS);
         if (msg === null) break;
-        if (!host.gate.isMember(peer) && !host.gate.isClient(peer)) {
-          fs.abort(new Error("no longer a member or client"));
-          return;
+        if (!host.gate.isMember(peer)) {
+          if (!host.gate.isClient(peer)) {
+            fs.abort(new Error("no longer a member or client"));
+            return;
+          }
+          host.gate.renewClient(peer); // a long transfer keeps its client admitted
         }
         if (msg.type === "have") {
           await answerHave(fs, provider, msg.hashes);

@@ -49,8 +49,9 @@ export async function serveSession(host: Host, handler: SessionHandler): Promise
           idle.clear();
         }
         if (msg === null) break;
-        if (!host.gate.isMember(peer) && !host.gate.isClient(peer)) {
-          throw new Error("no longer a member or client");
+        if (!host.gate.isMember(peer)) {
+          if (!host.gate.isClient(peer)) throw new Error("no longer a member or client");
+          host.gate.renewClient(peer);
         }
         if (msg.type !== "call") {
           throw new WireDecodeError("unknown-type", `unexpected ${msg.type} from a client`);

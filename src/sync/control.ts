@@ -126,6 +126,7 @@ export async function callControl<T>(
   method: "GET" | "POST",
   path: string,
   body?: unknown,
+  timeoutMs = 10_000,
 ): Promise<T> {
   let endpoint: ControlEndpoint;
   try {
@@ -139,7 +140,7 @@ export async function callControl<T>(
       method,
       headers: { authorization: `Bearer ${endpoint.token}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch {
     throw new NotRunningError(

@@ -21,6 +21,7 @@ import {
   type IndexState,
 } from "../fsm/mod.ts";
 import { SessionError } from "../net/mod.ts";
+import { RaftError } from "../raft/mod.ts";
 import type { LocalStore } from "../store/mod.ts";
 import {
   BodyDecodeError,
@@ -174,7 +175,13 @@ export class ClientGateway {
     try {
       result = await this.deps.propose({ origin: peer, ops, time: Date.now() });
     } catch (e) {
-      throw new SessionError("no-quorum", `not committed: ${errText(e)}`);
+      // A timed-out or dropped proposal may still commit (Raft cannot take it back): the
+      // client re-reads the tree to find out rather than report a failure that may be false.
+      const unknown = e instanceof RaftError && (e.code === "Timeout" || e.code === "LeaderLost");
+      throw new SessionError(
+        unknown ? "unknown-outcome" : "no-quorum",
+        `${unknown ? "outcome unknown" : "not committed"}: ${errText(e)}`,
+      );
     }
     if (!result.ok) {
       throw new SessionError(
@@ -205,7 +212,7 @@ export class VersionError extends Error {
 }
 
 /**
- * The version `at` names: "" (or "latest") the latest committed, after a read barrier; a
+ * The version `at` names, after a read barrier: "" (or "latest") the latest committed; a
  * snapshot label; a version number; or a time (ISO 8601, or anything Date.parse reads), the
  * newest version committed at or before it. Labels win over the other readings, then numbers.
  */
@@ -214,15 +221,15 @@ export async function resolveVersion(
   at: string,
   readBarrier: () => Promise<void>,
 ): Promise<number> {
-  if (at === "" || at === "latest") {
-    try {
-      await readBarrier();
-    } catch (e) {
-      throw new VersionError("no-quorum", `cannot confirm the latest version: ${errText(e)}`);
-    }
-    return await index.applied();
+  // Every form reads this node's applied state, so catch up with the leader first: a label
+  // or version just committed through another member must be found here too.
+  try {
+    await readBarrier();
+  } catch (e) {
+    throw new VersionError("no-quorum", `cannot confirm the latest version: ${errText(e)}`);
   }
   const applied = await index.applied();
+  if (at === "" || at === "latest") return applied;
   const label = await index.label(at);
   if (label) return label.version;
   if (/^\d+$/.test(at)) {
@@ -233,16 +240,29 @@ export async function resolveVersion(
         `version ${v} is not committed (latest ${applied})`,
       );
     }
-    return v;
+    return await unpruned(index, v);
   }
   const time = Date.parse(at);
   if (!Number.isNaN(time)) {
     const v = await index.versionAt(time);
     if (v === 0) throw new VersionError("unknown-version", `no version was committed by ${at}`);
-    return v;
+    return await unpruned(index, v);
   }
   throw new VersionError(
     "unknown-version",
     `${JSON.stringify(at)} is not a version number, a snapshot label or a time`,
   );
+}
+
+/** `v`, unless retention pruned versions its tree needs (a label's version would be kept). */
+async function unpruned(index: IndexState, v: number): Promise<number> {
+  const horizon = await index.horizon();
+  if (v < horizon) {
+    throw new VersionError(
+      "unknown-version",
+      `version ${v} is older than the history kept (from version ${horizon} on; ` +
+        `snapshot labels keep theirs)`,
+    );
+  }
+  return v;
 }

@@ -7,6 +7,7 @@
 import { IGNORE_FILE_NAME, IgnoreRules } from "./ignore_rules.ts";
 import type { EntryKind } from "../store/mod.ts";
 import { isTempName } from "./materializer.ts";
+import { syncedMode } from "../fsm/mod.ts";
 
 /** One entry of the tree as the file system shows it now. */
 export interface WalkEntry {
@@ -36,7 +37,8 @@ export function statFields(
   return {
     size: info.size,
     mtime: info.mtime ? Math.trunc(info.mtime.getTime()) : 0,
-    mode: (info.mode ?? 0o644) & 0o7777,
+    // As the index keeps it (no setuid/setgid), so a local setuid bit is not a change to sync.
+    mode: syncedMode(info.mode ?? 0o644),
     ino: info.ino ?? 0,
   };
 }

@@ -10,19 +10,21 @@ export async function mapLimit<T, R>(
 ): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
-  let failed = false;
+  let failure: { error: unknown } | null = null;
   const worker = async () => {
-    while (!failed && next < items.length) {
+    while (failure === null && next < items.length) {
       const i = next++;
       try {
         out[i] = await fn(items[i]);
       } catch (e) {
-        failed = true;
-        throw e;
+        failure ??= { error: e };
       }
     }
   };
   const n = Math.min(Math.max(1, limit), items.length);
+  // Every worker finishes its current item before the first error is reported, so a caller
+  // that cleans up after a failure never races work still in flight.
   await Promise.all(Array.from({ length: n }, worker));
+  if (failure !== null) throw (failure as { error: unknown }).error;
   return out;
 }

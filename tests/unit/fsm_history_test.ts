@@ -359,17 +359,30 @@ Deno.test("fsm history: prune keeps heads, the newest N, the time window and lab
     const s = new IndexState(kv);
     await pruneFixture(s);
     assert.deepEqual(await histories(s), ["a: 5 4 3 2 1", "t: 2 1", "u: 5 1"]);
-    // Newest 2 per path, and the window [3500, ...]: a keeps 4 and 5; t and u keep both.
+    // Newest 2 per path, and the window [3500, ...]: a keeps 4 and 5, and 3, which was
+    // current when the window starts; t and u keep both.
+    assert.equal(await s.horizon(), 0);
     const r = await s.apply(6, cmd([prune(2, 1500, 5000)]));
-    assert.deepEqual(r, { ok: true, version: 6, pruned: 3 });
-    assert.deepEqual(await histories(s), ["a: 5 4", "t: 2 1", "u: 5 1"]);
-    // Heads only, window [4500, ...]: t's old tombstone goes too (with its history); u's
-    // tombstone is inside the window and stays.
+    assert.deepEqual(r, { ok: true, version: 6, pruned: 2 });
+    assert.deepEqual(await histories(s), ["a: 5 4 3", "t: 2 1", "u: 5 1"]);
+    // Versions 1 and 2 of a are gone: trees before version 3 are no longer exact.
+    assert.equal(await s.horizon(), 3);
+    // Heads only, window [4500, ...]: t's old tombstone goes too (with its history); u keeps
+    // version 1, current when the window starts (deleted only at 5000).
     const r2 = await s.apply(7, cmd([prune(1, 500, 5000)]));
-    assert.deepEqual(r2, { ok: true, version: 7, pruned: 1 + 2 + 1 });
-    assert.deepEqual(await histories(s), ["a: 5", "u: 5"]);
+    assert.deepEqual(r2, { ok: true, version: 7, pruned: 1 + 2 });
+    assert.deepEqual(await histories(s), ["a: 5 4", "u: 5 1"]);
     assert.equal(await s.get("t"), null);
     assert.equal((await s.get("u"))?.deleted, true);
+    assert.equal(await s.horizon(), 4);
+    // Every version from the horizon on reads exactly as it was committed.
+    assert.deepEqual(await listing(s, 4), ["a@4", "u@1"]);
+    const snap = await s.snapshot();
+    await withKv(async (kv2) => {
+      const copy = new IndexState(kv2);
+      await copy.restore(snap);
+      assert.equal(await copy.horizon(), 4, "snapshots carry the horizon");
+    });
   });
   await withKv(async (kv) => {
     const s = new IndexState(kv);

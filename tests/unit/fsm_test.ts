@@ -278,3 +278,28 @@ Deno.test("fsm: the address book and single-use invites replicate and survive sn
     for (const kv of kvs) kv.close();
   }
 });
+
+Deno.test("fsm: setuid and setgid bits are never kept; rwx and sticky are", async () => {
+  await withState(async (s, run) => {
+    const tool: FileOp = {
+      op: "put",
+      path: "tool",
+      base: 0,
+      kind: "file",
+      root: ROOT,
+      size: 1,
+      mode: 0o4755,
+      mtime: 1,
+    };
+    const r = await run([tool, {
+      op: "mkdir",
+      path: "shared",
+      base: 0,
+      mode: 0o3775,
+      mtime: 1,
+    }]);
+    assert.ok(r.ok);
+    assert.equal((await s.get("tool"))!.mode, 0o755);
+    assert.equal((await s.get("shared"))!.mode, 0o1775);
+  });
+});

@@ -95,3 +95,33 @@ Deno.test("a throwing membership callback means not a member", () => {
   assert.equal(gate.isMember(MEMBER), false);
   assert.equal(remoteIp(multiaddr("/ip6/::1/udp/1/quic-v1")), "::1");
 });
+
+Deno.test("clients: admitted for a while, renewed up to a cap, bounded per IP and in all", async () => {
+  const gate = new PeerGate(() => false, {
+    clientTtlMs: 500,
+    maxClients: 3,
+    maxClientsPerIp: 2,
+  }, () => 0);
+  const far = Date.now() + 60_000;
+  assert.ok(gate.admitClient("c1", "10.0.0.1", far));
+  assert.ok(gate.admitClient("c2", "10.0.0.1", far));
+  assert.equal(gate.admitClient("c3", "10.0.0.1", far), false, "per-IP bound");
+  assert.ok(gate.admitClient("c4", "10.0.0.2", far));
+  assert.equal(gate.admitClient("c5", "10.0.0.3", far), false, "overall bound");
+  assert.ok(gate.isClient("c1") && !gate.isClient("c3") && !gate.isMember("c1"));
+  // A client that keeps working stays; one that stops lapses after the TTL.
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    gate.renewClient("c1");
+  }
+  assert.ok(gate.isClient("c1"), "renewed");
+  assert.equal(gate.isClient("c2"), false, "lapsed");
+  // Renewal never goes past the cap (an invite's expiry).
+  assert.ok(gate.admitClient("c6", "10.0.0.4", Date.now() + 30));
+  await new Promise((r) => setTimeout(r, 20));
+  gate.renewClient("c6");
+  await new Promise((r) => setTimeout(r, 25));
+  assert.equal(gate.isClient("c6"), false, "capped");
+  gate.dropClient("c1");
+  assert.equal(gate.isClient("c1"), false);
+});

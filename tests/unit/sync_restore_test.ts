@@ -1,7 +1,7 @@
 /** Restore planning (src/sync/restore.ts): an old state of a path committed as a new version. */
 import assert from "node:assert/strict";
 import { sha256 } from "../../src/chunk/mod.ts";
-import { encodeCommand, type FileOp, IndexState } from "../../src/fsm/mod.ts";
+import { encodeCommand, type FileOp, IndexState, type Op } from "../../src/fsm/mod.ts";
 import { planRestore } from "../../src/sync/mod.ts";
 
 const root = (s: string) => sha256(new TextEncoder().encode(s));
@@ -20,7 +20,7 @@ function put(path: string, base: number, content: string): FileOp {
 }
 
 async function withIndex(
-  fn: (s: IndexState, run: (...ops: FileOp[]) => Promise<number>) => Promise<void>,
+  fn: (s: IndexState, run: (...ops: Op[]) => Promise<number>) => Promise<void>,
 ) {
   const kv = await Deno.openKv(":memory:");
   const s = new IndexState(kv);
@@ -107,5 +107,23 @@ Deno.test("resolveVersion: labels, version numbers and times; unknown names are 
       resolveVersion(s, "", failing),
       (e: unknown) => e instanceof VersionError && e.code === "no-quorum",
     );
+  });
+});
+
+Deno.test("resolveVersion: versions the retention pruned are refused, labelled ones are not", async () => {
+  const { resolveVersion, VersionError } = await import("../../src/sync/mod.ts");
+  await withIndex(async (s, run) => {
+    const v1 = await run(put("a", 0, "1"));
+    const v2 = await run(put("a", v1, "2"));
+    await run({ op: "label", name: "one", version: v1 });
+    const v4 = await run(put("a", v2, "3"));
+    // Keep only heads, no time window: a@2 goes (a@1 is pinned by the label).
+    await run({ op: "prune", keepVersions: 1, keepMs: 0, now: 1e12 });
+    const barrier = () => Promise.resolve();
+    assert.equal(await s.horizon(), v4);
+    await assert.rejects(resolveVersion(s, String(v2), barrier), VersionError);
+    await assert.rejects(resolveVersion(s, new Date(2).toISOString(), barrier), /older than/);
+    assert.equal(await resolveVersion(s, "one", barrier), v1, "a label keeps its version");
+    assert.equal(await resolveVersion(s, String(v4), barrier), v4);
   });
 });
