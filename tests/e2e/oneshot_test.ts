@@ -25,6 +25,37 @@ async function writeBuild(root: string): Promise<void> {
   await Deno.symlink("bin/app", `${root}/current`);
 }
 
+/** Pull the build into a 1 MiB tmpfs: exit 5, "disk full", nothing half-written left. */
+async function pullIntoFullDisk(invite: string): Promise<void> {
+  const mnt = await Deno.makeTempDir({ prefix: "filesync-full-" });
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+    stderr: "null",
+  }).output();
+  if (!mount.success) {
+    console.warn("full-disk check skipped: cannot mount a tmpfs here");
+    await Deno.remove(mnt);
+    return;
+  }
+  try {
+    const r = await runCli(["pull", mnt, "--from", invite, "--prefix", "builds/42"]);
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(r.stderr, /^filesync: error: disk full while writing into .+\n$/);
+    const left: string[] = [];
+    const walk = async (d: string) => {
+      for await (const e of Deno.readDir(d)) {
+        if (e.name.startsWith(".filesync-tmp-")) left.push(`${d}/${e.name}`);
+        if (e.isDirectory) await walk(`${d}/${e.name}`);
+      }
+    };
+    await walk(mnt);
+    assert.deepEqual(left, [], "no temp file left");
+  } finally {
+    await new Deno.Command("umount", { args: [mnt] }).output();
+    await Deno.remove(mnt, { recursive: true });
+  }
+}
+
 interface PushJson {
   version: number;
   changed: boolean;
@@ -78,6 +109,10 @@ Deno.test({
         assert.deepEqual((await treeDigest(fresh)).listing, want.listing);
         const mode = (await Deno.stat(`${fresh}/bin/app`)).mode! & 0o777;
         assert.equal(mode, 0o755, "modes survive the round trip");
+
+        // A full disk: a pull into a 1 MiB file system fails with one clear line (exit 5)
+        // and leaves no temp file behind. (Needs root to mount; skipped otherwise.)
+        await pullIntoFullDisk(invite);
 
         // The same folder again: nothing proposed, no chunk moved.
         const again = await pushJson(build, invite, ["--prefix", "builds/42"]);
