@@ -11,15 +11,15 @@
  * If another writer committed in between (a compare-and-swap conflict) the push re-plans
  * against the new tree; if there is no quorum it retries until the deadline.
  */
-import { type Hash, hashKey } from "../chunk/mod.ts";
-import { encodeCommand, MAX_COMMAND_BYTES } from "../fsm/mod.ts";
+import { type Hash, hashKey, toHex } from "../chunk/mod.ts";
+import { encodeCommand, type FileOp } from "../fsm/mod.ts";
 import { deadline, PushError } from "../net/mod.ts";
 import { sleep } from "./time.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { LocalTree } from "./local_tree.ts";
 import { planPush } from "./plan.ts";
 import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
-import { COMMIT_METHOD, decodeCommitResult, encodeCommitRequest } from "./wire.ts";
+import { COMMIT_METHOD, decodeCommitResult, encodeCommitRequest, STAGE_METHOD } from "./wire.ts";
 
 /** Streams the objects of one push are spread over. */
 const PUSH_STREAMS = 4;
@@ -109,7 +109,6 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
           seconds: (performance.now() - started) / 1000,
         };
       }
-      const command = encodeBatch(client.host.peerId, plan.ops);
       const hashes = distinctHashes(plan.putFiles.flatMap((p) => tree.objectsOf(p)));
       const sent = await sendObjects(client, tree, hashes, plan.bytes, plan.putFiles.length, {
         signal,
@@ -125,6 +124,7 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
         bytesTotal: plan.bytes,
       });
       try {
+        const command = await stageIfLarge(client, plan.ops, endsAt, signal);
         const version = await commitWithRetry(client, command, endsAt, signal);
         return {
           version,
@@ -157,15 +157,68 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
   }
 }
 
-function encodeBatch(origin: string, ops: Parameters<typeof encodeCommand>[0]["ops"]) {
+/** Most encoded bytes of one Raft entry a push proposes (tests lower it to force parts). */
+function partBytes(): number {
+  const fromEnv = Number(Deno.env.get("FILESYNC_PART_BYTES"));
+  return Number.isSafeInteger(fromEnv) && fromEnv >= 1024 ? fromEnv : 3 * 1024 * 1024;
+}
+
+/** Most file ops in one staged part (the index's limit per stage op). */
+const MAX_PART_OPS = 50_000;
+
+/**
+ * The command that commits the batch. A batch that fits one Raft entry is that entry. A
+ * larger one is staged first, part by part (each its own entry, kept aside in the index),
+ * and committed by one `commit-batch` op that applies every part as one command: still all
+ * or none, and invisible to readers until then.
+ */
+async function stageIfLarge(
+  client: ClusterClient,
+  ops: FileOp[],
+  endsAt: number,
+  signal: AbortSignal,
+): Promise<Uint8Array> {
+  const origin = client.host.peerId;
+  const limit = partBytes();
+  const whole = tryEncode({ origin, ops, time: Date.now() });
+  if (whole !== null && whole.length <= limit) return whole;
+  const batch = toHex(crypto.getRandomValues(new Uint8Array(12)));
+  const parts = splitIntoParts(origin, batch, ops, limit);
+  for (let part = 0; part < parts.length; part++) {
+    const body = parts[part];
+    await withQuorumRetry(endsAt, signal, () => client.session.call(STAGE_METHOD, body, signal));
+  }
+  return encodeCommand({
+    origin,
+    ops: [{ op: "commit-batch", batch, parts: parts.length }],
+    time: Date.now(),
+  });
+}
+
+/** The stage commands of a batch: as few parts as keep each under `limit` bytes. */
+function splitIntoParts(origin: string, batch: string, ops: FileOp[], limit: number) {
+  for (let n = Math.max(2, Math.ceil(ops.length / MAX_PART_OPS)); n <= ops.length; n *= 2) {
+    const size = Math.ceil(ops.length / n);
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < ops.length; i += size) {
+      const encoded = tryEncode({
+        origin,
+        ops: [{ op: "stage", batch, part: parts.length, ops: ops.slice(i, i + size) }],
+        time: Date.now(),
+      });
+      if (encoded === null || encoded.length > limit) break;
+      parts.push(encoded);
+    }
+    if (parts.length === Math.ceil(ops.length / size)) return parts;
+  }
+  throw new ClientError("rejected", "a single change is too large to propose");
+}
+
+function tryEncode(command: Parameters<typeof encodeCommand>[0]): Uint8Array | null {
   try {
-    return encodeCommand({ origin, ops, time: Date.now() });
+    return encodeCommand(command);
   } catch {
-    throw new ClientError(
-      "rejected",
-      `the batch of ${ops.length} changes exceeds ${MAX_COMMAND_BYTES} bytes; push the folder ` +
-        `in parts with --prefix`,
-    );
+    return null;
   }
 }
 
@@ -235,16 +288,32 @@ async function commitWithRetry(
   endsAt: number,
   signal: AbortSignal,
 ): Promise<number> {
+  return decodeCommitResult(
+    await withQuorumRetry(endsAt, signal, () => {
+      // The gateway must answer before we give up: give it our remaining time less a margin.
+      const budgetMs = Math.max(0, endsAt - Date.now() - COMMIT_MARGIN_MS);
+      if (budgetMs === 0) {
+        throw new ClientError("timeout", "out of time before the batch committed");
+      }
+      return client.session.call(COMMIT_METHOD, encodeCommitRequest({ budgetMs, command }), signal);
+    }),
+  );
+}
+
+/** Run a session call, again each second while the answer is "no quorum", until `endsAt`. */
+async function withQuorumRetry(
+  endsAt: number,
+  signal: AbortSignal,
+  call: () => Promise<Uint8Array>,
+): Promise<Uint8Array> {
   for (;;) {
-    // The gateway must answer before we give up: give it our remaining time less a margin.
-    const budgetMs = Math.max(0, endsAt - Date.now() - COMMIT_MARGIN_MS);
-    if (budgetMs === 0) throw new ClientError("timeout", "out of time before the batch committed");
-    const body = encodeCommitRequest({ budgetMs, command });
     try {
-      return decodeCommitResult(await client.session.call(COMMIT_METHOD, body, signal));
+      return await call();
     } catch (e) {
       const err = sessionFailure(e);
-      if (!(err instanceof ClientError) || err.code !== "no-quorum" || signal.aborted) throw err;
+      const retry = err instanceof ClientError && err.code === "no-quorum" &&
+        !signal.aborted && Date.now() + 1_000 < endsAt;
+      if (!retry) throw err;
       await sleep(1_000, signal).catch(() => {
         throw err;
       });

@@ -14,6 +14,11 @@
  *           rather than propose once `budgetMs` has passed, so a batch whose objects were not
  *           durable in time never commits later. A proposal made whose outcome Raft cannot tell
  *           (timeout, leader change) is answered "unknown-outcome": the client re-reads.
+ *           The command is the batch itself, or, for a batch too large for one Raft entry,
+ *           one `commit-batch` op naming parts staged before.
+ *   stage   an encoded Command of one `stage` op ->  [version]
+ *           One part of a large batch, kept in the index until its `commit-batch` applies
+ *           every part as one command (or a prune drops it, abandoned).
  */
 import { HASH_LENGTH } from "../chunk/mod.ts";
 import type { FileKind, IndexRecord } from "../fsm/mod.ts";
@@ -22,6 +27,7 @@ import { cborDecode, cborEncode } from "../wire/mod.ts";
 /** Method names of the session calls. */
 export const TREE_METHOD = "tree";
 export const COMMIT_METHOD = "commit";
+export const STAGE_METHOD = "stage";
 
 /** Records per tree page (keeps each answer far below the session body limit). */
 export const TREE_PAGE = 10_000;

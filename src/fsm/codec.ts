@@ -5,17 +5,31 @@
  *
  * Command: [1, origin, ops] or [1, origin, ops, time]; the optional 4th element is the commit
  * time (unix ms) so commands from older nodes still decode (as time 0).
- * Snapshot v2 adds history, commit times and labels to v1; v1 still decodes (no history).
+ *
+ * A batch too large for one command (MAX_COMMAND_BYTES) travels as staged parts:
+ * [10, batch, part, [fileOp...]] entries, then one [11, batch, parts] that applies them all as
+ * one command. A staged part's file ops are kept in the index as encodeFileOps bytes.
+ *
+ * Snapshot v2 adds history, commit times and labels to v1; v1 still decodes (no history). Its
+ * optional 9th element is the history horizon, its optional 10th the staged batches (written
+ * only when there are any, so a snapshot without them stays readable by older nodes).
  */
 import { cborDecode, cborEncode } from "../wire/mod.ts";
 import { HASH_LENGTH } from "../chunk/mod.ts";
-import type { Command, FileKind, IndexRecord, Op } from "./types.ts";
+import type { Command, FileKind, FileOp, IndexRecord, Op } from "./types.ts";
 
 const COMMAND_VERSION = 1;
 const SNAPSHOT_VERSION = 2;
 /** Largest encoded command accepted (tens of thousands of ops of typical paths fit). */
 export const MAX_COMMAND_BYTES = 4 * 1024 * 1024;
 const MAX_STRING = 4096;
+/** Most file ops in one staged part. */
+export const MAX_STAGE_OPS = 50_000;
+/** Highest part number of a staged batch (parts are numbered from 0). */
+export const MAX_STAGE_PART = 99_999;
+/** Most parts one commit-batch names. */
+export const MAX_BATCH_PARTS = 100_000;
+const BATCH_ID = /^[0-9a-z-]{8,64}$/;
 
 /** A command or snapshot that does not decode. */
 export class CommandDecodeError extends Error {
@@ -32,6 +46,8 @@ const OP_TAGS = {
   label: 7,
   unlabel: 8,
   prune: 9,
+  stage: 10,
+  "commit-batch": 11,
 } as const;
 /** Longest label name, in characters (UTF-16 units). */
 export const MAX_LABEL_CHARS = 128;
@@ -73,7 +89,16 @@ function opToWire(op: Op): unknown[] {
       return [OP_TAGS.unlabel, op.name];
     case "prune":
       return [OP_TAGS.prune, op.keepVersions, op.keepMs, op.now];
+    case "stage":
+      return [OP_TAGS.stage, op.batch, op.part, op.ops.map(opToWire)];
+    case "commit-batch":
+      return [OP_TAGS["commit-batch"], op.batch, op.parts];
   }
+}
+
+/** Whether `id` is an acceptable batch id: 8..64 characters of [0-9a-z-]. */
+export function isBatchId(id: unknown): id is string {
+  return typeof id === "string" && BATCH_ID.test(id);
 }
 
 /** Why `name` is not an acceptable label name, or null. */
@@ -132,6 +157,20 @@ class Fields {
     if (problem) throw new CommandDecodeError(`${this.what}.${name} ${problem}`);
     return v as string;
   }
+  batch(i: number, name: string): string {
+    const v = this.a[i];
+    if (!isBatchId(v)) {
+      throw new CommandDecodeError(`${this.what}.${name} must be 8..64 characters of [0-9a-z-]`);
+    }
+    return v;
+  }
+  range(i: number, name: string, min: number, max: number): number {
+    const v = this.uint(i, name);
+    if (v < min || v > max) {
+      throw new CommandDecodeError(`${this.what}.${name} must be in ${min}..${max}`);
+    }
+    return v;
+  }
   hash(i: number, name: string): Uint8Array {
     const v = this.a[i];
     if (!(v instanceof Uint8Array) || v.length !== HASH_LENGTH) {
@@ -157,8 +196,26 @@ function arity(a: unknown, n: number, what: string, max = n): unknown[] {
   return a;
 }
 
-function opFromWire(raw: unknown, i: number): Op {
-  const what = `ops[${i}]`;
+/** A file op (put, mkdir, delete or rename) only: what a staged part may carry. */
+function fileOpFromWire(raw: unknown, what: string): FileOp {
+  const tag = Array.isArray(raw) ? raw[0] : undefined;
+  if (
+    tag !== OP_TAGS.put && tag !== OP_TAGS.mkdir && tag !== OP_TAGS.delete &&
+    tag !== OP_TAGS.rename
+  ) {
+    throw new CommandDecodeError(`${what} must be a put, mkdir, delete or rename op`);
+  }
+  return opFromWire(raw, what) as FileOp;
+}
+
+function fileOpsFromWire(raw: unknown, what: string): FileOp[] {
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_STAGE_OPS) {
+    throw new CommandDecodeError(`${what} must be an array of 1..${MAX_STAGE_OPS} file ops`);
+  }
+  return raw.map((op, j) => fileOpFromWire(op, `${what}[${j}]`));
+}
+
+function opFromWire(raw: unknown, what: string): Op {
   if (!Array.isArray(raw) || raw.length === 0) throw new CommandDecodeError(`${what} is not an op`);
   switch (raw[0]) {
     case OP_TAGS.put: {
@@ -229,6 +286,23 @@ function opFromWire(raw: unknown, i: number): Op {
       if (keepVersions < 1) throw new CommandDecodeError(`${what}.keepVersions must be at least 1`);
       return { op: "prune", keepVersions, keepMs: f.uint(2, "keepMs"), now: f.uint(3, "now") };
     }
+    case OP_TAGS.stage: {
+      const f = new Fields(arity(raw, 4, what), what);
+      return {
+        op: "stage",
+        batch: f.batch(1, "batch"),
+        part: f.range(2, "part", 0, MAX_STAGE_PART),
+        ops: fileOpsFromWire(raw[3], `${what}.ops`),
+      };
+    }
+    case OP_TAGS["commit-batch"]: {
+      const f = new Fields(arity(raw, 3, what), what);
+      return {
+        op: "commit-batch",
+        batch: f.batch(1, "batch"),
+        parts: f.range(2, "parts", 1, MAX_BATCH_PARTS),
+      };
+    }
     default:
       throw new CommandDecodeError(`${what} has an unknown op tag`);
   }
@@ -254,7 +328,17 @@ export function decodeCommand(bytes: Uint8Array): Command {
     throw new CommandDecodeError("command.ops must be a non-empty array");
   }
   const time = a.length === 4 ? f.uint(3, "time") : 0;
-  return { origin, ops: a[2].map(opFromWire), time };
+  return { origin, ops: a[2].map((raw, i) => opFromWire(raw, `ops[${i}]`)), time };
+}
+
+/** The file ops of one staged part as the index keeps them (CBOR of their wire form). */
+export function encodeFileOps(ops: FileOp[]): Uint8Array {
+  return cborEncode(ops.map(opToWire));
+}
+
+/** Decode and validate encodeFileOps bytes; throws CommandDecodeError. */
+export function decodeFileOps(bytes: Uint8Array, what = "staged ops"): FileOp[] {
+  return fileOpsFromWire(safeDecode(bytes, what), what);
 }
 
 function recordToWire(r: IndexRecord): unknown[] {
@@ -303,6 +387,12 @@ function array(v: unknown, what: string): unknown[] {
 
 /** Encode the whole index for a Raft snapshot. */
 export function encodeSnapshot(s: IndexSnapshot): Uint8Array {
+  const b = s.batches;
+  const batches = b.parts.length + b.started.length + b.done.length === 0 ? [] : [[
+    b.parts.map((p) => [p.batch, p.part, p.index, plain(p.bytes)]),
+    b.started.map((x) => [x.batch, x.time, x.index]),
+    b.done.map((x) => [x.batch, x.index]),
+  ]];
   return cborEncode([
     SNAPSHOT_VERSION,
     s.applied,
@@ -313,19 +403,50 @@ export function encodeSnapshot(s: IndexSnapshot): Uint8Array {
     s.times.map((t) => [t.version, t.time]),
     s.labels.map((l) => [l.name, l.version, l.time, l.index]),
     s.horizon,
+    ...batches,
   ]);
+}
+
+const NO_BATCHES: IndexSnapshot["batches"] = { parts: [], started: [], done: [] };
+
+function batchesFromWire(raw: unknown): IndexSnapshot["batches"] {
+  const a = arity(raw, 3, "snapshot.batches");
+  const parts = array(a[0], "batches.parts").map((raw, i) => {
+    const what = `batches.parts[${i}]`;
+    const f = new Fields(arity(raw, 4, what), what);
+    const bytes = (raw as unknown[])[3];
+    if (!(bytes instanceof Uint8Array)) throw new CommandDecodeError(`${what}.bytes must be bytes`);
+    decodeFileOps(bytes, `${what}.bytes`);
+    return {
+      batch: f.batch(0, "batch"),
+      part: f.range(1, "part", 0, MAX_STAGE_PART),
+      index: f.uint(2, "index"),
+      bytes: plain(bytes).slice(),
+    };
+  });
+  const started = array(a[1], "batches.started").map((raw, i) => {
+    const what = `batches.started[${i}]`;
+    const f = new Fields(arity(raw, 3, what), what);
+    return { batch: f.batch(0, "batch"), time: f.uint(1, "time"), index: f.uint(2, "index") };
+  });
+  const done = array(a[2], "batches.done").map((raw, i) => {
+    const what = `batches.done[${i}]`;
+    const f = new Fields(arity(raw, 2, what), what);
+    return { batch: f.batch(0, "batch"), index: f.uint(1, "index") };
+  });
+  return { parts, started, done };
 }
 
 /** Decode a snapshot made by encodeSnapshot (v2, or v1 without history); throws CommandDecodeError. */
 export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
-  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot", 9);
+  const a = arity(safeDecode(bytes, "snapshot"), 5, "snapshot", 10);
   const v1 = a[0] === 1;
   if (!v1 && a[0] !== SNAPSHOT_VERSION) {
     throw new CommandDecodeError(`unknown snapshot version ${a[0]}`);
   }
   if (v1) arity(a, 5, "snapshot");
-  else if (a.length !== 8 && a.length !== 9) {
-    throw new CommandDecodeError("snapshot must be an array of 8 or 9 fields");
+  else if (a.length < 8) {
+    throw new CommandDecodeError("snapshot must be an array of 8..10 fields");
   }
   const applied = new Fields(a, "snapshot").uint(1, "applied");
   const peers = array(a[2], "snapshot.peers").map((raw, i) => {
@@ -342,7 +463,17 @@ export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
     recordFromWire(raw, `records[${i}]`, fields)
   );
   if (v1) {
-    return { applied, peers, usedInvites, records, history: [], times: [], labels: [], horizon: 0 };
+    return {
+      applied,
+      peers,
+      usedInvites,
+      records,
+      history: [],
+      times: [],
+      labels: [],
+      horizon: 0,
+      batches: NO_BATCHES,
+    };
   }
   const history = array(a[5], "snapshot.history").map((raw, i) =>
     recordFromWire(raw, `history[${i}]`, 11)
@@ -361,8 +492,10 @@ export function decodeSnapshot(bytes: Uint8Array): IndexSnapshot {
     };
   });
   // Version 2 snapshots written before the history horizon existed have 8 fields.
-  const horizon = a.length === 9 ? new Fields(a, "snapshot").uint(8, "horizon") : 0;
-  return { applied, peers, usedInvites, records, history, times, labels, horizon };
+  const horizon = a.length >= 9 ? new Fields(a, "snapshot").uint(8, "horizon") : 0;
+  // The 10th element (staged batches) is written only when there are any.
+  const batches = a.length === 10 ? batchesFromWire(a[9]) : NO_BATCHES;
+  return { applied, peers, usedInvites, records, history, times, labels, horizon, batches };
 }
 
 /** Everything the file index state machine holds. */
@@ -380,4 +513,15 @@ export interface IndexSnapshot {
   labels: { name: string; version: number; time: number; index: number }[];
   /** Oldest version whose whole tree is exact (IndexState.horizon); 0 = nothing pruned. */
   horizon: number;
+  /**
+   * Staged batches not yet removed by a prune, so a node restored between a batch's stage
+   * entries and its commit-batch applies the commit like every other node. `parts[].bytes`:
+   * a part's file ops (encodeFileOps), `index` the entry that staged it; `started`: the first
+   * stage entry's time and index; `done`: the entry that committed (or refused) the batch.
+   */
+  batches: {
+    parts: { batch: string; part: number; index: number; bytes: Uint8Array }[];
+    started: { batch: string; time: number; index: number }[];
+    done: { batch: string; index: number }[];
+  };
 }

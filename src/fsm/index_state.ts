@@ -13,7 +13,14 @@
  * - ["ver", version, path] the reverse index: which paths an entry wrote (used to undo it);
  * - ["time", version] -> commit time of each file-changing entry (for versionAt);
  * - ["label", name] -> {version, time, index}: named cluster-wide snapshots, pinned by prunes;
- * - ["applied"] the last applied log index, ["peer", id], ["used", inviteId] metadata.
+ * - ["applied"] the last applied log index, ["peer", id], ["used", inviteId] metadata;
+ * - ["stage", batch, part, i] -> {index, n, bytes}: chunk i of n (at most 60 KiB each, as KV
+ *   values are capped at 64 KiB) of a staged part's encoded file ops, `index` the entry that
+ *   staged it (a reader can tell a part half-replaced by an apply in progress);
+ * - ["stage-at", batch] -> {time, index} of the batch's first stage entry (abandoned batches
+ *   are dropped by a prune a day later); ["stage-done", batch] -> the entry that committed or
+ *   refused it, so it is not staged or committed again (until a prune drops it with the
+ *   parts; a replayed commit-batch then finds its parts missing).
  *
  * One command may carry tens of thousands of ops, more than one KV commit holds, so an apply
  * may take several commits. It stays invisible until done: `applied` is written last, and
@@ -22,26 +29,68 @@
  * entry is applied again, they are undone (undoUnapplied) from the "ver" index. Each path's
  * head, history and "ver" key (and every path sharing its case fold) commit together, so the
  * undo always finds what was written.
+ *
+ * A batch too large for one Raft entry (MAX_COMMAND_BYTES) is staged: each `stage` entry keeps
+ * one part's ops aside, and one `commit-batch` entry applies all parts exactly like one command
+ * of up to MAX_BATCH_OPS ops (same checks, same multi-commit apply and undo). It never deletes
+ * the parts, so a crash half-way re-reads them on re-delivery; prunes clean them up later.
  */
 import type { Hash } from "../chunk/mod.ts";
 import { toHex } from "../chunk/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
-import { decodeCommand, decodeSnapshot, encodeSnapshot, type IndexSnapshot } from "./codec.ts";
+import {
+  CommandDecodeError,
+  decodeCommand,
+  decodeFileOps,
+  decodeSnapshot,
+  encodeFileOps,
+  encodeSnapshot,
+  type IndexSnapshot,
+  isBatchId,
+  MAX_BATCH_PARTS,
+} from "./codec.ts";
 import { type CommitLimits, KV_LIMITS, KvBatches, type Mutation } from "./kv_batch.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
-import type { ApplyResult, Command, IndexRecord, Op, Prune, RejectCode } from "./types.ts";
+import type {
+  ApplyResult,
+  Command,
+  CommitBatch,
+  FileOp,
+  IndexRecord,
+  Op,
+  Prune,
+  RejectCode,
+  Stage,
+} from "./types.ts";
 
 /**
  * Most ops in one command. The encoded command is also capped (MAX_COMMAND_BYTES); applying a
  * large one takes several KV commits, made atomic by writing `applied` last.
  */
 export const MAX_OPS_PER_COMMAND = 50_000;
+/** Most file ops of one staged batch, all parts together (applied by one commit-batch). */
+export const MAX_BATCH_OPS = 500_000;
+/** A staged batch not committed within this long of its first part is dropped by a prune. */
+export const STAGE_ABANDON_MS = 24 * 60 * 60 * 1000;
+/** Largest chunk of a staged part's bytes in one KV value (values are capped at 64 KiB). */
+const STAGE_CHUNK_BYTES = 60 * 1024;
 
 type StoredRecord = Omit<IndexRecord, "path">;
 interface StoredLabel {
   version: number;
   time: number;
   /** Entry that created it: lets a re-delivered entry see its own half-written label as absent. */
+  index: number;
+}
+
+/** One chunk of a staged part: chunk i of `n`, written by entry `index`. */
+interface StoredChunk {
+  index: number;
+  n: number;
+  bytes: Uint8Array;
+}
+interface StoredStageAt {
+  time: number;
   index: number;
 }
 
@@ -165,6 +214,83 @@ export class IndexState {
   }
   #used(inviteId: string): Deno.KvKey {
     return [...this.prefix, "used", inviteId];
+  }
+  #stagePart(batch: string, part: number): Deno.KvKey {
+    return [...this.prefix, "stage", batch, part];
+  }
+  #stageAt(batch: string): Deno.KvKey {
+    return [...this.prefix, "stage-at", batch];
+  }
+  #stageDone(batch: string): Deno.KvKey {
+    return [...this.prefix, "stage-done", batch];
+  }
+
+  /** The chunk writes that store a staged part's bytes. */
+  #chunkMutations(batch: string, part: number, index: number, bytes: Uint8Array): Mutation[] {
+    const n = Math.max(1, Math.ceil(bytes.length / STAGE_CHUNK_BYTES));
+    const out: Mutation[] = [];
+    for (let i = 0; i < n; i++) {
+      const chunk = bytes.slice(i * STAGE_CHUNK_BYTES, (i + 1) * STAGE_CHUNK_BYTES);
+      out.push({
+        key: [...this.#stagePart(batch, part), i],
+        value: { index, n, bytes: chunk } satisfies StoredChunk,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * A staged part's bytes and the entry that staged it, or null if it is absent or not whole
+   * (an apply in progress is replacing it) or, with `maxIndex`, staged above it.
+   */
+  async #readPart(
+    batch: string,
+    part: number,
+    maxIndex = Infinity,
+  ): Promise<{ index: number; bytes: Uint8Array } | null> {
+    const chunks: StoredChunk[] = [];
+    for await (const e of this.kv.list<StoredChunk>({ prefix: this.#stagePart(batch, part) })) {
+      if (e.key[e.key.length - 1] !== chunks.length) return null;
+      chunks.push(e.value);
+    }
+    if (chunks.length === 0) return null;
+    const { index, n } = chunks[0];
+    if (n !== chunks.length || index > maxIndex) return null;
+    if (chunks.some((c) => c.index !== index || c.n !== n)) return null;
+    const bytes = new Uint8Array(chunks.reduce((sum, c) => sum + c.bytes.length, 0));
+    let at = 0;
+    for (const c of chunks) {
+      bytes.set(c.bytes, at);
+      at += c.bytes.length;
+    }
+    return { index, bytes };
+  }
+
+  /**
+   * The file ops of parts 0..parts-1 of a staged batch, in order, as of the applied index:
+   * what its commit-batch would apply. Null if a part is missing, the batch is done (committed
+   * or refused), or it holds more than MAX_BATCH_OPS ops.
+   */
+  async stagedOps(batch: string, parts: number): Promise<FileOp[] | null> {
+    if (!isBatchId(batch) || !Number.isSafeInteger(parts) || parts < 1) return null;
+    if (parts > MAX_BATCH_PARTS) return null;
+    const applied = await this.applied();
+    if ((await this.kv.get(this.#stageDone(batch))).value !== null) return null;
+    const ops: FileOp[] = [];
+    for (let part = 0; part < parts; part++) {
+      const stored = await this.#readPart(batch, part, applied);
+      if (!stored) return null;
+      let partOps: FileOp[];
+      try {
+        partOps = decodeFileOps(stored.bytes);
+      } catch (e) {
+        if (e instanceof CommandDecodeError) return null;
+        throw e;
+      }
+      if (ops.length + partOps.length > MAX_BATCH_OPS) return null;
+      for (const op of partOps) ops.push(op);
+    }
+    return ops;
   }
 
   #batches(index = 0): KvBatches {
@@ -368,12 +494,16 @@ export class IndexState {
           0,
         );
       }
-      const prune = command.ops.find((op): op is Prune => op.op === "prune");
-      if (prune) {
+      const alone = command.ops.find((op): op is Prune | Stage | CommitBatch =>
+        op.op === "prune" || op.op === "stage" || op.op === "commit-batch"
+      );
+      if (alone) {
         if (command.ops.length !== 1) {
-          throw new Rejection("invalid", "", "a prune must be the only op of its command", 0);
+          throw new Rejection("invalid", "", `a ${alone.op} must be the only op of its command`, 0);
         }
-        return await this.#prune(index, prune);
+        if (alone.op === "prune") return await this.#prune(index, alone);
+        if (alone.op === "stage") return await this.#stage(index, alone, time);
+        return await this.#commitBatch(index, alone, command.origin, time);
       }
       for (const op of command.ops) await this.#check(op, index, command.origin, time, overlay);
     } catch (e) {
@@ -381,6 +511,94 @@ export class IndexState {
       await this.kv.set(this.#appliedKey, index);
       return { ok: false, code: e.code, path: e.path, message: e.message, current: e.current };
     }
+    return await this.#write(index, time, overlay);
+  }
+
+  /**
+   * Keep one part of a staged batch aside (replacing a part staged before with that number).
+   * Only chunk keys beyond the new part's count are deleted; the others are overwritten. A
+   * crash half-way leaves a part whose chunks disagree (readers see it as absent) until the
+   * re-delivered entry writes it again; `applied` and "stage-at" are written last.
+   */
+  async #stage(index: number, op: Stage, time: number): Promise<ApplyResult> {
+    const done = (await this.kv.get<number>(this.#stageDone(op.batch))).value;
+    if (done !== null) {
+      throw new Rejection("invalid", "", `batch ${op.batch} was committed already`, done);
+    }
+    const writes = this.#chunkMutations(op.batch, op.part, index, encodeFileOps(op.ops));
+    const batches = this.#batches(index);
+    for await (const e of this.kv.list({ prefix: this.#stagePart(op.batch, op.part) })) {
+      if ((e.key[e.key.length - 1] as number) >= writes.length) await batches.add({ key: e.key });
+    }
+    for (const w of writes) await batches.add(w);
+    const last: Mutation[] = [{ key: this.#appliedKey, value: index }];
+    if ((await this.kv.get(this.#stageAt(op.batch))).value === null) {
+      last.unshift({ key: this.#stageAt(op.batch), value: { time, index } });
+    }
+    await batches.add(...last);
+    await batches.flush();
+    return { ok: true, version: index };
+  }
+
+  /**
+   * Apply a staged batch's parts as one command from `origin` (see CommitBatch), and mark the
+   * batch done in the final commit, with `applied`, whether it applied or was refused. The
+   * parts stay: a re-delivery after a crash half-way reads them again.
+   */
+  async #commitBatch(
+    index: number,
+    op: CommitBatch,
+    origin: string,
+    time: number,
+  ): Promise<ApplyResult> {
+    const doneKey = this.#stageDone(op.batch);
+    const done = (await this.kv.get<number>(doneKey)).value;
+    if (done !== null) {
+      throw new Rejection("invalid", "", `batch ${op.batch} was committed already`, done);
+    }
+    const overlay = new Overlay((path) => this.#head(path));
+    try {
+      const ops: FileOp[] = [];
+      for (let part = 0; part < op.parts; part++) {
+        const stored = await this.#readPart(op.batch, part);
+        if (!stored) {
+          throw new Rejection("invalid", "", `part ${part} of batch ${op.batch} is missing`, 0);
+        }
+        let partOps: FileOp[];
+        try {
+          partOps = decodeFileOps(stored.bytes, `part ${part} of batch ${op.batch}`);
+        } catch (e) {
+          if (!(e instanceof CommandDecodeError)) throw e;
+          throw new Rejection("invalid", "", e.message, 0);
+        }
+        if (ops.length + partOps.length > MAX_BATCH_OPS) {
+          throw new Rejection("invalid", "", `more than ${MAX_BATCH_OPS} ops in one batch`, 0);
+        }
+        for (const fileOp of partOps) ops.push(fileOp);
+      }
+      for (const fileOp of ops) await this.#check(fileOp, index, origin, time, overlay);
+    } catch (e) {
+      if (!(e instanceof Rejection)) throw e;
+      const r = await this.kv.atomic()
+        .set(doneKey, index)
+        .set(this.#appliedKey, index)
+        .commit();
+      if (!r.ok) throw new Error("file index KV commit failed");
+      return { ok: false, code: e.code, path: e.path, message: e.message, current: e.current };
+    }
+    return await this.#write(index, time, overlay, [{ key: doneKey, value: index }]);
+  }
+
+  /**
+   * Write a checked command's changes (the overlay) as version `index`; `last` goes into the
+   * final commit with `applied`.
+   */
+  async #write(
+    index: number,
+    time: number,
+    overlay: Overlay,
+    last: Mutation[] = [],
+  ): Promise<ApplyResult> {
     const batches = this.#batches(index);
     // Everything of one case fold in one commit: the undo then restores heads and fold together.
     const byFold = new Map<string, IndexRecord[]>();
@@ -416,9 +634,8 @@ export class IndexState {
     for (const [name, label] of overlay.labels) {
       await batches.add({ key: this.#label(name), value: label ?? undefined });
     }
-    const last: Mutation[] = [{ key: this.#appliedKey, value: index }];
-    if (overlay.changed.size > 0) last.unshift({ key: this.#time(index), value: time });
-    await batches.add(...last);
+    if (overlay.changed.size > 0) last.push({ key: this.#time(index), value: time });
+    await batches.add(...last, { key: this.#appliedKey, value: index });
     await batches.flush();
     return { ok: true, version: index };
   }
@@ -562,10 +779,34 @@ export class IndexState {
       versions.push(toRecord(p, e.value));
     }
     if (path !== null) await finish(path, versions);
+    const batchesRemoved = await this.#dropBatches(op.now, batches);
     await batches.add({ key: this.#horizonKey, value: horizon });
     await batches.add({ key: this.#appliedKey, value: index });
     await batches.flush();
-    return { ok: true, version: index, pruned };
+    return { ok: true, version: index, pruned, ...(batchesRemoved > 0 ? { batchesRemoved } : {}) };
+  }
+
+  /**
+   * Drop the staged data of every batch that is done, or whose first part was staged more
+   * than STAGE_ABANDON_MS before `now` (its client gave up or died). Its parts go first and
+   * its "stage-at"/"stage-done" keys last, so a re-delivered prune finds it again.
+   */
+  async #dropBatches(now: number, batches: KvBatches): Promise<number> {
+    const drop = new Set<string>();
+    for await (const e of this.kv.list({ prefix: [...this.prefix, "stage-done"] })) {
+      drop.add(e.key[e.key.length - 1] as string);
+    }
+    const cutoff = now - STAGE_ABANDON_MS;
+    for await (const e of this.kv.list<StoredStageAt>({ prefix: [...this.prefix, "stage-at"] })) {
+      if (e.value.time < cutoff) drop.add(e.key[e.key.length - 1] as string);
+    }
+    for (const batch of drop) {
+      for await (const e of this.kv.list({ prefix: [...this.prefix, "stage", batch] })) {
+        await batches.add({ key: e.key });
+      }
+      await batches.add({ key: this.#stageAt(batch) }, { key: this.#stageDone(batch) });
+    }
+    return drop.size;
   }
 
   /** Validate one op against the overlay and stage its effect; throws Rejection. */
@@ -613,7 +854,9 @@ export class IndexState {
         o.labels.set(op.name, null);
         return;
       case "prune":
-        throw new Rejection("invalid", "", "a prune must be the only op of its command", 0);
+      case "stage":
+      case "commit-batch":
+        throw new Rejection("invalid", "", `a ${op.op} must be the only op of its command`, 0);
       case "put":
       case "mkdir": {
         this.#validPath(op.path);
@@ -814,7 +1057,32 @@ export class IndexState {
       times,
       labels,
       horizon,
+      batches: await this.#stagedSnapshot(applied),
     });
+  }
+
+  /** Staged parts (whole, staged at or below `applied`), stage-at and stage-done. */
+  async #stagedSnapshot(applied: number): Promise<IndexSnapshot["batches"]> {
+    const out: IndexSnapshot["batches"] = { parts: [], started: [], done: [] };
+    let last = "";
+    for await (const e of this.kv.list({ prefix: [...this.prefix, "stage"] })) {
+      const [batch, part] = e.key.slice(-3, -1) as [string, number];
+      const id = JSON.stringify([batch, part]);
+      if (id === last) continue;
+      last = id;
+      const stored = await this.#readPart(batch, part, applied);
+      if (stored) out.parts.push({ batch, part, ...stored });
+    }
+    const started = this.kv.list<StoredStageAt>({ prefix: [...this.prefix, "stage-at"] });
+    for await (const e of started) {
+      if (e.value.index > applied) continue;
+      out.started.push({ batch: e.key[e.key.length - 1] as string, ...e.value });
+    }
+    for await (const e of this.kv.list<number>({ prefix: [...this.prefix, "stage-done"] })) {
+      if (e.value > applied) continue;
+      out.done.push({ batch: e.key[e.key.length - 1] as string, index: e.value });
+    }
+    return out;
   }
 
   /**
@@ -838,6 +1106,9 @@ export class IndexState {
         "used",
         "hist-ready",
         "horizon",
+        "stage",
+        "stage-at",
+        "stage-done",
       ]
     ) {
       const keys = this.kv.list({ prefix: [...this.prefix, part] });
@@ -870,6 +1141,15 @@ export class IndexState {
     }
     await batches.add({ key: this.#histReadyKey, value: true });
     if (snap.horizon > 0) await batches.add({ key: this.#horizonKey, value: snap.horizon });
+    for (const p of snap.batches.parts) {
+      for (const m of this.#chunkMutations(p.batch, p.part, p.index, p.bytes)) await batches.add(m);
+    }
+    for (const { batch, time, index } of snap.batches.started) {
+      await batches.add({ key: this.#stageAt(batch), value: { time, index } });
+    }
+    for (const { batch, index } of snap.batches.done) {
+      await batches.add({ key: this.#stageDone(batch), value: index });
+    }
     await batches.flush();
     await this.kv.set(this.#appliedKey, snap.applied);
     this.#histReady = true;

@@ -1,7 +1,8 @@
 /**
  * The replicated file index: its records, the commands that change it, and their results.
  * Every record version is kept as history (until a prune drops it), so the index can be read
- * as of any retained log index, and named labels pin cluster-wide snapshots of it.
+ * as of any retained log index, and named labels pin cluster-wide snapshots of it. A batch too
+ * large for one Raft entry is staged part by part and committed by one entry, still atomically.
  */
 import type { Hash } from "../chunk/mod.ts";
 
@@ -118,11 +119,42 @@ export interface Prune {
 /** A change to one path. */
 export type FileOp = PutFile | Mkdir | Delete | Rename;
 
+/**
+ * One part of a batch too large for one command: its file ops are kept aside (invisible to
+ * readers, applied nowhere) until a CommitBatch names the batch. Staging a part again
+ * replaces it. Must be a command's only op.
+ */
+export interface Stage {
+  op: "stage";
+  /** Chosen by the proposer: 8..64 characters of [0-9a-z-]. */
+  batch: string;
+  /** 0..99,999. */
+  part: number;
+  /** 1..50,000 file ops. */
+  ops: FileOp[];
+}
+
+/**
+ * Apply parts 0..parts-1 of a staged batch, in order, as one command from this command's
+ * origin: all or none, every touched path at this entry's index. The batch is then done
+ * (whether it applied or was refused) and cannot be staged or committed again. Must be a
+ * command's only op.
+ */
+export interface CommitBatch {
+  op: "commit-batch";
+  batch: string;
+  /** 1..100,000. */
+  parts: number;
+}
+
 /** A change to cluster metadata: applied without compare-and-swap. */
 export type MetaOp = SetPeerAddrs | UseInvite | Label | Unlabel | Prune;
 
+/** The two steps of a staged batch. */
+export type BatchOp = Stage | CommitBatch;
+
 /** Anything a command may carry. */
-export type Op = FileOp | MetaOp;
+export type Op = FileOp | MetaOp | BatchOp;
 
 /** A command as proposed through Raft: the ops are applied all or none. */
 export interface Command {
@@ -154,5 +186,7 @@ export type ApplyResult =
     version: number;
     /** Prune only: history versions dropped by this run (fewer if a crash re-delivered it). */
     pruned?: number;
+    /** Prune only: staged batches removed (done, or abandoned for over a day). */
+    batchesRemoved?: number;
   }
   | { ok: false; code: RejectCode; path: string; message: string; current: number };

@@ -30,6 +30,7 @@ import {
   decodeTreeRequest,
   encodeCommitResult,
   encodeTreePage,
+  STAGE_METHOD,
   TREE_METHOD,
   type TreeEntry,
 } from "../client/wire.ts";
@@ -71,6 +72,7 @@ export class ClientGateway {
     try {
       if (method === TREE_METHOD) return await this.#tree(peer, body);
       if (method === COMMIT_METHOD) return await this.#commit(peer, body);
+      if (method === STAGE_METHOD) return await this.#stage(peer, body);
     } catch (e) {
       if (e instanceof BodyDecodeError || e instanceof CommandDecodeError) {
         throw new SessionError("invalid", e.message);
@@ -127,17 +129,51 @@ export class ClientGateway {
     return out;
   }
 
+  /**
+   * The file ops a commit carries: its own, or those of the staged parts its one
+   * `commit-batch` op names. Anything else a client may not propose.
+   */
+  async #fileOpsOf(command: Command): Promise<FileOp[]> {
+    const [first] = command.ops;
+    if (command.ops.length === 1 && first.op === "commit-batch") {
+      const staged = await this.deps.index.stagedOps(first.batch, first.parts);
+      if (staged === null) {
+        throw new SessionError("invalid", `batch ${first.batch}: parts are missing or it is done`);
+      }
+      return staged;
+    }
+    const ops: FileOp[] = [];
+    for (const op of command.ops) {
+      if (op.op !== "put" && op.op !== "mkdir" && op.op !== "delete" && op.op !== "rename") {
+        throw new SessionError("invalid", `a client may not propose ${op.op} ops here`);
+      }
+      ops.push(op);
+    }
+    return ops;
+  }
+
+  /** Propose one staged part of a large batch (no objects needed yet: the commit checks). */
+  async #stage(peer: string, body: Uint8Array): Promise<Uint8Array> {
+    const command = decodeCommand(body);
+    if (command.ops.length !== 1 || command.ops[0].op !== "stage") {
+      throw new SessionError("invalid", "a stage call carries exactly one stage op");
+    }
+    let result: ApplyResult;
+    try {
+      result = await this.deps.propose({ origin: peer, ops: command.ops, time: Date.now() });
+    } catch (e) {
+      // Staging a part again replaces it, so the client may simply retry.
+      throw new SessionError("no-quorum", `part not staged: ${errText(e)}`);
+    }
+    if (!result.ok) throw new SessionError(result.code, result.message);
+    return encodeCommitResult(result.version);
+  }
+
   async #commit(peer: string, body: Uint8Array): Promise<Uint8Array> {
     const request = decodeCommitRequest(body);
     const command = decodeCommand(request.command);
     const deadline = Date.now() + request.budgetMs;
-    const ops: FileOp[] = [];
-    for (const op of command.ops) {
-      if (op.op !== "put" && op.op !== "mkdir" && op.op !== "delete" && op.op !== "rename") {
-        throw new SessionError("invalid", `a client may not propose ${op.op} ops`);
-      }
-      ops.push(op);
-    }
+    const ops = await this.#fileOpsOf(command);
     const { index, store } = this.deps;
     const bases = new Map<string, Hash>();
     for (const op of ops) {
@@ -184,7 +220,7 @@ export class ClientGateway {
     const replicated = performance.now();
     let result: ApplyResult;
     try {
-      result = await this.deps.propose({ origin: peer, ops, time: Date.now() });
+      result = await this.deps.propose({ origin: peer, ops: command.ops, time: Date.now() });
     } catch (e) {
       // A timed-out or dropped proposal may still commit (Raft cannot take it back): the
       // client re-reads the tree to find out rather than report a failure that may be false.

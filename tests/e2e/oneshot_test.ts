@@ -65,8 +65,13 @@ interface PushJson {
   bytesSent: number;
 }
 
-async function pushJson(dir: string, invite: string, extra: string[] = []) {
-  const r = await runCli(["push", dir, "--to", invite, "--json", ...extra]);
+async function pushJson(
+  dir: string,
+  invite: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+) {
+  const r = await runCli(["push", dir, "--to", invite, "--json", ...extra], env);
   return { ...r, summary: r.code === 0 ? JSON.parse(r.stdout) as PushJson : null };
 }
 
@@ -91,8 +96,17 @@ Deno.test({
         assert(first.summary!.changed);
         assert(first.summary!.bytesSent >= 3 * 1024 * 1024, "the build's bytes were sent");
         // Every node materializes it.
+        await waitFor(
+          "the build on every node",
+          async () => {
+            for (const d of dirs) {
+              const got = await treeDigest(`${d}/builds/42`).catch(() => null);
+              if (got?.digest !== want.digest) return false;
+            }
+            return true;
+          },
+        );
         await waitConverged(dirs);
-        assert.equal((await treeDigest(`${dirs[2]}/builds/42`)).digest, want.digest);
 
         // Job 2: pull into an empty folder on a "fresh machine".
         const pulled = await runCli([
@@ -120,6 +134,35 @@ Deno.test({
         assert.equal(again.summary!.changed, false);
         assert.equal(again.summary!.objectsSent, 0);
         assert.equal(again.summary!.version, first.summary!.version);
+
+        // A batch too large for one Raft entry (forced here with 4 KiB entries) is staged in
+        // parts and committed by one entry: still all or none, and the same tree comes back.
+        const staged = await pushJson(build, invite, ["--prefix", "builds/staged"], {
+          FILESYNC_PART_BYTES: "4096",
+        });
+        assert.equal(staged.code, 0, staged.stderr);
+        const [fresh3] = await tempDirs(1, "filesync-ci-staged-");
+        try {
+          const p = await runCli(["pull", fresh3, "--from", invite, "--prefix", "builds/staged"]);
+          assert.equal(p.code, 0, p.stderr);
+          assert.deepEqual((await treeDigest(fresh3)).listing, want.listing);
+          // Every path of the batch carries the one version of the commit-batch entry.
+          const versions = new Set<number>();
+          for (
+            const path of [
+              "builds/staged/VERSION",
+              "builds/staged/bin/app",
+              "builds/staged/assets/img/f39.txt",
+            ]
+          ) {
+            const log = await runCli(["log", dirs[0], path, "--json"]);
+            assert.equal(log.code, 0, log.stderr);
+            versions.add(JSON.parse(log.stdout)[0].version);
+          }
+          assert.deepEqual([...versions], [staged.summary!.version]);
+        } finally {
+          await Deno.remove(fresh3, { recursive: true });
+        }
 
         // An edit of one small file, 4 KiB inside the large one, and a deletion: only the
         // chunks they touched move, up and down.

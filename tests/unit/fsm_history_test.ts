@@ -535,7 +535,7 @@ Deno.test("fsm history: the codec carries the time and the new ops, strictly", (
     [[1, "n1", [[9, 1, -1, 1]]], /ops\[0\]\.keepMs/],
     [[1, "n1", [[9, 1, 1, null]]], /ops\[0\]\.now/],
     [[1, "n1", [[9, 1, 1]]], /ops\[0\] must be an array of 4/],
-    [[1, "n1", [[10, 1]]], /unknown op tag/],
+    [[1, "n1", [[12, 1]]], /unknown op tag/],
   ];
   for (const [wire, re] of bad) {
     assert.throws(() => decodeCommand(cborEncode(wire)), (e: Error) => {
