@@ -17,7 +17,7 @@ import { deadline, PushError } from "../net/mod.ts";
 import { sleep } from "./time.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { LocalTree } from "./local_tree.ts";
-import { planPush } from "./plan.ts";
+import { planPush, type PushPlan } from "./plan.ts";
 import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
 import { COMMIT_METHOD, decodeCommitResult, encodeCommitRequest, STAGE_METHOD } from "./wire.ts";
 
@@ -95,16 +95,20 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
       objectsSent: 0,
       bytesSent: 0,
     };
+    /** The counts of the batch last proposed whose outcome is not known to be a failure. */
+    let proposed: PushPlan["counts"] | null = null;
     for (let attempt = 0;; attempt++) {
       const remote = await readRemoteTree(client, opts.prefix, "", signal);
       const plan = planPush(tree.entries, remote.records, opts.prefix, opts.deleteExtra);
       if (plan.ops.length === 0) {
+        // Nothing (left) to do. After an "unknown outcome" this is how we learn that our
+        // batch did commit: report what it changed.
         return {
           version: remote.version,
-          changed: false,
-          put: 0,
-          mkdir: 0,
-          delete: 0,
+          changed: proposed !== null,
+          put: proposed?.put ?? 0,
+          mkdir: proposed?.mkdir ?? 0,
+          delete: proposed?.delete ?? 0,
           ...summary,
           seconds: (performance.now() - started) / 1000,
         };
@@ -125,6 +129,7 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
       });
       try {
         const command = await stageIfLarge(client, plan.ops, endsAt, signal);
+        proposed = plan.counts;
         const version = await commitWithRetry(client, command, endsAt, signal);
         return {
           version,
@@ -136,6 +141,8 @@ export async function push(dir: string, opts: PushOptions): Promise<PushSummary>
       } catch (e) {
         const again = e instanceof ClientError &&
           (e.code === "conflict" || e.code === "unknown-outcome");
+        // After a conflict our batch certainly did not commit; after an unknown outcome it may.
+        if (e instanceof ClientError && e.code === "conflict") proposed = null;
         if (!again || attempt >= MAX_REPLANS) throw e;
         // Another writer committed under the prefix since we read it, or our own batch may
         // have committed without us hearing it: plan again against the tree as it is now
