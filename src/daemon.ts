@@ -47,7 +47,6 @@ import {
   metaKey,
   newCluster,
   saveCluster,
-  StaleLocationError,
 } from "./store/mod.ts";
 import {
   ChannelRaftTransport,
@@ -353,17 +352,15 @@ export class Daemon {
     await serveSession(this.host, (peer, method, body) => gateway.handle(peer, method, body));
     await serveObjects(this.host, {
       has: async (h) => {
-        if (await this.store.packs.has(h)) {
-          // A pusher skips what we claim to hold: keep it until its commit can have landed.
-          const key = hashKey(h);
-          this.#claimed.delete(key); // re-inserted last, so the map stays in time order
-          this.#claimed.set(key, Date.now());
-          if (this.#claimed.size > MAX_CLAIMS) {
-            this.#claimed.delete(this.#claimed.keys().next().value!);
-          }
-          return true;
+        if (!(await this.store.holds(h))) return false;
+        // A pusher skips what we claim to hold: GC keeps it until its commit can have landed.
+        const key = hashKey(h);
+        this.#claimed.delete(key); // re-inserted last, so the map stays in time order
+        this.#claimed.set(key, Date.now());
+        if (this.#claimed.size > MAX_CLAIMS) {
+          this.#claimed.delete(this.#claimed.keys().next().value!);
         }
-        return (await this.store.locator.lookup(h)) !== null;
+        return true;
       },
       get: (h) => this.#readObject(h),
       // Chunks read through the locator come from the buffer pool; the rest are ignored.
@@ -419,14 +416,8 @@ export class Daemon {
   }
 
   /** An object from the tree (through the chunk locator) or the packs; null if not held. */
-  async #readObject(h: Uint8Array): Promise<Uint8Array | null> {
-    try {
-      const fromTree = await this.store.locator.read(h);
-      if (fromTree) return fromTree;
-    } catch (e) {
-      if (!(e instanceof StaleLocationError)) throw e;
-    }
-    return (await this.store.packs.has(h)) ? await this.store.packs.get(h) : null;
+  #readObject(h: Uint8Array): Promise<Uint8Array | null> {
+    return this.store.readObject(h);
   }
 
   /**

@@ -38,7 +38,11 @@ export interface PushOptions {
   signal?: AbortSignal;
   /** Hashes per `have` query (default and at most MAX_HAVE_HASHES). */
   batch?: number;
-  /** Objects read ahead of the one being sent (default 4). */
+  /**
+   * Objects read ahead of the one being sent (default: as many as make about 4 MiB at the
+   * average size read so far, between 4 and 64: tiny objects need a deep pipeline, since
+   * each local read is a round trip of its own, and large ones must not pile up in memory).
+   */
   readAhead?: number;
   /** Bytes of `store` frames sent but not yet answered (default 2 MiB, at most 4 MiB). */
   windowBytes?: number;
@@ -66,6 +70,10 @@ type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
 /** A local read started ahead of its turn; never rejects (see ReadAhead). */
 type PendingRead = Promise<{ data: Uint8Array } | { error: unknown }>;
 
+/** Adaptive read-ahead: bytes aimed for, and bounds in objects (see PushOptions.readAhead). */
+const ADAPTIVE_READ_BYTES = 4 * 1024 * 1024;
+const ADAPTIVE_MIN_DEPTH = 4;
+const ADAPTIVE_MAX_DEPTH = 64;
 /** Bytes of unread answers after which our side of the stream pauses: answers are tiny. */
 const READ_HIGH_WATER = 256 * 1024;
 /** Longest wait for the stream to open, ms (less if stallMs is less). */
@@ -160,7 +168,7 @@ class PushRun {
     private readonly opts: PushOptions,
   ) {
     this.#batch = Math.min(MAX_HAVE_HASHES, Math.max(1, opts.batch ?? MAX_HAVE_HASHES));
-    this.#readAhead = Math.max(1, opts.readAhead ?? 4);
+    this.#readAhead = opts.readAhead === undefined ? 0 : Math.max(1, opts.readAhead);
     this.#window = Math.min(PUSH_WINDOW_LIMIT, Math.max(1, opts.windowBytes ?? 2 * 1024 * 1024));
     this.#stallMs = Math.max(1, opts.stallMs ?? 30_000);
     this.#flushTimeoutMs = Math.max(1, opts.flushTimeoutMs ?? 60_000);
@@ -325,16 +333,28 @@ class PushRun {
 class ReadAhead {
   readonly #started = new Map<number, PendingRead>();
   #next = 0;
+  #readBytes = 0;
+  #readCount = 0;
 
   constructor(
     private readonly hashes: Hash[],
     private readonly read: ObjectReader,
-    private readonly depth: number,
+    /** Fixed depth, or 0 for the adaptive one (see PushOptions.readAhead). */
+    private readonly fixedDepth: number,
   ) {}
+
+  get #depth(): number {
+    if (this.fixedDepth > 0) return this.fixedDepth;
+    if (this.#readCount === 0) return ADAPTIVE_MIN_DEPTH;
+    const average = Math.max(1, this.#readBytes / this.#readCount);
+    const depth = Math.floor(ADAPTIVE_READ_BYTES / average);
+    return Math.max(ADAPTIVE_MIN_DEPTH, Math.min(ADAPTIVE_MAX_DEPTH, depth));
+  }
 
   /** The read of object i (i taken in increasing order), with the following ones started. */
   take(i: number): PendingRead {
-    while (this.#next < this.hashes.length && this.#next <= i + this.depth) {
+    const depth = this.#depth;
+    while (this.#next < this.hashes.length && this.#next <= i + depth) {
       const n = this.#next++;
       this.#started.set(n, this.#start(this.hashes[n]));
     }
@@ -346,7 +366,11 @@ class ReadAhead {
   #start(hash: Hash): PendingRead {
     // Through a promise chain, so a reader that throws instead of rejecting is captured too.
     return Promise.resolve(hash).then((h) => this.read(h)).then(
-      (data) => ({ data }),
+      (data) => {
+        this.#readBytes += data.length;
+        this.#readCount++;
+        return { data };
+      },
       (error) => ({ error }),
     );
   }

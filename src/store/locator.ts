@@ -39,7 +39,15 @@ export class ChunkLocator {
    */
   async read(hash: Hash, opts: { fresh?: boolean } = {}): Promise<Uint8Array | null> {
     const loc = await this.lookup(hash);
-    if (!loc) return null;
+    return loc ? await this.readAt(hash, loc, opts) : null;
+  }
+
+  /** read() at a location already looked up (LocalStore.readObject reads both indexes at once). */
+  async readAt(
+    hash: Hash,
+    loc: ChunkLocation,
+    opts: { fresh?: boolean } = {},
+  ): Promise<Uint8Array> {
     if (opts.fresh) {
       // The file at the path now, not a handle kept from before (which may be of a file
       // since deleted or replaced): for callers that rely on the tree as a copy (GC).

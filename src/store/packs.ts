@@ -147,6 +147,9 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** Read handles (each with its own queue) per pack file. */
+const READ_LANES = 4;
+
 /** Content-addressed, append-only, verified object store. */
 export class PackStore {
   /** Objects accepted but not yet durable; readable already. */
@@ -154,8 +157,10 @@ export class PackStore {
   #pendingBytes = 0;
   /** Flushes, and compaction's index updates, run one at a time in this chain. */
   #flushing: Promise<void> = Promise.resolve();
-  #readers = new Map<number, Deno.FsFile>();
-  #readQueues = new Map<number, Promise<void>>();
+  /** Read handles, READ_LANES per pack, keyed "pack/lane"; each lane has its own queue. */
+  #readers = new Map<string, Deno.FsFile>();
+  #readQueues = new Map<string, Promise<void>>();
+  #nextLane = 0;
   #packNo = 0;
   #packSize = 0;
   #backgroundError: unknown = undefined;
@@ -232,6 +237,11 @@ export class PackStore {
     this.put(hash, bytes);
   }
 
+  /** Whether the object is accepted but not flushed yet (readable, no index entry). */
+  hasPending(hash: Hash): boolean {
+    return this.#pending.has(toHex(hash));
+  }
+
   /** Whether the object is held (pending or durable). */
   async has(hash: Hash): Promise<boolean> {
     if (this.#pending.has(toHex(hash))) return true;
@@ -239,13 +249,24 @@ export class PackStore {
   }
 
   /** The object's bytes, verified; throws MissingObjectError or CorruptObjectError. */
-  async get(hash: Hash): Promise<Uint8Array> {
+  get(hash: Hash): Promise<Uint8Array> {
+    return this.getIndexed(hash, undefined);
+  }
+
+  /**
+   * get() with the object's index entry already read (`entry`: its value, null if absent;
+   * undefined: read it here). LocalStore.readObject reads it with the chunk locator's in one
+   * KV operation.
+   */
+  async getIndexed(hash: Hash, entryValue: unknown): Promise<Uint8Array> {
     for (let attempt = 0;; attempt++) {
       const pending = this.#pending.get(toHex(hash));
       if (pending) return pending.bytes;
-      const entry = await this.kv.get(objectKey(hash));
-      if (entry.value === null) throw new MissingObjectError(hash);
-      const loc = parseObjectLocation(entry.value);
+      const value = attempt === 0 && entryValue !== undefined
+        ? entryValue
+        : (await this.kv.get(objectKey(hash))).value;
+      if (value === null) throw new MissingObjectError(hash);
+      const loc = parseObjectLocation(value);
       let bytes: Uint8Array;
       try {
         bytes = await this.#readQueued(hash, loc);
@@ -268,46 +289,51 @@ export class PackStore {
   }
 
   /**
-   * Reads of one pack share a file handle, and a read is a seek then a read: two at once
-   * would interleave and read each other's bytes, so operations on a pack's handle run one at
-   * a time, in this queue.
+   * A read is a seek then a read, so two on one handle would interleave and read each other's
+   * bytes: operations on a handle run one at a time, in its lane's queue. A pack has
+   * READ_LANES handles, taken in turn, so many small reads (a push of thousands of tiny
+   * objects) do not wait in single file behind each other.
    */
-  #onPackQueue<T>(pack: number, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#readQueues.get(pack) ?? Promise.resolve();
+  #onLane<T>(lane: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#readQueues.get(lane) ?? Promise.resolve();
     const run = previous.then(fn);
     const settled = run.then(() => {}, () => {});
-    this.#readQueues.set(pack, settled);
+    this.#readQueues.set(lane, settled);
     settled.then(() => {
-      if (this.#readQueues.get(pack) === settled) this.#readQueues.delete(pack);
+      if (this.#readQueues.get(lane) === settled) this.#readQueues.delete(lane);
     });
     return run;
   }
 
   #readQueued(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
-    return this.#onPackQueue(loc.pack, async () => {
-      let file = this.#readers.get(loc.pack);
+    const lane = `${loc.pack}/${this.#nextLane++ % READ_LANES}`;
+    return this.#onLane(lane, async () => {
+      let file = this.#readers.get(lane);
       if (!file) {
         try {
           file = await Deno.open(this.#path(loc.pack), { read: true });
         } catch (e) {
           throw new CorruptObjectError(hash, `pack ${packName(loc.pack)} unreadable: ${e}`);
         }
-        this.#readers.set(loc.pack, file);
+        this.#readers.set(lane, file);
       }
       return await readRecord(file, hash, loc);
     });
   }
 
   /**
-   * Close the shared handle of a deleted pack once the reads queued before now are done: they
-   * still read the unlinked file through it; reads queued later fail to open and retry.
+   * Close the handles of a deleted pack once the reads queued before now are done: they
+   * still read the unlinked file through them; reads queued later fail to open and retry.
    */
-  #dropReader(pack: number): Promise<void> {
-    return this.#onPackQueue(pack, () => {
-      this.#readers.get(pack)?.close();
-      this.#readers.delete(pack);
-      return Promise.resolve();
-    });
+  async #dropReader(pack: number): Promise<void> {
+    await Promise.all(Array.from({ length: READ_LANES }, (_, i) => {
+      const lane = `${pack}/${i}`;
+      return this.#onLane(lane, () => {
+        this.#readers.get(lane)?.close();
+        this.#readers.delete(lane);
+        return Promise.resolve();
+      });
+    }));
   }
 
   /** Make every accepted object durable: append, fsync the pack, then index it. */

@@ -202,7 +202,7 @@ export class ClientGateway {
     const held = await mapLimit(
       objects,
       PRESENCE_LOOKUPS,
-      async (h) => (await store.packs.has(h)) || (await store.locator.lookup(h)) !== null,
+      (h) => store.holds(h),
     );
     if (held.includes(false)) {
       throw new SessionError("missing-objects", "the batch names chunks that were not pushed");

@@ -60,7 +60,9 @@ async function cluster(
         transport: net.transport(id),
         stateMachine: sms.get(id)!,
         bootstrap: IDS,
-        tickMs: 5,
+        // 20 ms ticks: an election needs a 200 ms stall, which a loaded CI machine can still
+        // cause, but rarely; 5 ms ticks made a busy moment look like a dead leader.
+        tickMs: 20,
         requestTimeoutMs: 3000,
         snapshotEvery: 20,
         keepEntries: 5,
