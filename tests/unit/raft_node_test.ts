@@ -158,7 +158,7 @@ Deno.test("raft node: a learner joins, is promoted, and then votes", async () =>
       storage: storages.get("d")!,
       transport: net.transport("d"),
       stateMachine: sms.get("d")!,
-      tickMs: 5,
+      tickMs: 20,
       requestTimeoutMs: 3000,
     });
     nodes.set("d", d);

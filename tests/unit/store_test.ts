@@ -165,3 +165,33 @@ Deno.test("packs: many concurrent reads of one pack each get their own object", 
     got.forEach((g, i) => assert.deepEqual(g, objects[i]));
   });
 });
+
+Deno.test("readObject/holds: tree first, then packs (pending or flushed), many at once", async () => {
+  await withStore(async (dir, store) => {
+    const content = bytesOf(21, 8_000);
+    await Deno.writeFile(`${dir}/f.bin`, content);
+    const inTree = content.subarray(0, 4000);
+    const batch = new KvBatch(store.kv);
+    await store.locator.record(batch, sha256(inTree), { path: "f.bin", offset: 0, length: 4000 });
+    await batch.flush();
+    // 40 packed objects, half flushed and half still pending, plus the tree's chunk.
+    const packed = Array.from({ length: 40 }, (_, i) => bytesOf(100 + i, 500 + i));
+    packed.slice(0, 20).forEach((b) => store.packs.put(sha256(b), b));
+    await store.packs.flush();
+    packed.slice(20).forEach((b) => store.packs.put(sha256(b), b));
+    const absent = sha256(new Uint8Array([9, 9]));
+    // Asked for all in one tick, so they are looked up in batches of five.
+    const all = [inTree, ...packed];
+    const got = await Promise.all(all.map((b) => store.readObject(sha256(b))));
+    got.forEach((b, i) => assert.deepEqual(b, all[i]));
+    assert.equal(await store.readObject(absent), null);
+    const held = await Promise.all(
+      [...all.map((b) => sha256(b)), absent].map((h) => store.holds(h)),
+    );
+    assert.deepEqual(held, [...all.map(() => true), false]);
+    // A chunk whose file changed, but that the packs also hold, is served from the packs.
+    store.packs.put(sha256(inTree), inTree);
+    await Deno.writeFile(`${dir}/f.bin`, bytesOf(22, 8_000));
+    assert.deepEqual(await store.readObject(sha256(inTree)), inTree);
+  });
+});
