@@ -5,9 +5,8 @@
  * codec of the new ops.
  */
 import assert from "node:assert/strict";
-import { sha256, toHex } from "../../src/chunk/mod.ts";
+import { toHex } from "../../src/chunk/mod.ts";
 import {
-  type ApplyResult,
   type Command,
   CommandDecodeError,
   decodeCommand,
@@ -20,8 +19,7 @@ import {
   type Op,
 } from "../../src/fsm/mod.ts";
 import { cborDecode, cborEncode } from "../../src/wire/mod.ts";
-
-const root = (n: number) => sha256(new Uint8Array([n, n >> 8, n >> 16]));
+import { all, dump, ok, root, withKv } from "../helpers/fsm.ts";
 
 function put(path: string, base = 0, n = 1): Op {
   return { op: "put", path, base, kind: "file", root: root(n), size: n, mode: 0o644, mtime: 1000 };
@@ -30,36 +28,10 @@ const del = (path: string, base: number): Op => ({ op: "delete", path, base });
 const cmd = (ops: Op[], time?: number): Uint8Array =>
   encodeCommand({ origin: "n1", ops, ...(time === undefined ? {} : { time }) });
 
-async function withKv<T>(fn: (kv: Deno.Kv) => Promise<T>): Promise<T> {
-  const kv = await Deno.openKv(":memory:");
-  try {
-    return await fn(kv);
-  } finally {
-    kv.close();
-  }
-}
-
-async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-
 const brief = (r: IndexRecord | null) => r ? `${r.path}@${r.version}${r.deleted ? "x" : ""}` : null;
 
 async function listing(s: IndexState, at?: number): Promise<string[]> {
   return (await all(s.list({ tombstones: true, at }))).map((r) => brief(r)!);
-}
-
-/** Every key and value under the index prefix: two states are equal iff these are. */
-async function dump(kv: Deno.Kv): Promise<[string, unknown][]> {
-  const out: [string, unknown][] = [];
-  for await (const e of kv.list({ prefix: ["fsm"] })) out.push([JSON.stringify(e.key), e.value]);
-  return out;
-}
-
-function ok(r: ApplyResult): void {
-  assert.ok(r.ok, r.ok ? "" : `${r.code}: ${r.message}`);
 }
 
 Deno.test("fsm history: a path's versions across put/put/delete/put, newest first", async () => {

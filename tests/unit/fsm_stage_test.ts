@@ -5,7 +5,7 @@
  * and abandoned batches. Plus the strict codec of the two ops.
  */
 import assert from "node:assert/strict";
-import { sha256, toHex } from "../../src/chunk/mod.ts";
+import { toHex } from "../../src/chunk/mod.ts";
 import {
   type ApplyResult,
   type Command,
@@ -24,8 +24,7 @@ import {
   STAGE_ABANDON_MS,
 } from "../../src/fsm/mod.ts";
 import { cborDecode, cborEncode } from "../../src/wire/mod.ts";
-
-const root = (n: number) => sha256(new Uint8Array([n, n >> 8, n >> 16]));
+import { all, dump, ok, root, withKv } from "../helpers/fsm.ts";
 
 function put(path: string, base = 0, n = 1): FileOp {
   return { op: "put", path, base, kind: "file", root: root(n), size: n, mode: 0o644, mtime: 1000 };
@@ -42,34 +41,8 @@ const A = "batch-aaaa";
 const B = "batch-bbbb";
 const C = "batch-cccc";
 
-async function withKv<T>(fn: (kv: Deno.Kv) => Promise<T>): Promise<T> {
-  const kv = await Deno.openKv(":memory:");
-  try {
-    return await fn(kv);
-  } finally {
-    kv.close();
-  }
-}
-
-async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-
-/** Every key and value under the index prefix: two states are equal iff these are. */
-async function dump(kv: Deno.Kv): Promise<[string, unknown][]> {
-  const out: [string, unknown][] = [];
-  for await (const e of kv.list({ prefix: ["fsm"] })) out.push([JSON.stringify(e.key), e.value]);
-  return out;
-}
-
 const without = (d: [string, unknown][], ...parts: string[]) =>
   d.filter(([k]) => !parts.some((p) => k.includes(`"${p}"`)));
-
-function ok(r: ApplyResult): void {
-  assert.ok(r.ok, r.ok ? "" : `${r.code}: ${r.message}`);
-}
 
 function rejected(r: ApplyResult, code: string, message?: RegExp): void {
   assert.ok(!r.ok, "expected a rejection");
