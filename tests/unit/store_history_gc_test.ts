@@ -7,77 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { type Hash, hashKey, sha256, toHex } from "../../src/chunk/mod.ts";
-import type { IndexRecord } from "../../src/fsm/mod.ts";
 import { buildDirTree, buildFileTree, walkFileChunks } from "../../src/merkle/mod.ts";
 import { KvBatch, LocalStore } from "../../src/store/mod.ts";
 import { objectKey } from "../../src/store/schema.ts";
-import { materialize, type MaterializeSources, scanTree } from "../../src/sync/mod.ts";
+import { materialize } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
+import { withNode } from "../helpers/fake_remote.ts";
 
-const PAST = Date.UTC(2021, 5, 1, 12, 0, 0, 123);
 const HOUR = 60 * 60 * 1000;
-
-/** Another node of the cluster: commits files and serves their nodes and chunks. */
-class Remote implements MaterializeSources {
-  #version = 100;
-  private constructor(readonly store: LocalStore) {}
-
-  static async open(): Promise<Remote> {
-    return new Remote(await LocalStore.open(await Deno.makeTempDir({ prefix: "fs-hist-r-" })));
-  }
-
-  nodes = { getNode: (hash: Hash) => this.store.packs.get(hash) };
-
-  async fetchChunks(hashes: Hash[], onChunk: (h: Hash, b: Uint8Array) => Promise<void>) {
-    for (const h of hashes) await onChunk(h, (await this.store.locator.read(h))!.slice());
-  }
-
-  /** Commit `content` at `path` (as another node would); its index record. */
-  async file(path: string, content: Uint8Array): Promise<IndexRecord> {
-    const abs = `${this.store.root}/${path}`;
-    await Deno.writeFile(abs, content);
-    await Deno.utime(abs, new Date(), new Date(PAST + 1000 * this.#version));
-    await scanTree(this.store, { workers: 0 });
-    const rec = (await this.store.files.get(path))!;
-    return {
-      path,
-      version: ++this.#version,
-      kind: "file",
-      root: rec.root,
-      size: rec.size,
-      mode: rec.mode,
-      mtime: rec.mtime,
-      deleted: false,
-      origin: "A",
-    };
-  }
-
-  tombstone(of: IndexRecord): IndexRecord {
-    return { ...of, version: ++this.#version, deleted: true };
-  }
-
-  /** The chunk hashes of a version, in order. */
-  async chunks(root: Hash): Promise<Hash[]> {
-    const out: Hash[] = [];
-    for await (const c of walkFileChunks(root, this.store.packs)) out.push(c.hash);
-    return out;
-  }
-}
-
-async function withNode(fn: (store: LocalStore, remote: Remote) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "fs-hist-" });
-  const store = await LocalStore.open(dir);
-  const remote = await Remote.open();
-  try {
-    await scanTree(store, { workers: 0 });
-    await fn(store, remote);
-  } finally {
-    await store.close();
-    await remote.store.close();
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(remote.store.root, { recursive: true });
-  }
-}
 
 /** Whether the object's index entry is committed: it is then durable (packs.ts). */
 async function durable(store: LocalStore, hash: Hash): Promise<boolean> {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { type Hash, sha256, toHex } from "../../src/chunk/mod.ts";
 import { type IndexRecord, PathError } from "../../src/fsm/mod.ts";
 import { EMPTY_FILE_ROOT, walkFileChunks } from "../../src/merkle/mod.ts";
-import { KvBatch, LocalStore, SchemaError } from "../../src/store/mod.ts";
+import { KvBatch, SchemaError } from "../../src/store/mod.ts";
 import {
   ChunkFetchError,
   isTempName,
@@ -29,78 +29,10 @@ import {
 } from "../../src/sync/mod.ts";
 import type { ExpectedEntry } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
+import { PAST, withNode } from "../helpers/fake_remote.ts";
 
 /** Seeds 0 and 1 differ here (seededBytes alone maps both to the same stream). */
 const bytesOf = (seed: number, n: number) => seededBytes(seed * 2 + 1, n);
-
-const PAST = Date.UTC(2021, 5, 1, 12, 0, 0, 123);
-
-/** The cluster as seen from the node under test: a source tree serving nodes and chunks. */
-class FakeRemote implements MaterializeSources {
-  chunkCalls = 0;
-  chunksServed = 0;
-  nodesServed = 0;
-  corrupt = false;
-  /** Runs inside fetchChunks before any chunk is delivered (to look at the disk meanwhile). */
-  during: (() => Promise<void>) | null = null;
-  #version = 100;
-  #writes = 0;
-
-  private constructor(readonly store: LocalStore) {}
-
-  static async open(): Promise<FakeRemote> {
-    return new FakeRemote(await LocalStore.open(await Deno.makeTempDir({ prefix: "fs-remote-" })));
-  }
-
-  nodes = {
-    getNode: (hash: Hash) => {
-      this.nodesServed++;
-      return this.store.packs.get(hash);
-    },
-  };
-
-  async fetchChunks(hashes: Hash[], onChunk: (h: Hash, b: Uint8Array) => Promise<void>) {
-    this.chunkCalls++;
-    await this.during?.();
-    for (const h of hashes) {
-      const bytes = (await this.store.locator.read(h))!.slice();
-      this.chunksServed++;
-      if (this.corrupt) bytes[0] ^= 1;
-      await onChunk(h, bytes);
-    }
-  }
-
-  /** Commit a file with this content (as another node would) and return its index record. */
-  async file(
-    path: string,
-    content: Uint8Array,
-    o: { mode?: number; mtime?: number } = {},
-  ): Promise<IndexRecord> {
-    const abs = `${this.store.root}/${path}`;
-    await Deno.mkdir(abs.slice(0, abs.lastIndexOf("/")), { recursive: true });
-    await Deno.writeFile(abs, content);
-    await Deno.chmod(abs, o.mode ?? 0o644);
-    // Distinct mtimes by default, so the source's own scanner sees every rewrite.
-    await Deno.utime(abs, new Date(), new Date(o.mtime ?? PAST + 1000 * ++this.#writes));
-    await scanTree(this.store, { workers: 0 });
-    const rec = (await this.store.files.get(path))!;
-    return {
-      path,
-      version: ++this.#version,
-      kind: "file",
-      root: rec.root,
-      size: rec.size,
-      mode: rec.mode,
-      mtime: rec.mtime,
-      deleted: false,
-      origin: "A",
-    };
-  }
-
-  close() {
-    return this.store.close();
-  }
-}
 
 function dirRecord(path: string, version: number, mode = 0o755): IndexRecord {
   return {
@@ -129,21 +61,6 @@ function symlinkRecord(path: string, version: number, target: string): IndexReco
     deleted: false,
     origin: "A",
   };
-}
-
-async function withNode(fn: (store: LocalStore, remote: FakeRemote) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "fs-node-" });
-  const store = await LocalStore.open(dir);
-  const remote = await FakeRemote.open();
-  try {
-    await scanTree(store, { workers: 0 }); // a first scan, as the daemon does at start
-    await fn(store, remote);
-  } finally {
-    await store.close();
-    await remote.close();
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(remote.store.root, { recursive: true });
-  }
 }
 
 async function tempNames(dir: string): Promise<string[]> {
