@@ -34,3 +34,26 @@ export async function dump(kv: Deno.Kv): Promise<[string, unknown][]> {
 export function ok(r: ApplyResult): void {
   assert.ok(r.ok, r.ok ? "" : `${r.code}: ${r.message}`);
 }
+
+/** Seeded PRNG (mulberry32): a failing run replays from its seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `good` with 1 to 4 random bytes changed and, three times in ten, cut short. */
+export function mutate(good: Uint8Array, rand: () => number): Uint8Array {
+  let bytes = good.slice();
+  const flips = 1 + Math.floor(rand() * 4);
+  for (let f = 0; f < flips; f++) {
+    bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
+  }
+  if (rand() < 0.3) bytes = bytes.subarray(0, Math.floor(rand() * bytes.length));
+  return bytes;
+}

@@ -19,7 +19,7 @@ import {
   type Op,
 } from "../../src/fsm/mod.ts";
 import { cborDecode, cborEncode } from "../../src/wire/mod.ts";
-import { all, dump, ok, root, withKv } from "../helpers/fsm.ts";
+import { all, dump, mutate, ok, rng, root, withKv } from "../helpers/fsm.ts";
 
 function put(path: string, base = 0, n = 1): Op {
   return { op: "put", path, base, kind: "file", root: root(n), size: n, mode: 0o644, mtime: 1000 };
@@ -518,18 +518,6 @@ Deno.test("fsm history: the codec carries the time and the new ops, strictly", (
   }
 });
 
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("fsm history: mutated commands and snapshots fail only with CommandDecodeError", async () => {
   const good = encodeCommand({
     origin: "n1",
@@ -556,12 +544,7 @@ Deno.test("fsm history: mutated commands and snapshots fail only with CommandDec
   ) {
     let rejected = 0;
     for (let i = 0; i < 5_000; i++) {
-      let bytes = bytes0.slice();
-      const flips = 1 + Math.floor(rand() * 4);
-      for (let f = 0; f < flips; f++) {
-        bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
-      }
-      if (rand() < 0.3) bytes = bytes.subarray(0, Math.floor(rand() * bytes.length));
+      const bytes = mutate(bytes0, rand);
       try {
         decode(bytes);
       } catch (e) {

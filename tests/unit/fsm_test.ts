@@ -14,6 +14,7 @@ import {
   type FileOp,
   IndexState,
 } from "../../src/fsm/mod.ts";
+import { mutate, rng } from "../helpers/fsm.ts";
 
 const ROOT = sha256(new Uint8Array([1]));
 
@@ -162,18 +163,6 @@ Deno.test("fsm: a re-delivered entry is skipped", async () => {
   });
 });
 
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("fsm: same commands, same state; snapshots restore it exactly", async () => {
   const kvs = await Promise.all([
     Deno.openKv(":memory:"),
@@ -226,12 +215,7 @@ Deno.test("fsm: the command decoder rejects garbage and mutations with a typed e
       bytes = new Uint8Array(Math.floor(rand() * 64));
       for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(rand() * 256);
     } else {
-      bytes = good.slice();
-      const flips = 1 + Math.floor(rand() * 4);
-      for (let f = 0; f < flips; f++) {
-        bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
-      }
-      if (rand() < 0.3) bytes = bytes.subarray(0, Math.floor(rand() * bytes.length));
+      bytes = mutate(good, rand);
     }
     try {
       const c = decodeCommand(bytes);
