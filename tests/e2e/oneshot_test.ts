@@ -74,6 +74,18 @@ async function pushJson(
   return { ...r, summary: r.code === 0 ? JSON.parse(r.stdout) as PushJson : null };
 }
 
+async function pullJson(dir: string, invite: string, extra: string[] = []) {
+  const r = await runCli(["pull", dir, "--from", invite, "--json", ...extra]);
+  return { ...r, summary: r.code === 0 ? JSON.parse(r.stdout) as PullJson : null };
+}
+
+interface PullJson {
+  version: number;
+  removed: number;
+  fetchedBytes: number;
+  reusedBytes: number;
+}
+
 Deno.test({
   name: "oneshot: a CI pipeline pushes a build and a fresh folder pulls it byte for byte",
   sanitizeResources: false,
@@ -108,17 +120,9 @@ Deno.test({
         await waitConverged(dirs);
 
         // Job 2: pull into an empty folder on a "fresh machine".
-        const pulled = await runCli([
-          "pull",
-          fresh,
-          "--from",
-          invite,
-          "--prefix",
-          "builds/42",
-          "--json",
-        ]);
+        const pulled = await pullJson(fresh, invite, ["--prefix", "builds/42"]);
         assert.equal(pulled.code, 0, pulled.stderr);
-        assert.equal(JSON.parse(pulled.stdout).version, first.summary!.version);
+        assert.equal(pulled.summary!.version, first.summary!.version);
         assert.deepEqual((await treeDigest(fresh)).listing, want.listing);
         const mode = (await Deno.stat(`${fresh}/bin/app`)).mode! & 0o777;
         assert.equal(mode, 0o755, "modes survive the round trip");
@@ -177,17 +181,9 @@ Deno.test({
         assert.equal(edit.summary!.delete, 1);
         // The touched chunks only (chunks are at most 256 KiB), far from the 3 MiB file.
         assert.ok(edit.summary!.bytesSent < 1 << 20, `sent ${edit.summary!.bytesSent} bytes`);
-        const repull = await runCli([
-          "pull",
-          fresh,
-          "--from",
-          invite,
-          "--prefix",
-          "builds/42",
-          "--json",
-        ]);
+        const repull = await pullJson(fresh, invite, ["--prefix", "builds/42"]);
         assert.equal(repull.code, 0, repull.stderr);
-        const rp = JSON.parse(repull.stdout);
+        const rp = repull.summary!;
         assert.equal(rp.removed, 1);
         assert.ok(rp.fetchedBytes < 1 << 20, `fetched ${rp.fetchedBytes} bytes`);
         assert.ok(rp.reusedBytes > 2 * 1024 * 1024, `reused ${rp.reusedBytes} bytes`);

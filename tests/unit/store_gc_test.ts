@@ -109,6 +109,18 @@ function packFiles(dir: string): string[] {
   return [...Deno.readDirSync(`${dir}/.filesync/packs`)].map((e) => e.name).sort();
 }
 
+/** The stats of a collection that found nothing to do (and had no retained roots). */
+const NOTHING_COLLECTED = {
+  packsRewritten: 0,
+  objectsDropped: 0,
+  droppedBy: {},
+  droppedHeld: 0,
+  droppedUnreferenced: 0,
+  unreferencedSkipped: "no retained roots given",
+  bytesReclaimed: 0,
+  corrupt: [],
+};
+
 Deno.test("gc: chunks a file holds leave the packs; other chunks and nodes stay", async () => {
   await withFixture(async (f) => {
     const before = await f.store.packs.diskUsage();
@@ -129,16 +141,7 @@ Deno.test("gc: chunks a file holds leave the packs; other chunks and nodes stay"
 
     // Nothing left to do; and it all survives a reopen.
     const again = await f.store.collectGarbage();
-    assert.deepEqual(again, {
-      packsRewritten: 0,
-      objectsDropped: 0,
-      droppedBy: {},
-      droppedHeld: 0,
-      droppedUnreferenced: 0,
-      unreferencedSkipped: "no retained roots given",
-      bytesReclaimed: 0,
-      corrupt: [],
-    });
+    assert.deepEqual(again, NOTHING_COLLECTED);
     await f.store.close();
     f.store = await LocalStore.open(f.dir, SMALL_PACKS);
     await assertLiveReadable(f.store, f);
@@ -206,16 +209,7 @@ Deno.test("gc: the pack being appended to is sealed and rewritten when mostly de
 Deno.test("gc: a pack below the dead fraction is left alone", async () => {
   await withFixture(async (f) => {
     const stats = await f.store.collectGarbage({ minDeadFraction: 0.9 });
-    assert.deepEqual(stats, {
-      packsRewritten: 0,
-      objectsDropped: 0,
-      droppedBy: {},
-      droppedHeld: 0,
-      droppedUnreferenced: 0,
-      unreferencedSkipped: "no retained roots given",
-      bytesReclaimed: 0,
-      corrupt: [],
-    });
+    assert.deepEqual(stats, NOTHING_COLLECTED);
     for (const c of f.inFile) assert.equal(await f.store.packs.has(c.hash), true);
   });
 });
