@@ -362,7 +362,7 @@ export class Daemon {
         }
         return true;
       },
-      get: (h) => this.#readObject(h),
+      get: (h) => this.store.readObject(h),
       // Chunks read through the locator come from the buffer pool; the rest are ignored.
       release: giveBuffer,
     }, {
@@ -415,11 +415,6 @@ export class Daemon {
     return (await this.#fetcher.fetch(hashes, peers, deliver, opts)).missing;
   }
 
-  /** An object from the tree (through the chunk locator) or the packs; null if not held. */
-  #readObject(h: Uint8Array): Promise<Uint8Array | null> {
-    return this.store.readObject(h);
-  }
-
   /**
    * Push `hashes` to enough voters that, with this node, a majority of voters holds them
    * durably (DESIGN, write path step 4); rejects if that many cannot confirm. Pushes start to
@@ -444,7 +439,7 @@ export class Daemon {
       throw new Error(`data not durable on a majority: ${order.length} other voters`);
     }
     const read = async (h: Uint8Array) => {
-      const bytes = await this.#readObject(h);
+      const bytes = await this.store.readObject(h);
       if (bytes === null) throw new Error("object is no longer held here");
       return bytes;
     };

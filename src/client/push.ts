@@ -14,11 +14,10 @@
 import { type Hash, hashKey, toHex } from "../chunk/mod.ts";
 import { encodeCommand, type FileOp } from "../fsm/mod.ts";
 import { deadline, PushError } from "../net/mod.ts";
-import { sleep } from "./time.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { LocalTree } from "./local_tree.ts";
 import { planPush, type PushPlan } from "./plan.ts";
-import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
+import { readRemoteTree, sessionFailure, withQuorumRetry } from "./remote_tree.ts";
 import { COMMIT_METHOD, decodeCommitResult, encodeCommitRequest, STAGE_METHOD } from "./wire.ts";
 
 /** Streams the objects of one push are spread over. */
@@ -193,7 +192,9 @@ async function stageIfLarge(
   const parts = splitIntoParts(origin, batch, ops, limit);
   for (let part = 0; part < parts.length; part++) {
     const body = parts[part];
-    await withQuorumRetry(endsAt, signal, () => client.session.call(STAGE_METHOD, body, signal));
+    await withQuorumRetry(signal, () => client.session.call(STAGE_METHOD, body, signal), {
+      endsAt,
+    });
   }
   return encodeCommand({
     origin,
@@ -296,34 +297,13 @@ async function commitWithRetry(
   signal: AbortSignal,
 ): Promise<number> {
   return decodeCommitResult(
-    await withQuorumRetry(endsAt, signal, () => {
+    await withQuorumRetry(signal, () => {
       // The gateway must answer before we give up: give it our remaining time less a margin.
       const budgetMs = Math.max(0, endsAt - Date.now() - COMMIT_MARGIN_MS);
       if (budgetMs === 0) {
         throw new ClientError("timeout", "out of time before the batch committed");
       }
       return client.session.call(COMMIT_METHOD, encodeCommitRequest({ budgetMs, command }), signal);
-    }),
+    }, { endsAt }),
   );
-}
-
-/** Run a session call, again each second while the answer is "no quorum", until `endsAt`. */
-async function withQuorumRetry(
-  endsAt: number,
-  signal: AbortSignal,
-  call: () => Promise<Uint8Array>,
-): Promise<Uint8Array> {
-  for (;;) {
-    try {
-      return await call();
-    } catch (e) {
-      const err = sessionFailure(e);
-      const retry = err instanceof ClientError && err.code === "no-quorum" &&
-        !signal.aborted && Date.now() + 1_000 < endsAt;
-      if (!retry) throw err;
-      await sleep(1_000, signal).catch(() => {
-        throw err;
-      });
-    }
-  }
 }

@@ -37,20 +37,12 @@ export async function readRemoteTree(
       offset: records.length,
       limit: TREE_PAGE,
     });
-    let page;
-    for (;;) {
-      try {
-        page = decodeTreePage(await client.session.call(TREE_METHOD, body, signal));
-        break;
-      } catch (e) {
-        // No leader right now (an election): wait for one until the caller's deadline.
-        const err = sessionFailure(e);
-        if (!(err instanceof ClientError) || err.code !== "no-quorum" || signal?.aborted) throw err;
-        await sleep(500, signal).catch(() => {
-          throw err;
-        });
-      }
-    }
+    // No leader right now (an election): wait for one until the caller's deadline.
+    const page = decodeTreePage(
+      await withQuorumRetry(signal, () => client.session.call(TREE_METHOD, body, signal), {
+        pauseMs: 500,
+      }),
+    );
     if (version >= 0 && page.version !== version) {
       throw new ClientError("rejected", "the gateway changed versions between pages");
     }
@@ -80,4 +72,29 @@ export function sessionFailure(e: unknown): Error {
     return new ClientError("timeout", e.message);
   }
   return e instanceof Error ? e : new Error(String(e));
+}
+
+/**
+ * Run a session call, again every `pauseMs` while the answer is "no quorum" (an election,
+ * nodes coming back), until `signal` aborts or `endsAt` (unix ms) is too close.
+ */
+export async function withQuorumRetry(
+  signal: AbortSignal | undefined,
+  call: () => Promise<Uint8Array>,
+  opts: { endsAt?: number; pauseMs?: number } = {},
+): Promise<Uint8Array> {
+  const { endsAt = Infinity, pauseMs = 1_000 } = opts;
+  for (;;) {
+    try {
+      return await call();
+    } catch (e) {
+      const err = sessionFailure(e);
+      const retry = err instanceof ClientError && err.code === "no-quorum" &&
+        !signal?.aborted && Date.now() + pauseMs < endsAt;
+      if (!retry) throw err;
+      await sleep(pauseMs, signal).catch(() => {
+        throw err;
+      });
+    }
+  }
 }
