@@ -7,6 +7,7 @@
 import { type Hash, hashKey } from "../chunk/mod.ts";
 import { hashFile, HashFileError, type WalkEntry, walkTree } from "../sync/mod.ts";
 import { ClientError } from "./connect.ts";
+import { readBytesAt } from "../util/mod.ts";
 
 /** One entry of the local tree; files carry their root. */
 export interface LocalEntry extends WalkEntry {
@@ -118,15 +119,9 @@ export class LocalTree {
       }
       this.#open.set(src.path, file);
     }
-    const out = new Uint8Array(src.length);
-    await file.seek(src.offset, Deno.SeekMode.Start);
-    let n = 0;
-    while (n < out.length) {
-      const got = await file.read(out.subarray(n));
-      if (got === null) {
-        throw new ClientError("unreadable", `${src.path} changed while it was pushed (shorter)`);
-      }
-      n += got;
+    const out = await readBytesAt(file, src.offset, src.length);
+    if (out === null) {
+      throw new ClientError("unreadable", `${src.path} changed while it was pushed (shorter)`);
     }
     return out;
   }

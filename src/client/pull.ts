@@ -25,7 +25,7 @@ import {
 } from "../sync/mod.ts";
 import { ancestors, syncedMode } from "../fsm/mod.ts";
 import { deadline } from "../net/mod.ts";
-import { mapLimit } from "../util/mod.ts";
+import { mapLimit, readBytesAt } from "../util/mod.ts";
 import { ClientError, type ClusterClient, connectCluster } from "./connect.ts";
 import { readRemoteTree, sessionFailure } from "./remote_tree.ts";
 import type { TreeEntry } from "./wire.ts";
@@ -399,15 +399,8 @@ async function readLocalChunk(old: LocalChunks, hash: Hash): Promise<Uint8Array 
   if (!at) return null;
   try {
     old.file ??= await Deno.open(old.abs, { read: true });
-    const out = new Uint8Array(at.length);
-    await old.file.seek(at.offset, Deno.SeekMode.Start);
-    let n = 0;
-    while (n < out.length) {
-      const got = await old.file.read(out.subarray(n));
-      if (got === null) return null;
-      n += got;
-    }
-    return hashEquals(sha256(out), hash) ? out : null;
+    const out = await readBytesAt(old.file, at.offset, at.length);
+    return out !== null && hashEquals(sha256(out), hash) ? out : null;
   } catch {
     return null;
   }

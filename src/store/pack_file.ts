@@ -6,6 +6,7 @@
 import { type Hash, HASH_LENGTH, hashEquals } from "../chunk/hash.ts";
 import { CorruptObjectError } from "./errors.ts";
 import type { ObjectLocation } from "./schema.ts";
+import { readAt } from "../util/mod.ts";
 
 /** Bytes before each payload: length and hash. */
 export const RECORD_HEADER = 4 + HASH_LENGTH;
@@ -27,18 +28,6 @@ export function packNumber(name: string): number | null {
 export interface PackedObject {
   hash: Hash;
   loc: ObjectLocation;
-}
-
-/** Fill `buf` from `file` at `pos`; false if the file ends first. */
-async function readAt(file: Deno.FsFile, pos: number, buf: Uint8Array): Promise<boolean> {
-  await file.seek(pos, Deno.SeekMode.Start);
-  let read = 0;
-  while (read < buf.length) {
-    const n = await file.read(buf.subarray(read));
-    if (n === null) return false;
-    read += n;
-  }
-  return true;
 }
 
 /**

@@ -9,11 +9,11 @@
  * of a 256 MiB file packs about one chunk). A whole-file delete, or a file replaced by a
  * directory or symlink, packs the whole file: that is the price of keeping its history here.
  */
-import { type Hash, hashKey, sha256, toHex } from "../chunk/mod.ts";
-import { hashEquals } from "../chunk/mod.ts";
+import { type Hash, hashEquals, hashKey, sha256, toHex } from "../chunk/mod.ts";
 import { type FileChunk, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
 import type { LocalStore } from "../store/mod.ts";
 import type { LogFields } from "./log.ts";
+import { readBytesAt } from "../util/mod.ts";
 
 /** Where preservation reports what it could not do (a daemon's Logger fits). */
 export interface PreserveLog {
@@ -150,7 +150,7 @@ async function packFromFile(
         result.alreadyHeld++;
         continue;
       }
-      const bytes = await readAt(file, c.offset, c.length);
+      const bytes = await readBytesAt(file, c.offset, c.length);
       if (bytes === null || !hashEquals(sha256(bytes), c.hash)) {
         result.unverified++;
         continue;
@@ -173,21 +173,4 @@ async function heldElsewhere(store: LocalStore, hash: Hash, path: string): Promi
   } catch {
     return false; // stale or unreadable there: keep our own copy
   }
-}
-
-/** Exactly `length` bytes at `offset`, or null if the file is shorter. */
-async function readAt(
-  file: Deno.FsFile,
-  offset: number,
-  length: number,
-): Promise<Uint8Array | null> {
-  const out = new Uint8Array(length);
-  await file.seek(offset, Deno.SeekMode.Start);
-  let read = 0;
-  while (read < length) {
-    const n = await file.read(out.subarray(read));
-    if (n === null) return null;
-    read += n;
-  }
-  return out;
 }

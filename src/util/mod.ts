@@ -1,3 +1,4 @@
 /** Small helpers shared by several layers. */
 export { mapLimit } from "./concurrency.ts";
 export { giveBuffer, takeBuffer } from "./buffer_pool.ts";
+export { readAt, readBytesAt } from "./read_at.ts";
