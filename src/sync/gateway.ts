@@ -9,7 +9,10 @@
  *   need into this node's packs; here they are checked present, made durable on a majority of
  *   voters (the same write path as a local edit, DESIGN step 4), and the ops are proposed as
  *   one command, applied all or none. Meta ops (membership, invites, labels) are refused: a
- *   client holds an invite, not a vote.
+ *   client holds an invite, not a vote. A commit may instead name staged parts (one
+ *   `commit-batch` op): their ops are read back from the index and checked the same way.
+ * - `stage` proposes one part of a batch too large for one Raft entry; nothing is applied
+ *   until the `commit-batch`.
  */
 import type { Hash } from "../chunk/mod.ts";
 import {
