@@ -423,10 +423,17 @@ export class Daemon {
    * enough confirmations, starts one more (a killed peer can look connected for a while and
    * answer nothing). Once enough confirmed, the pushes still running are cancelled.
    */
+  /** Other voters that must hold an object before it is committed (0: this node suffices). */
+  #replicasNeeded(): number {
+    const { voters } = this.raft.status().config;
+    const self = this.host.peerId;
+    return Math.floor(voters.length / 2) + 1 - (voters.includes(self) ? 1 : 0);
+  }
+
   async #replicate(hashes: Uint8Array[], signal?: AbortSignal): Promise<void> {
     const { voters } = this.raft.status().config;
     const self = this.host.peerId;
-    const needed = Math.floor(voters.length / 2) + 1 - (voters.includes(self) ? 1 : 0);
+    const needed = this.#replicasNeeded();
     if (needed <= 0) return;
     const now = Date.now();
     const failedLately = (p: string) =>
@@ -595,6 +602,7 @@ export class Daemon {
       nodeId: this.host.peerId,
       log: this.log,
       replicate: (hashes) => this.#replicate(hashes),
+      replicationNeeded: () => this.#replicasNeeded() > 0,
       remote: {
         fetch: async (hashes, deliver, preferred = []) => {
           const onObject = (hash: Uint8Array, bytes: Uint8Array) => {

@@ -24,3 +24,4 @@ export {
   readPieces,
   validateChunkerOptions,
 } from "./chunker.ts";
+export { rechunkStream, type SequentialRead } from "./rechunk.ts";

@@ -9,7 +9,7 @@ import { collectGarbage, type GcOptions, type GcStats } from "./gc.ts";
 import { PackStore, type PackStoreOptions } from "./packs.ts";
 import { Pins } from "./pins.ts";
 import { Snapshots } from "./snapshots.ts";
-import { chunkLocationKey, objectKey, parseChunkLocation } from "./schema.ts";
+import { type ChunkLocation, chunkLocationKey, objectKey, parseChunkLocation } from "./schema.ts";
 import { StaleLocationError } from "./errors.ts";
 
 /** Name of the per-directory data folder; always excluded from scans and sync. */
@@ -51,6 +51,20 @@ export class LocalStore {
     }
     if (packed.value === null && !this.packs.hasPending(hash)) return null;
     return await this.packs.getIndexed(hash, packed.value);
+  }
+
+  /**
+   * Where the object may be read here: its chunk location in the tree (null if none), and
+   * its pack index entry (`packed`: pass it to packs.getIndexed; null if not packed, though a
+   * pending object is still readable). Batched as readObject's lookups: a materializer
+   * placing thousands of chunks of a new file asks for all of them at once.
+   */
+  async whereIs(hash: Hash): Promise<{ location: ChunkLocation | null; packed: unknown }> {
+    const [loc, packed] = await this.#lookUp(hash);
+    return {
+      location: loc.value === null ? null : parseChunkLocation(loc.value),
+      packed: packed.value,
+    };
   }
 
   /** Whether this node holds the object (in a file of the tree, by the locator, or packed). */

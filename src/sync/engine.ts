@@ -63,6 +63,11 @@ export interface EngineDeps {
    * them; rejects if that is not possible now. Absent: nothing is pushed (a test harness).
    */
   replicate?(hashes: Hash[]): Promise<void>;
+  /**
+   * Whether replicate() has anything to do now (false: this node alone is a majority of the
+   * voters); saves listing every object of an upload for nothing. Absent: assumed true.
+   */
+  replicationNeeded?(): boolean;
   log: Logger;
 }
 
@@ -466,7 +471,7 @@ export class SyncEngine {
     try {
       // Durability before commit: once committed, every node will want these objects, and
       // they must exist beyond this node even if its disk dies right after.
-      if (this.deps.replicate) {
+      if (this.deps.replicate && (this.deps.replicationNeeded?.() ?? true)) {
         const t0 = performance.now();
         const objects = await objectsOfOps(ops, this.deps.store.packs, (op) => {
           if (op.op !== "put" || op.base === 0) return null;

@@ -3,11 +3,13 @@
  * was read. Runs in a scan worker (or inline): pure computation over one file, no database.
  */
 import {
+  type Chunk,
   chunkBuffer,
   type ChunkerOptions,
   chunkStream,
   type Hash,
   readPieces,
+  rechunkStream,
 } from "../chunk/mod.ts";
 import { FileTreeBuilder } from "../merkle/mod.ts";
 import { statFields } from "./walk.ts";
@@ -54,11 +56,15 @@ export type ChunkSink = (chunks: HashedFile["chunks"]) => void;
 /**
  * Chunk and tree-hash the file at `absPath`; throws HashFileError. With `onChunks`, chunks are
  * delivered in batches as they are found and not kept, so memory stays flat for any file size.
+ * `previous`, the chunks of the version this file replaces (cut with the same options), makes
+ * re-chunking an edited large file cost little more than its SHA-256 (see rechunkStream); the
+ * result is the same.
  */
 export async function hashFile(
   absPath: string,
   options: Partial<ChunkerOptions> = {},
   onChunks?: ChunkSink,
+  previous?: readonly Chunk[],
 ): Promise<HashedFile> {
   let file: Deno.FsFile;
   try {
@@ -88,9 +94,11 @@ export async function hashFile(
     if (before.size < SMALL_FILE_BYTES) {
       for (const c of chunkBuffer(readWholeSync(file, before.size), options)) take(c);
     } else {
-      // Up to 1 MiB per read into one reused buffer amortizes each read's cost.
-      const buffer = new Uint8Array(READ_SIZE);
-      for await (const c of chunkStream(readPieces(file, buffer), options)) take(c);
+      const chunks = previous && previous.length > 0
+        ? rechunkStream((into) => file.read(into), previous, options)
+        // Up to 1 MiB per read into one reused buffer amortizes each read's cost.
+        : chunkStream(readPieces(file, new Uint8Array(READ_SIZE)), options);
+      for await (const c of chunks) take(c);
     }
   } catch (e) {
     throw new HashFileError("unreadable", `read failed: ${(e as Error).message}`);

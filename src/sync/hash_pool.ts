@@ -2,13 +2,14 @@
  * A pool of scan workers. Files are handed to whichever worker is free, so hashing a tree of
  * many files keeps every core busy while the main thread writes the index.
  */
-import type { ChunkerOptions } from "../chunk/mod.ts";
+import type { Chunk, ChunkerOptions } from "../chunk/mod.ts";
 import { type ChunkSink, type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
 
 interface Job {
   id: number;
   absPath: string;
   onChunks: ChunkSink;
+  previous?: readonly Chunk[];
   resolve: (r: HashedFile) => void;
   reject: (e: Error) => void;
 }
@@ -39,11 +40,14 @@ export class HashPool {
     }
   }
 
-  /** Hash one file, streaming its chunks to `onChunks`; rejects with HashFileError. */
-  hash(absPath: string, onChunks: ChunkSink): Promise<HashedFile> {
-    if (this.size === 0) return hashFile(absPath, this.options, onChunks);
+  /**
+   * Hash one file, streaming its chunks to `onChunks`; rejects with HashFileError. `previous`:
+   * the chunks of the version it replaces, as hashFile takes them.
+   */
+  hash(absPath: string, onChunks: ChunkSink, previous?: readonly Chunk[]): Promise<HashedFile> {
+    if (this.size === 0) return hashFile(absPath, this.options, onChunks, previous);
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, absPath, onChunks, resolve, reject });
+      this.#queue.push({ id: this.#nextId++, absPath, onChunks, previous, resolve, reject });
       this.#pump();
     });
   }
@@ -58,7 +62,12 @@ export class HashPool {
       const w = this.#idle.pop()!;
       const job = this.#queue.shift()!;
       this.#busy.set(w, job);
-      w.postMessage({ id: job.id, absPath: job.absPath, options: this.options });
+      w.postMessage({
+        id: job.id,
+        absPath: job.absPath,
+        options: this.options,
+        previous: job.previous,
+      });
     }
   }
 

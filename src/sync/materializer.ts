@@ -27,7 +27,7 @@
  */
 import { type Hash, hashEquals, hashKey, sha256, toHex } from "../chunk/mod.ts";
 import { ancestors, type IndexRecord, validatePath } from "../fsm/mod.ts";
-import { EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
+import { decodeNode, EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "../merkle/mod.ts";
 import {
   CorruptObjectError,
   DATA_DIR_NAME,
@@ -44,6 +44,7 @@ import { statFields } from "./walk.ts";
 import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
 import { type PreserveLog, preserveReplaced } from "./preserve.ts";
+import { readAt } from "../util/mod.ts";
 
 /** Prefix of the materializer's temp files. */
 export const TEMP_PREFIX = ".filesync-tmp-";
@@ -85,7 +86,7 @@ export interface MaterializeOptions {
   onWrite?: (path: string, expected: ExpectedEntry) => void;
   /**
    * Chunks handled per window (one fetchChunks call per window): bounds memory for huge
-   * files. Default 4,096 (about 256 MiB of file at the default chunk size).
+   * files. Default 4,096 (about 320 MiB of file at the default chunk size).
    */
   windowChunks?: number;
   /**
@@ -204,6 +205,8 @@ export class ChunkFetchError extends MaterializeError {
 }
 
 const DEFAULT_WINDOW_CHUNKS = 4096;
+/** Files whose tree is more than one node: larger ones have their tree fetched ahead. */
+const PREFETCH_TREE_BYTES = 16 << 20;
 const OPEN_FILES = 16;
 
 async function lstatOrNull(abs: string): Promise<Deno.FileInfo | null> {
@@ -333,6 +336,51 @@ function nodeSourceFor(store: LocalStore, remote: NodeSource): NodeSource {
   };
 }
 
+/** Most tree nodes fetched ahead for one file (about 1 TiB of file at the default sizes). */
+const MAX_PREFETCHED_NODES = 1 << 16;
+
+/**
+ * Fetch the Merkle nodes of a file tree this node lacks, one level per fetch call, into the
+ * packs. Walking a new file's tree asked for one node at a time, a round trip each: about half
+ * a second for a 256 MiB file. Nodes already held are read locally; a tree larger than
+ * MAX_PREFETCHED_NODES is left to the walk for the rest. Failures are left to the walk too,
+ * which fetches node by node and reports a missing node with its path.
+ */
+async function prefetchFileTree(
+  store: LocalStore,
+  root: Hash,
+  sources: MaterializeSources,
+): Promise<void> {
+  if (await store.packs.has(root)) return; // pushed before the commit, with the whole tree
+  let level: Hash[] = [root];
+  let budget = MAX_PREFETCHED_NODES;
+  while (level.length > 0 && budget > 0) {
+    budget -= level.length;
+    const bytesOf = new Map<string, Uint8Array>();
+    const missing: Hash[] = [];
+    for (const h of level) {
+      if (await store.packs.has(h)) bytesOf.set(hashKey(h), await store.packs.get(h));
+      else missing.push(h);
+    }
+    if (missing.length > 0) {
+      await sources.fetchChunks(missing, (h, bytes) => {
+        if (!sources.verified && !hashEquals(sha256(bytes), h)) return Promise.resolve();
+        store.packs.put(h, bytes);
+        bytesOf.set(hashKey(h), bytes);
+        return Promise.resolve();
+      }).catch(() => {});
+    }
+    const next: Hash[] = [];
+    for (const h of level) {
+      const bytes = bytesOf.get(hashKey(h));
+      if (bytes === undefined) return;
+      const node = decodeNode(bytes);
+      if (node.type === "file-inner") { for (const c of node.children) next.push(c.hash); }
+    }
+    level = next;
+  }
+}
+
 /**
  * Chunks of the file's previous version, by hash -> offset (see chunkOffsets), when the
  * previous version is still on disk as the scan saw it. Null when there is no such file, or
@@ -356,11 +404,12 @@ interface Located {
   /** Source file (relative path) and offset, or null: try the packs, then the remote. */
   src: string | null;
   srcOffset: number;
+  /** The pack index entry as looked up (null: not packed); undefined: not looked up. */
+  packed?: unknown;
 }
 
 /** Bytes read at once from a source file: runs of contiguous chunks are read together. */
 const MAX_RUN_BYTES = 8 << 20;
-const LOOKUP_CONCURRENCY = 32;
 /** Chunks read from the packs at once by a materialization. */
 const PACK_READ_RUN = 32;
 
@@ -390,17 +439,16 @@ class LocalChunks {
         c.srcOffset = at;
       } else lookups.push(c);
     }
-    for (let i = 0; i < lookups.length; i += LOOKUP_CONCURRENCY) {
-      await Promise.all(
-        lookups.slice(i, i + LOOKUP_CONCURRENCY).map(async (c) => {
-          const loc = await this.store.locator.lookup(c.hash);
-          if (loc && loc.length === c.length) {
-            c.src = loc.path;
-            c.srcOffset = loc.offset;
-          }
-        }),
-      );
-    }
+    // Both indexes of every chunk in one go (the store reads them in batches): a new file's
+    // thousands of chunks cost a few hundred KV reads, not two sequential reads each.
+    await Promise.all(lookups.map(async (c) => {
+      const { location, packed } = await this.store.whereIs(c.hash);
+      c.packed = packed;
+      if (location && location.length === c.length) {
+        c.src = location.path;
+        c.srcOffset = location.offset;
+      }
+    }));
     return out;
   }
 
@@ -475,8 +523,9 @@ class LocalChunks {
 
   /** The chunk's bytes from the packs (verified there), or null if they do not hold it. */
   async #fromPacks(c: Located): Promise<Uint8Array | null> {
+    if (c.packed === null && !this.store.packs.hasPending(c.hash)) return null;
     try {
-      const bytes = await this.store.packs.get(c.hash);
+      const bytes = await this.store.packs.getIndexed(c.hash, c.packed);
       return bytes.length === c.length ? bytes : null;
     } catch (e) {
       if (e instanceof CorruptObjectError || e instanceof MissingObjectError) return null;
@@ -600,12 +649,14 @@ const COPY_THEN_PATCH_BYTES = 16 << 20;
 
 /**
  * Start the new version of a large file as a kernel copy of the old one (no bytes through
- * JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms), then check which
- * chunks of the new version are already right: those the old version had at the same offset,
- * read back from the copy and hashed. Returns the offsets of the verified ones; assemble()
- * writes only the rest, and the caller truncates to the new size. Verifying costs a read and a
- * hash, but a file changed behind our back within one mtime tick would otherwise turn into a
- * silently wrong copy. Null (nothing copied) if the old file cannot be copied.
+ * JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms), and find which chunks
+ * of the new version that copy already holds: those the old version had at the same offset,
+ * read and hashed from the old file while the kernel copies it. The old file is the same
+ * before and after both (size, mtime, inode and ctime, which no writer can set back), so the
+ * copy holds the bytes that were verified. Returns the offsets of the verified chunks;
+ * assemble() writes only the rest, and the caller truncates to the new size. Verifying costs
+ * a read and a hash, but a file changed behind our back within one mtime tick would otherwise
+ * turn into a silently wrong copy. Null (nothing copied) if the old file cannot be copied.
  */
 async function copyThenVerify(
   store: LocalStore,
@@ -616,45 +667,74 @@ async function copyThenVerify(
   file: Deno.FsFile,
   previous: Map<string, number>,
 ): Promise<Set<number> | null> {
-  try {
-    await Deno.copyFile(abs, tmpAbs);
-  } catch {
-    await file.truncate(0);
-    return null;
-  }
-  const verified = new Set<number>();
+  const before = await lstatOrNull(abs);
+  if (before === null || !before.isFile) return null;
+  const copied = Deno.copyFile(abs, tmpAbs).then(() => true, () => false);
+  const runs: { hash: Hash; offset: number; length: number }[][] = [];
   let run: { hash: Hash; offset: number; length: number }[] = [];
   let runBytes = 0;
-  const checkRun = async () => {
-    if (run.length === 0) return;
-    const start = run[0].offset;
-    const data = new Uint8Array(runBytes);
-    await file.seek(start, Deno.SeekMode.Start);
-    let got = 0;
-    while (got < data.length) {
-      const n = await file.read(data.subarray(got));
-      if (n === null) break;
-      got += n;
-    }
-    for (const c of run) {
-      const at = c.offset - start;
-      if (at + c.length <= got && hashEquals(sha256(data.subarray(at, at + c.length)), c.hash)) {
-        verified.add(c.offset);
-      }
-    }
-    run = [];
-    runBytes = 0;
-  };
   for await (const c of walkFileChunks(record.root, nodeSourceFor(store, sources.nodes))) {
     if (previous.get(hashKey(c.hash)) !== c.offset) continue;
-    const contiguous = run.length > 0 &&
-      run[run.length - 1].offset + run[run.length - 1].length === c.offset;
-    if (!contiguous || runBytes + c.length > MAX_RUN_BYTES) await checkRun();
+    const last = run.at(-1);
+    if (last && (last.offset + last.length !== c.offset || runBytes + c.length > MAX_RUN_BYTES)) {
+      runs.push(run);
+      run = [];
+      runBytes = 0;
+    }
     run.push(c);
     runBytes += c.length;
   }
-  await checkRun();
+  if (run.length > 0) runs.push(run);
+  const verified = new Set<number>();
+  const checked = verifyRuns(abs, runs, verified).catch(() => verified.clear());
+  if (!(await copied)) {
+    await checked;
+    await file.truncate(0);
+    return null;
+  }
+  await checked;
+  const after = await lstatOrNull(abs);
+  const unchanged = after !== null && sameStat(before, after) &&
+    before.ctime?.getTime() === after.ctime?.getTime();
+  if (!unchanged) verified.clear(); // the copy may hold other bytes: write every chunk
   return verified;
+}
+
+/**
+ * Hash each run of chunks (contiguous, at most MAX_RUN_BYTES) as read from the file at `abs`,
+ * adding the offsets of the chunks that match to `verified`. The next run is read while the
+ * current one is hashed, through a second handle.
+ */
+async function verifyRuns(
+  abs: string,
+  runs: { hash: Hash; offset: number; length: number }[][],
+  verified: Set<number>,
+): Promise<void> {
+  if (runs.length === 0) return;
+  const handles = [await Deno.open(abs, { read: true }), await Deno.open(abs, { read: true })];
+  let next: Promise<Uint8Array | null> = Promise.resolve(null);
+  try {
+    const read = (i: number) => {
+      const r = runs[i];
+      const end = r[r.length - 1].offset + r[r.length - 1].length;
+      const data = new Uint8Array(end - r[0].offset);
+      return readAt(handles[i % 2], r[0].offset, data).then((whole) => whole ? data : null);
+    };
+    next = read(0);
+    for (let i = 0; i < runs.length; i++) {
+      const data = await next;
+      if (i + 1 < runs.length) next = read(i + 1);
+      if (data === null) continue;
+      const start = runs[i][0].offset;
+      for (const c of runs[i]) {
+        const at = c.offset - start;
+        if (hashEquals(sha256(data.subarray(at, at + c.length)), c.hash)) verified.add(c.offset);
+      }
+    }
+  } finally {
+    await next.catch(() => {}); // a read still in flight when a hash step threw
+    for (const h of handles) h.close();
+  }
 }
 
 /** Contiguous bytes gathered into one write, and bytes being written before add() waits. */
@@ -914,6 +994,9 @@ export async function materialize(
       });
       try {
         if (!hashEquals(record.root, EMPTY_FILE_ROOT)) {
+          if (record.size > PREFETCH_TREE_BYTES) {
+            await prefetchFileTree(store, record.root, sources).catch(() => {});
+          }
           previous = await previousChunks(store, local, current !== null && current.isFile);
           const inPlace = previous !== null && current !== null &&
               current.size >= COPY_THEN_PATCH_BYTES
@@ -935,15 +1018,24 @@ export async function materialize(
         }
         await Deno.chmod(tmpAbs, record.mode);
         await file.utime(new Date(), new Date(record.mtime));
-        await file.sync();
+        // The old version's chunks are kept while the new file is flushed: both only have to
+        // be durable before the rename.
+        const syncing = file.sync();
+        syncing.catch(() => {}); // awaited below, whatever preserving does
+        try {
+          release = await preserveOld(store, path, current, local, record.root, opts);
+        } finally {
+          await syncing;
+        }
       } finally {
         file.close();
       }
     }
     // Before the look below, so that preserving a large file does not widen the window
     // between that check and the rename.
-    const newRoot = record.kind === "file" ? record.root : null;
-    release = await preserveOld(store, path, current, local, newRoot, opts);
+    if (record.kind === "symlink") {
+      release = await preserveOld(store, path, current, local, null, opts);
+    }
     // The disk may have changed while the content was assembled: look again.
     const again = await lstatOrNull(abs);
     if (!sameStat(current, again)) return refuse("changed while the new version was written");

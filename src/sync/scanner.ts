@@ -25,7 +25,7 @@ import {
 } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { type HashedFile, HashFileError } from "./hash_file.ts";
-import { chunkOffsets } from "./chunk_offsets.ts";
+import { chunkList, offsetsByHash } from "./chunk_offsets.ts";
 import { HashPool } from "./hash_pool.ts";
 import { type WalkEntry, type WalkProblem, walkTree } from "./walk.ts";
 
@@ -67,6 +67,8 @@ export interface ScanResult {
 /** Below these, files are hashed on the main thread: a worker's start-up costs more. */
 const INLINE_HASH_BYTES = 8 * 1024 * 1024;
 const INLINE_HASH_FILES = 100;
+/** Files from this size are re-chunked guided by their previous chunks (see rechunkStream). */
+const GUIDED_RECHUNK_BYTES = 1 << 20;
 
 /**
  * Index record of a symlink or directory: no content to chunk, so the root is the empty
@@ -98,6 +100,11 @@ function unchanged(
 export async function scanTree(store: LocalStore, options: ScanOptions = {}): Promise<ScanResult> {
   const start = Date.now();
   const chunker = { ...DEFAULT_CHUNKER_OPTIONS, ...options.chunker };
+  // Stored trees were cut with the cluster's fixed options; a scan with others (tests) must
+  // not be guided by them.
+  const sameOptions = chunker.minSize === DEFAULT_CHUNKER_OPTIONS.minSize &&
+    chunker.avgSize === DEFAULT_CHUNKER_OPTIONS.avgSize &&
+    chunker.maxSize === DEFAULT_CHUNKER_OPTIONS.maxSize;
   const problems: WalkProblem[] = [];
   const previous = await store.files.loadAll();
   const lastScanStart = (await store.files.lastScan())?.start ?? 0;
@@ -162,7 +169,13 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       // Without the old chunk map (too large, or unreadable), the old locations are dropped
       // before any new one is queued, so a chunk kept by the edit keeps its (new) location.
       const prev = previous.get(e.path);
-      const old = prev && prev.kind === "file" ? await chunkOffsets(prev.root, store.packs) : null;
+      const oldList = prev && prev.kind === "file" ? await chunkList(prev.root, store.packs) : null;
+      const old = oldList === null ? null : offsetsByHash(oldList);
+      // The old list guides re-chunking a large file (an edit costs little more than its
+      // SHA-256).
+      const guide = oldList !== null && e.size >= GUIDED_RECHUNK_BYTES && sameOptions
+        ? oldList
+        : undefined;
       const forgotten = prev && prev.kind === "file" && old === null
         ? forgetChunks(store, batch, e.path, prev.root, located)
         : Promise.resolve();
@@ -171,7 +184,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       const onChunks = (chunks: HashedFile["chunks"]) => {
         recording.push(recordLocations(store, batch, e.path, chunks, located, old, seen));
       };
-      const job = forgotten.then(() => pool.hash(`${store.root}/${e.path}`, onChunks)).then(
+      const job = forgotten.then(() => pool.hash(`${store.root}/${e.path}`, onChunks, guide)).then(
         async (hashed) => {
           await Promise.all(recording);
           if (old) await forgetGone(store, batch, e.path, old, seen, located);
