@@ -44,7 +44,7 @@ import { statFields } from "./walk.ts";
 import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
 import { type PreserveLog, preserveReplaced } from "./preserve.ts";
-import { readAt } from "../util/mod.ts";
+import { copyRange, readAt } from "../util/mod.ts";
 
 /** Prefix of the materializer's temp files. */
 export const TEMP_PREFIX = ".filesync-tmp-";
@@ -647,16 +647,28 @@ async function assemble(
 /** Files at least this large are edited by copying the old file first (see copyThenVerify). */
 const COPY_THEN_PATCH_BYTES = 16 << 20;
 
+/** A chunk of the new version that the old version holds, at `oldOffset`. */
+interface Reused {
+  hash: Hash;
+  /** Offset in the new version. */
+  offset: number;
+  length: number;
+  oldOffset: number;
+}
+
 /**
  * Start the new version of a large file as a kernel copy of the old one (no bytes through
  * JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms), and find which chunks
- * of the new version that copy already holds: those the old version had at the same offset,
- * read and hashed from the old file while the kernel copies it. The old file is the same
- * before and after both (size, mtime, inode and ctime, which no writer can set back), so the
- * copy holds the bytes that were verified. Returns the offsets of the verified chunks;
- * assemble() writes only the rest, and the caller truncates to the new size. Verifying costs
- * a read and a hash, but a file changed behind our back within one mtime tick would otherwise
- * turn into a silently wrong copy. Null (nothing copied) if the old file cannot be copied.
+ * of the new version that copy already holds. Chunks the old version had at the same offset
+ * are in place once the file is copied; chunks it had elsewhere (the tail after an insert or a
+ * delete) are copied to their new offset in the kernel too, where copy_file_range is available
+ * (copyRange). Meanwhile every reused chunk is read and hashed from the old file. The old file
+ * is the same before and after (size, mtime, inode and ctime, which no writer can set back),
+ * so the copy holds the bytes that were verified. Returns the offsets of the chunks in place
+ * and verified; assemble() writes only the rest, and the caller truncates to the new size.
+ * Verifying costs a read and a hash, but a file changed behind our back within one mtime tick
+ * would otherwise turn into a silently wrong copy. Null (nothing copied) if the old file
+ * cannot be copied.
  */
 async function copyThenVerify(
   store: LocalStore,
@@ -670,18 +682,25 @@ async function copyThenVerify(
   const before = await lstatOrNull(abs);
   if (before === null || !before.isFile) return null;
   const copied = Deno.copyFile(abs, tmpAbs).then(() => true, () => false);
-  const runs: { hash: Hash; offset: number; length: number }[][] = [];
-  let run: { hash: Hash; offset: number; length: number }[] = [];
+  // Reused chunks in runs contiguous in both versions (so at one shift), at most
+  // MAX_RUN_BYTES each: a run is read and verified at once, and copied if shifted.
+  const runs: Reused[][] = [];
+  let run: Reused[] = [];
   let runBytes = 0;
   for await (const c of walkFileChunks(record.root, nodeSourceFor(store, sources.nodes))) {
-    if (previous.get(hashKey(c.hash)) !== c.offset) continue;
+    const oldOffset = previous.get(hashKey(c.hash));
+    if (oldOffset === undefined) continue;
     const last = run.at(-1);
-    if (last && (last.offset + last.length !== c.offset || runBytes + c.length > MAX_RUN_BYTES)) {
+    if (
+      last &&
+      (last.offset + last.length !== c.offset || last.oldOffset + last.length !== oldOffset ||
+        runBytes + c.length > MAX_RUN_BYTES)
+    ) {
       runs.push(run);
       run = [];
       runBytes = 0;
     }
-    run.push(c);
+    run.push({ ...c, oldOffset });
     runBytes += c.length;
   }
   if (run.length > 0) runs.push(run);
@@ -692,42 +711,50 @@ async function copyThenVerify(
     await file.truncate(0);
     return null;
   }
+  // Shifted runs after the whole-file copy (which rewrote the temp file), one at a time.
+  const shiftedCopied = new Set<Reused[]>();
+  for (const r of runs) {
+    if (r[0].offset === r[0].oldOffset) continue;
+    const bytes = r.at(-1)!.offset + r.at(-1)!.length - r[0].offset;
+    if (await copyRange(abs, r[0].oldOffset, tmpAbs, r[0].offset, bytes)) shiftedCopied.add(r);
+  }
   await checked;
   const after = await lstatOrNull(abs);
   const unchanged = after !== null && sameStat(before, after) &&
     before.ctime?.getTime() === after.ctime?.getTime();
-  if (!unchanged) verified.clear(); // the copy may hold other bytes: write every chunk
+  if (!unchanged) return new Set(); // the copy may hold other bytes: write every chunk
+  // A shifted run the kernel did not copy is written by assemble() like any other chunk.
+  for (const r of runs) {
+    if (r[0].offset !== r[0].oldOffset && !shiftedCopied.has(r)) {
+      for (const c of r) verified.delete(c.offset);
+    }
+  }
   return verified;
 }
 
 /**
- * Hash each run of chunks (contiguous, at most MAX_RUN_BYTES) as read from the file at `abs`,
- * adding the offsets of the chunks that match to `verified`. The next run is read while the
- * current one is hashed, through a second handle.
+ * Hash each run of reused chunks as read from the old file at `abs` (at their old offsets),
+ * adding the new offsets of the chunks that match to `verified`. The next run is read while
+ * the current one is hashed, through a second handle.
  */
-async function verifyRuns(
-  abs: string,
-  runs: { hash: Hash; offset: number; length: number }[][],
-  verified: Set<number>,
-): Promise<void> {
+async function verifyRuns(abs: string, runs: Reused[][], verified: Set<number>): Promise<void> {
   if (runs.length === 0) return;
   const handles = [await Deno.open(abs, { read: true }), await Deno.open(abs, { read: true })];
   let next: Promise<Uint8Array | null> = Promise.resolve(null);
   try {
     const read = (i: number) => {
       const r = runs[i];
-      const end = r[r.length - 1].offset + r[r.length - 1].length;
-      const data = new Uint8Array(end - r[0].offset);
-      return readAt(handles[i % 2], r[0].offset, data).then((whole) => whole ? data : null);
+      const data = new Uint8Array(r.at(-1)!.oldOffset + r.at(-1)!.length - r[0].oldOffset);
+      return readAt(handles[i % 2], r[0].oldOffset, data).then((whole) => whole ? data : null);
     };
     next = read(0);
     for (let i = 0; i < runs.length; i++) {
       const data = await next;
       if (i + 1 < runs.length) next = read(i + 1);
       if (data === null) continue;
-      const start = runs[i][0].offset;
+      const start = runs[i][0].oldOffset;
       for (const c of runs[i]) {
-        const at = c.offset - start;
+        const at = c.oldOffset - start;
         if (hashEquals(sha256(data.subarray(at, at + c.length)), c.hash)) verified.add(c.offset);
       }
     }

@@ -1,6 +1,6 @@
 /** Shared helpers: mapLimit and the buffer pool. */
 import assert from "node:assert/strict";
-import { giveBuffer, mapLimit, takeBuffer } from "../../src/util/mod.ts";
+import { copyRange, giveBuffer, mapLimit, takeBuffer } from "../../src/util/mod.ts";
 
 Deno.test("mapLimit: results in order, at most `limit` at once, first failure thrown", async () => {
   let running = 0;
@@ -43,4 +43,27 @@ Deno.test("buffer pool: reuses its own buffers once each, ignores foreign and re
   // Beyond the largest class: a plain allocation of exactly that size.
   const big = takeBuffer(3 * 1024 * 1024);
   assert.equal(big.buffer.byteLength, 3 * 1024 * 1024);
+});
+
+Deno.test("copyRange: a kernel copy to another offset, extending the target; false when it cannot", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-copyrange-" });
+  try {
+    const src = new Uint8Array(3_000_000).map((_, i) => (i * 31 + 7) & 0xff);
+    await Deno.writeFile(`${dir}/src`, src);
+    await Deno.writeFile(`${dir}/dst`, new Uint8Array(100).fill(9));
+    if (Deno.build.os !== "linux") {
+      assert.equal(await copyRange(`${dir}/src`, 0, `${dir}/dst`, 0, 10), false);
+      return;
+    }
+    assert.equal(await copyRange(`${dir}/src`, 1_000, `${dir}/dst`, 50, 2_000_000), true);
+    const dst = await Deno.readFile(`${dir}/dst`);
+    assert.equal(dst.length, 2_000_050);
+    assert.ok(dst.subarray(0, 50).every((b) => b === 9), "bytes before the range kept");
+    assert.ok(dst.subarray(50).every((b, i) => b === src[1_000 + i]), "range copied");
+    // The source ends before the range does, or is missing: false, and the caller writes.
+    assert.equal(await copyRange(`${dir}/src`, 2_999_000, `${dir}/dst`, 0, 5_000), false);
+    assert.equal(await copyRange(`${dir}/nope`, 0, `${dir}/dst`, 0, 10), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
