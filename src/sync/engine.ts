@@ -177,6 +177,16 @@ export class SyncEngine {
   #lastPassEnd = 0;
   /** Directories deleted elsewhere and kept here (not empty), warned about once each. */
   #keptDirs = new Set<string>();
+  /**
+   * Large files being written in the background, by path, with their size: a pass does not
+   * wait for them, so the small files of later commits are written meanwhile (a 256 MiB
+   * transfer held back the thousand files committed after it). Later passes leave these
+   * paths alone, and each one's end asks for a pass.
+   */
+  #inflight = new Map<string, { size: number; done: Promise<void> }>();
+  /** Large-file writes running now, and those waiting for a slot (LARGE_FILE_CONCURRENCY). */
+  #largeRunning = 0;
+  #largeWaiting: (() => void)[] = [];
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
@@ -249,7 +259,8 @@ export class SyncEngine {
 
   /** The last pass's result, for status. */
   get lastPass(): PassResult & { passes: number; at: number; busy: boolean } {
-    return { ...this.#last, passes: this.#passes, at: this.#lastPassEnd, busy: !!this.#running };
+    const busy = !!this.#running || this.#inflight.size > 0;
+    return { ...this.#last, passes: this.#passes, at: this.#lastPassEnd, busy };
   }
 
   async #pass(): Promise<PassResult> {
@@ -266,6 +277,10 @@ export class SyncEngine {
     const committed = new Map<string, IndexRecord>();
     for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
     const plan = reconcile(local, synced, committed);
+    // Paths a background write of an earlier pass still owns wait for the pass after it.
+    const inflight = (path: string) => this.#inflight.has(path);
+    plan.materialize = plan.materialize.filter((r) => !inflight(r.path));
+    plan.conflicts = plan.conflicts.filter((c) => !inflight(c.path));
     const planned = performance.now();
     // Each path is written at most once per pass and nothing rescans meanwhile, so the
     // records loaded above are what the materializer would read again per file.
@@ -281,8 +296,8 @@ export class SyncEngine {
       ...this.#last,
       pendingUp: ops.length,
       pendingUpBytes: ops.reduce((n, op) => n + (op.op === "put" ? op.size : 0), 0),
-      pendingDown: plan.materialize.length,
-      pendingDownBytes: writes.reduce((n, r) => n + r.size, 0),
+      pendingDown: plan.materialize.length + this.#inflight.size,
+      pendingDownBytes: writes.reduce((n, r) => n + r.size, 0) + this.#inflightBytes(),
     };
     for (const r of plan.refused) log.warn("path not synced", { path: r.path, reason: r.reason });
 
@@ -321,11 +336,23 @@ export class SyncEngine {
     // alongside, fewer at once.
     const small = phases.concurrent.filter(isPrefetchable);
     const large = phases.concurrent.filter((r) => !isPrefetchable(r));
+    // A tombstone of this pass may be the old path of a renamed large file, whose chunks the
+    // new path reads from it: then this pass waits for its large files before deleting.
+    const largeDone = large.map((rec) => this.#writeInBackground(rec, knownOf(rec.path)));
+    if (phases.last.length > 0) await Promise.all(largeDone);
     await Promise.all([
-      mapLimit(large, LARGE_FILE_CONCURRENCY, write),
       (async () => {
-        for (const batch of prefetchBatches(small)) {
-          const objects = await prefetchObjects(store, this.deps.remote, batch).catch(() => null);
+        // The next batch's objects are fetched while this one is written (two batches held).
+        const batches = [...prefetchBatches(small)];
+        const fetchAhead = (i: number) =>
+          i < batches.length
+            ? prefetchObjects(store, this.deps.remote, batches[i]).catch(() => null)
+            : Promise.resolve(null);
+        let ahead = fetchAhead(0);
+        for (let i = 0; i < batches.length; i++) {
+          const batch = batches[i];
+          const objects = await ahead;
+          ahead = fetchAhead(i + 1);
           const group = new WriteGroup(store);
           try {
             await mapLimit(batch, MATERIALIZE_CONCURRENCY, (rec) => write(rec, objects, group));
@@ -338,6 +365,8 @@ export class SyncEngine {
       })(),
     ]);
     for (const rec of phases.last) await write(rec);
+    pendingDown += this.#inflight.size;
+    pendingDownBytes += this.#inflightBytes();
     const written = performance.now();
     const { uploaded, pending, pendingBytes } = await this.#upload(
       plan.uploadWaves,
@@ -367,6 +396,42 @@ export class SyncEngine {
       pendingDown,
       pendingDownBytes,
     };
+  }
+
+  /** Bytes of the large files being written in the background. */
+  #inflightBytes(): number {
+    let n = 0;
+    for (const { size } of this.#inflight.values()) n += size;
+    return n;
+  }
+
+  /**
+   * Write a large file without holding up the pass (see #inflight), at most
+   * LARGE_FILE_CONCURRENCY at once; resolves when it is written or given up for now.
+   */
+  #writeInBackground(
+    rec: IndexRecord,
+    known: { local: LocalFileRecord | null; synced: SyncedRecord | null },
+  ): Promise<void> {
+    const done = (async () => {
+      if (this.#largeRunning >= LARGE_FILE_CONCURRENCY) {
+        await new Promise<void>((resolve) => this.#largeWaiting.push(resolve));
+      }
+      this.#largeRunning++;
+      let written = false;
+      try {
+        if (!this.#stopped) written = await this.#write(rec, null, undefined, known);
+      } finally {
+        this.#largeRunning--;
+        this.#largeWaiting.shift()?.();
+        this.#inflight.delete(rec.path);
+        // A newer version may have been committed meanwhile: plan again. A write that failed
+        // waits for the next trigger, as in a pass (#write asked for a rescan if needed).
+        if (written) this.request({ scan: false });
+      }
+    })();
+    this.#inflight.set(rec.path, { size: rec.size, done });
+    return done;
   }
 
   /** Record synced state for paths whose disk content already equals the committed entry. */
@@ -560,5 +625,6 @@ export class SyncEngine {
     clearInterval(this.#timer);
     await this.#watcher?.close();
     await this.#running?.catch(() => {});
+    await Promise.all([...this.#inflight.values()].map((w) => w.done));
   }
 }

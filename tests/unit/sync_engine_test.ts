@@ -1,0 +1,139 @@
+/**
+ * The sync engine on one node, with the rest of the cluster faked (commands applied to its
+ * index directly, objects served by a FakeRemote): a large transfer runs in the background,
+ * so small files committed after it land meanwhile, and the node reports itself in sync only
+ * once the large file is in place too.
+ */
+import assert from "node:assert/strict";
+import { type Hash, hashKey, sha256, toHex } from "../../src/chunk/mod.ts";
+import { type Command, encodeCommand, type FileOp, IndexState } from "../../src/fsm/mod.ts";
+import type { IndexRecord } from "../../src/fsm/mod.ts";
+import { walkFileChunks } from "../../src/merkle/mod.ts";
+import { Logger, type RemoteObjects, SyncEngine } from "../../src/sync/mod.ts";
+import { seededBytes } from "../helpers/bytes.ts";
+import { type FakeRemote, withNode } from "../helpers/fake_remote.ts";
+
+/** Serves the fake remote's objects; objects in `held` wait until release() is called. */
+class GatedRemote implements RemoteObjects {
+  held = new Set<string>();
+  waiting = 0;
+  #release!: () => void;
+  #gate = new Promise<void>((resolve) => this.#release = resolve);
+
+  constructor(private readonly remote: FakeRemote) {}
+
+  release(): void {
+    this.#release();
+  }
+
+  async fetch(hashes: Hash[], onObject: (h: Hash, b: Uint8Array) => Promise<void>) {
+    const missing: Hash[] = [];
+    for (const h of hashes) {
+      if (this.held.has(hashKey(h))) {
+        this.waiting++;
+        await this.#gate;
+      }
+      const store = this.remote.store;
+      const bytes = await store.locator.read(h).catch(() => null) ??
+        await store.packs.get(h).catch(() => null);
+      if (bytes === null) missing.push(h);
+      else await onObject(h, bytes.slice());
+    }
+    return { missing };
+  }
+}
+
+function putOp(rec: IndexRecord): FileOp {
+  return {
+    op: "put",
+    path: rec.path,
+    base: 0,
+    kind: "file",
+    root: rec.root,
+    size: rec.size,
+    mode: rec.mode,
+    mtime: rec.mtime,
+  };
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function readOrNull(path: string): Promise<Uint8Array | null> {
+  return await Deno.readFile(path).catch(() => null);
+}
+
+Deno.test("engine: small files committed after a large one land while it is still fetched", async () => {
+  await withNode(async (store, remote) => {
+    const index = new IndexState(store.kv);
+    let applied = 0;
+    const commit = async (ops: FileOp[]) => {
+      const command: Command = { origin: "A", ops, time: Date.now() };
+      const r = await index.apply(++applied, encodeCommand(command));
+      assert.ok(r.ok, JSON.stringify(r));
+    };
+    const gated = new GatedRemote(remote);
+    const engine = new SyncEngine({
+      store,
+      index,
+      propose: () => Promise.reject(new Error("this node proposes nothing here")),
+      nodeId: "B",
+      remote: gated,
+      log: new Logger("error"),
+    }, { watch: false, rescanMs: 3_600_000 });
+    try {
+      const large = seededBytes(71, 24 << 20);
+      const largeRec = await remote.file("big/large.bin", large);
+      // Its chunks (not its tree) wait at the gate until the small files are checked.
+      for await (const c of walkFileChunks(largeRec.root, remote.store.packs)) {
+        gated.held.add(hashKey(c.hash));
+      }
+      await commit([{ op: "mkdir", path: "big", base: 0, mode: 0o755, mtime: Date.now() }]);
+      await commit([putOp(largeRec)]);
+      await engine.start();
+      await until(
+        "the large file's fetch to wait at the gate",
+        () => Promise.resolve(gated.waiting > 0),
+      );
+
+      const smalls = await Promise.all(
+        [1, 2, 3].map(async (i) => ({
+          bytes: seededBytes(80 + i, 5_000 * i),
+          rec: await remote.file(`s${i}.txt`, seededBytes(80 + i, 5_000 * i)),
+        })),
+      );
+      await commit(smalls.map((s) => putOp(s.rec)));
+      engine.request({ scan: false });
+      for (const s of smalls) {
+        await until(`${s.rec.path} to land`, async () => {
+          const got = await readOrNull(`${store.root}/${s.rec.path}`);
+          return got !== null && toHex(sha256(got)) === toHex(sha256(s.bytes));
+        });
+      }
+      // The large file is still held back: not in place, and the node says it is not in sync.
+      assert.equal(await readOrNull(`${store.root}/big/large.bin`), null);
+      const during = await engine.syncNow();
+      assert.ok(during.pendingDown >= 1, "the large file counts as pending while written");
+      assert.ok(engine.lastPass.busy, "busy while a large file is written");
+
+      gated.release();
+      await until("the large file to land", async () => {
+        const got = await readOrNull(`${store.root}/big/large.bin`);
+        return got !== null && toHex(sha256(got)) === toHex(sha256(large));
+      });
+      await until("the node to be in sync", async () => {
+        const r = await engine.syncNow();
+        return r.pendingDown === 0 && !engine.lastPass.busy;
+      });
+    } finally {
+      gated.release();
+      await engine.stop();
+    }
+  });
+});
