@@ -336,8 +336,11 @@ function nodeSourceFor(store: LocalStore, remote: NodeSource): NodeSource {
   };
 }
 
-/** Most tree nodes fetched ahead for one file (about 1 TiB of file at the default sizes). */
-const MAX_PREFETCHED_NODES = 1 << 16;
+/**
+ * Most tree nodes fetched ahead for one file, and so held at once (a level's worth, a few KiB
+ * each): every level of a tree up to about 40 GiB of file at the default sizes.
+ */
+const MAX_PREFETCHED_NODES = 8192;
 
 /**
  * Fetch the Merkle nodes of a file tree this node lacks, one level per fetch call, into the
@@ -354,7 +357,7 @@ async function prefetchFileTree(
   if (await store.packs.has(root)) return; // pushed before the commit, with the whole tree
   let level: Hash[] = [root];
   let budget = MAX_PREFETCHED_NODES;
-  while (level.length > 0 && budget > 0) {
+  while (level.length > 0 && level.length <= budget) {
     budget -= level.length;
     const bytesOf = new Map<string, Uint8Array>();
     const missing: Hash[] = [];

@@ -38,7 +38,9 @@ export class FakeRemote implements MaterializeSources {
     this.chunkCalls++;
     await this.during?.();
     for (const h of hashes) {
-      const bytes = (await this.store.locator.read(h))!.slice();
+      // Chunks from the tree; Merkle nodes (a tree fetched ahead) from the packs.
+      const bytes = ((await this.store.locator.read(h)) ?? (await this.store.packs.get(h)))
+        .slice();
       this.chunksServed++;
       if (this.corrupt) bytes[0] ^= 1;
       await onChunk(h, bytes);

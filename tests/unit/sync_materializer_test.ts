@@ -133,6 +133,19 @@ Deno.test("materialize: an overwrite fetches only the chunks the node lacks", as
   });
 });
 
+Deno.test("materialize: a new large file's tree comes a level per fetch, not a node at a time", async () => {
+  await withNode(async (store, remote) => {
+    const content = bytesOf(9, 40 << 20);
+    const rec = await remote.file("large.bin", content);
+    const r = await materialize(store, rec, remote);
+    assert.equal(r.status, "written");
+    assert.ok(sameBytes(await Deno.readFile(`${store.root}/large.bin`), content));
+    assert.equal(remote.nodesServed, 0, "no node fetched on its own");
+    // Root, then its children (the leaves), then one window of chunks.
+    assert.equal(remote.chunkCalls, 3);
+  });
+});
+
 Deno.test("materialize: chunks come from other files of the tree, then packs, then the remote", async () => {
   await withNode(async (store, remote) => {
     // The node holds the first part of the content in an unrelated file of its own tree.
