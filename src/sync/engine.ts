@@ -34,7 +34,7 @@ import { objectsOfOps } from "./replicate.ts";
 import { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
 import { scanTree } from "./scanner.ts";
 import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
-import { Watcher } from "./watcher.ts";
+import { type WatchBatch, Watcher } from "./watcher.ts";
 import type { Logger } from "./log.ts";
 
 /** Where objects this node lacks come from (the daemon adapts the network). */
@@ -98,6 +98,8 @@ export interface PassResult {
 const UPLOAD_BATCH = 64;
 /** Proposals in flight at once during an upload. */
 const UPLOAD_CONCURRENCY = 16;
+/** Reported paths kept for the next pass's scan; beyond this it scans the whole tree. */
+const MAX_CHANGED_PATHS = 10_000;
 /** Small files written at once by a pass. */
 const MATERIALIZE_CONCURRENCY = 8;
 /** Larger files written at once (each one keeps several streams busy by itself). */
@@ -160,8 +162,10 @@ export class SyncEngine {
   #timer: ReturnType<typeof setInterval> | undefined;
   #running: Promise<PassResult> | null = null;
   #again = false;
-  /** The next pass rescans the tree (a file event, the timer, or a pass of our own asked). */
+  /** The next pass rescans the whole tree (the timer, start-up, or a pass of our own asked). */
   #scanWanted = true;
+  /** Paths the watcher reported since the last scan: the next pass scans them. */
+  #changedPaths = new Set<string>();
   #stopped = false;
   #last: PassResult = {
     uploaded: 0,
@@ -197,7 +201,7 @@ export class SyncEngine {
     const swept = await sweepTempFiles(this.deps.store.root);
     if (swept > 0) this.deps.log.info("removed unfinished writes", { count: swept });
     if (this.opts.watch !== false) {
-      this.#watcher = new Watcher(this.deps.store.root, () => this.request(), {
+      this.#watcher = new Watcher(this.deps.store.root, (batch) => this.#changed(batch), {
         // A short quiet period: create-to-visible latency starts here. Bursts still coalesce
         // (a pass is single-flight and picks up everything changed meanwhile).
         debounceMs: 50,
@@ -206,6 +210,19 @@ export class SyncEngine {
     }
     this.#timer = setInterval(() => this.request(), this.opts.rescanMs ?? 10_000);
     this.request();
+  }
+
+  /**
+   * A watcher batch: the next pass scans those paths only (a full scan if the batch
+   * overflowed, or too many paths are waiting).
+   */
+  #changed(batch: WatchBatch): void {
+    if (batch.overflow) this.#scanWanted = true;
+    else {
+      for (const p of batch.paths) this.#changedPaths.add(p);
+      if (this.#changedPaths.size > MAX_CHANGED_PATHS) this.#scanWanted = true;
+    }
+    this.request({ scan: false });
   }
 
   /**
@@ -266,9 +283,12 @@ export class SyncEngine {
   async #pass(): Promise<PassResult> {
     const { store, index, log } = this.deps;
     const started = performance.now();
-    if (this.#scanWanted) {
+    if (this.#scanWanted || this.#changedPaths.size > 0) {
+      // Reported paths only, unless something asked for the whole tree.
+      const paths = this.#scanWanted ? undefined : [...this.#changedPaths];
       this.#scanWanted = false;
-      const scan = await scanTree(store);
+      this.#changedPaths.clear();
+      const scan = await scanTree(store, { paths, skip: (p) => this.#inflight.has(p) });
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
     }
     const scanned = performance.now();
@@ -281,6 +301,7 @@ export class SyncEngine {
     const inflight = (path: string) => this.#inflight.has(path);
     plan.materialize = plan.materialize.filter((r) => !inflight(r.path));
     plan.conflicts = plan.conflicts.filter((c) => !inflight(c.path));
+    plan.adopt = plan.adopt.filter((path) => !inflight(path));
     const planned = performance.now();
     // Each path is written at most once per pass and nothing rescans meanwhile, so the
     // records loaded above are what the materializer would read again per file.

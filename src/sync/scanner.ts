@@ -27,7 +27,8 @@ import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts"
 import { type HashedFile, HashFileError } from "./hash_file.ts";
 import { chunkList, offsetsByHash } from "./chunk_offsets.ts";
 import { HashPool } from "./hash_pool.ts";
-import { type WalkEntry, type WalkProblem, walkTree } from "./walk.ts";
+import { type WalkEntry, walkPaths, type WalkProblem, walkTree } from "./walk.ts";
+import { IGNORE_FILE_NAME } from "./ignore_rules.ts";
 
 /** Progress of a running scan, for progress bars. */
 export interface ScanProgress {
@@ -43,6 +44,18 @@ export interface ScanOptions {
   /** Hash workers (0: hash on the calling thread); default: cores, or 0 for small jobs. */
   workers?: number;
   onProgress?: (p: ScanProgress) => void;
+  /**
+   * Look only at these paths and below them (what a watcher reported; they may be gone), and
+   * keep every other record as it is: a file event no longer walks the whole tree. A path
+   * named like an ignore file, or the root itself, makes it a full scan (the rules changed).
+   */
+  paths?: readonly string[];
+  /**
+   * Paths this node is writing right now (a large file in the background): their records
+   * stay as they are and their content is not read, so a half-recorded write of our own is
+   * never taken for a local edit.
+   */
+  skip?: (path: string) => boolean;
 }
 
 /** What a scan found and did. */
@@ -96,6 +109,12 @@ function unchanged(
     prev.mtime < lastScanStart;
 }
 
+/** Whether a reported path can be scanned on its own (else the scan covers the whole tree). */
+function targetable(path: string): boolean {
+  if (path === "" || path === ".") return false;
+  return path.slice(path.lastIndexOf("/") + 1) !== IGNORE_FILE_NAME;
+}
+
 /** Scan the store's directory and update its index. */
 export async function scanTree(store: LocalStore, options: ScanOptions = {}): Promise<ScanResult> {
   const start = Date.now();
@@ -108,17 +127,33 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   const problems: WalkProblem[] = [];
   const previous = await store.files.loadAll();
   const lastScanStart = (await store.files.lastScan())?.start ?? 0;
+  const only = options.paths !== undefined && options.paths.every(targetable)
+    ? options.paths
+    : null;
   const entries: WalkEntry[] = [];
-  for await (const e of walkTree(store.root, problems)) entries.push(e);
+  const walk = only === null
+    ? walkTree(store.root, problems)
+    : walkPaths(store.root, only, problems);
+  for await (const e of walk) entries.push(e);
 
   const batch = new KvBatch(store.kv, () => store.packs.flush());
   // Chunks located during this scan: a forget for an old copy of the same chunk (a renamed or
   // duplicated file) must not drop the new location queued in the same batch.
   const located = new Set<string>();
   const records = new Map<string, LocalFileRecord>();
+  if (only !== null) {
+    // Everything outside the listed paths stays as the last scan left it.
+    const listed = [...only];
+    const inListed = (path: string) => listed.some((p) => path === p || path.startsWith(`${p}/`));
+    for (const [path, rec] of previous) if (!inListed(path)) records.set(path, rec);
+  }
   const toHash: WalkEntry[] = [];
   for (const e of entries) {
     const prev = previous.get(e.path);
+    if (options.skip?.(e.path)) {
+      if (prev) records.set(e.path, prev);
+      continue;
+    }
     if (e.kind !== "file") {
       const rec = recordOf(e);
       records.set(e.path, rec);
@@ -249,7 +284,15 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     } else if (r.kind === "dir") dirs++;
     else symlinks++;
   }
-  await store.files.setLastScan(batch, { root: tree.root, files, bytes, time: Date.now(), start });
+  // A partial scan read only some files: the next full scan must still treat files modified
+  // after the last full scan began as possibly racy (see unchanged()), so `start` stays.
+  await store.files.setLastScan(batch, {
+    root: tree.root,
+    files,
+    bytes,
+    time: Date.now(),
+    start: only === null ? start : lastScanStart,
+  });
   await batch.flush();
   await store.packs.flush();
   return {

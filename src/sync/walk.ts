@@ -63,6 +63,80 @@ export async function* walkTree(
   yield* walkDir(root, "", IgnoreRules.root(), problems);
 }
 
+/**
+ * The entries at and below each of `paths` (relative, as a watcher reports them; they may no
+ * longer exist), as walkTree would report them: the ignore rules of every ancestor apply, and
+ * a path below an ignored directory, a symlink or a non-directory is not in the tree. A path
+ * that is not in the tree yields nothing (its old records are the caller's to drop). Paths
+ * under another listed path are walked once.
+ */
+export async function* walkPaths(
+  root: string,
+  paths: readonly string[],
+  problems: WalkProblem[],
+): AsyncGenerator<WalkEntry> {
+  const rulesOf = new Map<string, IgnoreRules | null>();
+  /** The rules in force in directory `dir`, or null if `dir` is not a directory of the tree. */
+  const dirRules = async (dir: string): Promise<IgnoreRules | null> => {
+    const known = rulesOf.get(dir);
+    if (known !== undefined) return known;
+    if (dir === "") {
+      const top = IgnoreRules.root().child("", await readIgnoreFile(`${root}/${IGNORE_FILE_NAME}`));
+      rulesOf.set("", top);
+      return top;
+    }
+    const cut = dir.lastIndexOf("/");
+    const parent = await dirRules(cut < 0 ? "" : dir.slice(0, cut));
+    let rules: IgnoreRules | null = null;
+    if (parent !== null) {
+      const info = lstatOrNull(`${root}/${dir}`);
+      if (info !== null && info.isDirectory && !parent.ignores(dir, true)) {
+        try {
+          rules = parent.child(dir, await readIgnoreFile(`${root}/${dir}/${IGNORE_FILE_NAME}`));
+        } catch (e) {
+          problems.push({ path: dir, message: `cannot read directory: ${(e as Error).message}` });
+        }
+      }
+    }
+    rulesOf.set(dir, rules);
+    return rules;
+  };
+  const sorted = [...new Set(paths)].sort();
+  const walked: string[] = [];
+  const parents = new Set<string>();
+  for (const path of sorted) {
+    const prev = walked.at(-1);
+    if (prev !== undefined && path.startsWith(`${prev}/`)) continue; // walked with `prev`
+    walked.push(path);
+    const cut = path.lastIndexOf("/");
+    const name = path.slice(cut + 1);
+    if (isTempName(name)) continue;
+    const parent = cut < 0 ? "" : path.slice(0, cut);
+    const rules = await dirRules(parent);
+    if (rules === null) continue;
+    if (parent !== "") parents.add(parent);
+    yield* walkEntry(root, path, lstatOrNull(`${root}/${path}`), rules, problems);
+  }
+  // An entry created or removed changes its directory's mtime: those directories are
+  // reported as they are now (not descended into), unless walked above.
+  const isWalked = (dir: string) => walked.some((w) => dir === w || dir.startsWith(`${w}/`));
+  for (const dir of [...parents].sort()) {
+    if (isWalked(dir)) continue;
+    const info = lstatOrNull(`${root}/${dir}`);
+    if (info !== null && info.isDirectory) {
+      yield { path: dir, kind: "dir", ...statFields(info), size: 0 };
+    }
+  }
+}
+
+function lstatOrNull(abs: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(abs);
+  } catch {
+    return null;
+  }
+}
+
 async function* walkDir(
   root: string,
   rel: string,
@@ -94,21 +168,32 @@ async function* walkDir(
       problems.push({ path, message: `cannot stat: ${(e as Error).message}` });
       continue;
     }
-    if (rules.ignores(path, info.isDirectory)) continue;
-    if (info.isSymlink) {
-      try {
-        const target = await Deno.readLink(`${root}/${path}`);
-        yield { path, kind: "symlink", ...statFields(info), target };
-      } catch (e) {
-        problems.push({ path, message: `cannot read symlink: ${(e as Error).message}` });
-      }
-    } else if (info.isDirectory) {
-      yield { path, kind: "dir", ...statFields(info), size: 0 };
-      yield* walkDir(root, path, rules, problems);
-    } else if (info.isFile) {
-      yield { path, kind: "file", ...statFields(info) };
-    } else {
-      problems.push({ path, message: "not a regular file, directory or symlink; skipped" });
+    yield* walkEntry(root, path, info, rules, problems);
+  }
+}
+
+/** One entry (and, for a directory, everything below it) under its directory's rules. */
+async function* walkEntry(
+  root: string,
+  path: string,
+  info: Deno.FileInfo | null,
+  rules: IgnoreRules,
+  problems: WalkProblem[],
+): AsyncGenerator<WalkEntry> {
+  if (info === null || rules.ignores(path, info.isDirectory)) return;
+  if (info.isSymlink) {
+    try {
+      const target = await Deno.readLink(`${root}/${path}`);
+      yield { path, kind: "symlink", ...statFields(info), target };
+    } catch (e) {
+      problems.push({ path, message: `cannot read symlink: ${(e as Error).message}` });
     }
+  } else if (info.isDirectory) {
+    yield { path, kind: "dir", ...statFields(info), size: 0 };
+    yield* walkDir(root, path, rules, problems);
+  } else if (info.isFile) {
+    yield { path, kind: "file", ...statFields(info) };
+  } else {
+    problems.push({ path, message: "not a regular file, directory or symlink; skipped" });
   }
 }

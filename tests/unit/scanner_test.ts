@@ -290,3 +290,61 @@ Deno.test("scan: after an overwrite, an insert and a truncation the tree is righ
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("scan: a partial scan of reported paths gives the full scan's records, reading only them", async () => {
+  const dir = await tempTree({
+    "a/one.txt": "one",
+    "a/two.txt": "two",
+    "b/deep/three.txt": "three",
+    "c.txt": "c",
+    ".filesyncignore": "*.log\n",
+    "d/.filesyncignore": "secret/\n",
+  });
+  const other = await Deno.makeTempDir({ prefix: "filesync-scan-full-" });
+  const store = await LocalStore.open(dir);
+  try {
+    await scanTree(store, { workers: 0 });
+    const before = await store.files.lastScan();
+    // Changes: an edit, a new directory with a file, a removed directory, an ignored file, a
+    // file under an ignored directory, and a path reported twice (as itself and its parent).
+    await Deno.writeTextFile(`${dir}/a/one.txt`, "one, edited");
+    await Deno.mkdir(`${dir}/e/f`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/e/f/new.txt`, "new");
+    await Deno.remove(`${dir}/b`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/x.log`, "ignored");
+    await Deno.mkdir(`${dir}/d/secret`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/d/secret/k.txt`, "ignored too");
+    const r = await scanTree(store, {
+      workers: 0,
+      paths: [
+        "a/one.txt",
+        "e",
+        "e/f/new.txt",
+        "b",
+        "b/deep/three.txt",
+        "x.log",
+        "d/secret",
+        "d/secret/k.txt",
+      ],
+    });
+    assert.equal(r.hashedFiles, 2, "only the edited and the new file are read");
+    assert.equal(r.removed, 3, "b, b/deep and b/deep/three.txt");
+    // The same tree scanned from scratch elsewhere has the same root and the same records.
+    await new Deno.Command("cp", { args: ["-a", `${dir}/.`, other] }).output();
+    await Deno.remove(`${other}/.filesync`, { recursive: true });
+    const full = await scanOnce(other, 0);
+    assert.equal(toHex(r.root), toHex(full.root));
+    assert.deepEqual(await indexedPaths(dir), await indexedPaths(other));
+    // A partial scan keeps the last full scan's start (the racy-file rule counts from it).
+    assert.equal((await store.files.lastScan())!.start, before!.start);
+    // An ignore file among the paths makes it a full scan.
+    await Deno.writeTextFile(`${dir}/.filesyncignore`, "*.log\nc.txt\n");
+    await scanTree(store, { workers: 0, paths: [".filesyncignore"] });
+    assert.ok(!(await indexedPaths(dir)).includes("c.txt"));
+    assert.ok((await store.files.lastScan())!.start > before!.start, "a full scan's start");
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(other, { recursive: true });
+  }
+});

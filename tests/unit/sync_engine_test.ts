@@ -79,10 +79,14 @@ Deno.test("engine: small files committed after a large one land while it is stil
       assert.ok(r.ok, JSON.stringify(r));
     };
     const gated = new GatedRemote(remote);
+    let proposals = 0;
     const engine = new SyncEngine({
       store,
       index,
-      propose: () => Promise.reject(new Error("this node proposes nothing here")),
+      propose: () => {
+        proposals++;
+        return Promise.reject(new Error("this node proposes nothing here"));
+      },
       nodeId: "B",
       remote: gated,
       log: new Logger("error"),
@@ -131,6 +135,9 @@ Deno.test("engine: small files committed after a large one land while it is stil
         const r = await engine.syncNow();
         return r.pendingDown === 0 && !engine.lastPass.busy;
       });
+      // Its own writes, scanned while they were under way, never looked like local edits.
+      assert.equal(proposals, 0);
+      assert.equal(engine.lastPass.pendingUp, 0);
     } finally {
       gated.release();
       await engine.stop();
