@@ -44,7 +44,7 @@ import { statFields } from "./walk.ts";
 import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
 import { type PreserveLog, preserveReplaced } from "./preserve.ts";
-import { copyRange, readAt } from "../util/mod.ts";
+import { canCopyRanges, copyRange, readAt } from "../util/mod.ts";
 
 /** Prefix of the materializer's temp files. */
 export const TEMP_PREFIX = ".filesync-tmp-";
@@ -660,18 +660,17 @@ interface Reused {
 }
 
 /**
- * Start the new version of a large file as a kernel copy of the old one (no bytes through
- * JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms), and find which chunks
- * of the new version that copy already holds. Chunks the old version had at the same offset
- * are in place once the file is copied; chunks it had elsewhere (the tail after an insert or a
- * delete) are copied to their new offset in the kernel too, where copy_file_range is available
- * (copyRange). Meanwhile every reused chunk is read and hashed from the old file. The old file
- * is the same before and after (size, mtime, inode and ctime, which no writer can set back),
- * so the copy holds the bytes that were verified. Returns the offsets of the chunks in place
- * and verified; assemble() writes only the rest, and the caller truncates to the new size.
- * Verifying costs a read and a hash, but a file changed behind our back within one mtime tick
- * would otherwise turn into a silently wrong copy. Null (nothing copied) if the old file
- * cannot be copied.
+ * Start the new version of a large file with kernel copies of the old one's bytes (no bytes
+ * through JavaScript: 110 ms for 256 MiB here, where writing them took 540 ms). Where
+ * copy_file_range is available (copyRange), each run of reused chunks is copied straight to
+ * its new offset, shifted or not (the tail after an insert or a delete); elsewhere the whole
+ * old file is copied, which places the chunks that did not move. Meanwhile every reused chunk
+ * is read and hashed from the old file. The old file is the same before and after (size,
+ * mtime, inode and ctime, which no writer can set back), so the copy holds the bytes that were
+ * verified. Returns the offsets of the chunks in place and verified; assemble() writes only
+ * the rest, and the caller truncates to the new size. Verifying costs a read and a hash, but a
+ * file changed behind our back within one mtime tick would otherwise turn into a silently
+ * wrong copy. Null (nothing copied) if the old file cannot be copied.
  */
 async function copyThenVerify(
   store: LocalStore,
@@ -684,9 +683,12 @@ async function copyThenVerify(
 ): Promise<Set<number> | null> {
   const before = await lstatOrNull(abs);
   if (before === null || !before.isFile) return null;
-  const copied = Deno.copyFile(abs, tmpAbs).then(() => true, () => false);
+  // Without range copies, the whole file is copied while the new tree is walked.
+  const wholeCopy = canCopyRanges()
+    ? null
+    : Deno.copyFile(abs, tmpAbs).then(() => true, () => false);
   // Reused chunks in runs contiguous in both versions (so at one shift), at most
-  // MAX_RUN_BYTES each: a run is read and verified at once, and copied if shifted.
+  // MAX_RUN_BYTES each: a run is read and verified at once.
   const runs: Reused[][] = [];
   let run: Reused[] = [];
   let runBytes = 0;
@@ -709,30 +711,53 @@ async function copyThenVerify(
   if (run.length > 0) runs.push(run);
   const verified = new Set<number>();
   const checked = verifyRuns(abs, runs, verified).catch(() => verified.clear());
-  if (!(await copied)) {
+  let inPlace: Set<Reused[]>;
+  if (wholeCopy === null) {
+    inPlace = await copySpans(abs, tmpAbs, runs);
+  } else if (await wholeCopy) {
+    inPlace = new Set(runs.filter((r) => r[0].offset === r[0].oldOffset));
+  } else {
     await checked;
     await file.truncate(0);
     return null;
-  }
-  // Shifted runs after the whole-file copy (which rewrote the temp file), one at a time.
-  const shiftedCopied = new Set<Reused[]>();
-  for (const r of runs) {
-    if (r[0].offset === r[0].oldOffset) continue;
-    const bytes = r.at(-1)!.offset + r.at(-1)!.length - r[0].offset;
-    if (await copyRange(abs, r[0].oldOffset, tmpAbs, r[0].offset, bytes)) shiftedCopied.add(r);
   }
   await checked;
   const after = await lstatOrNull(abs);
   const unchanged = after !== null && sameStat(before, after) &&
     before.ctime?.getTime() === after.ctime?.getTime();
   if (!unchanged) return new Set(); // the copy may hold other bytes: write every chunk
-  // A shifted run the kernel did not copy is written by assemble() like any other chunk.
+  // A run not copied into place is written by assemble() like any other chunk.
   for (const r of runs) {
-    if (r[0].offset !== r[0].oldOffset && !shiftedCopied.has(r)) {
-      for (const c of r) verified.delete(c.offset);
-    }
+    if (!inPlace.has(r)) { for (const c of r) verified.delete(c.offset); }
   }
   return verified;
+}
+
+/**
+ * Copy the runs of reused chunks from the old file to their offsets in the new one, in the
+ * kernel: runs at one shift that follow each other go in one call, so an edit costs one copy
+ * before it and one after it, and no byte is copied twice. Returns the runs now in place.
+ */
+async function copySpans(abs: string, tmpAbs: string, runs: Reused[][]): Promise<Set<Reused[]>> {
+  const done = new Set<Reused[]>();
+  let i = 0;
+  while (i < runs.length) {
+    const first = runs[i][0];
+    let j = i + 1;
+    let end = runs[i].at(-1)!.offset + runs[i].at(-1)!.length;
+    while (
+      j < runs.length && runs[j][0].offset === end &&
+      runs[j][0].oldOffset - runs[j][0].offset === first.oldOffset - first.offset
+    ) {
+      end = runs[j].at(-1)!.offset + runs[j].at(-1)!.length;
+      j++;
+    }
+    if (await copyRange(abs, first.oldOffset, tmpAbs, first.offset, end - first.offset)) {
+      for (let k = i; k < j; k++) done.add(runs[k]);
+    }
+    i = j;
+  }
+  return done;
 }
 
 /**

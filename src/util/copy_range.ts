@@ -43,6 +43,11 @@ function load(): Libc | null {
   return libc;
 }
 
+/** Whether copyRange can work here (Linux, FFI allowed, libc found). */
+export function canCopyRanges(): boolean {
+  return load() !== null;
+}
+
 function cString(s: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(s);
   const out = new Uint8Array(bytes.length + 1);

@@ -2,4 +2,4 @@
 export { mapLimit } from "./concurrency.ts";
 export { giveBuffer, takeBuffer } from "./buffer_pool.ts";
 export { readAt, readBytesAt } from "./read_at.ts";
-export { copyRange } from "./copy_range.ts";
+export { canCopyRanges, copyRange } from "./copy_range.ts";
