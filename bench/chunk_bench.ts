@@ -3,8 +3,11 @@
  *   (a) our Rabin boundary finding alone (ContentChunker.findBoundary),
  *   (b) our full streaming chunker with SHA-256 per chunk (chunkStream),
  *   (c) rabin-wasm, IPFS's Rabin chunker (AssemblyScript compiled to WebAssembly),
- *   (d) plain SHA-256 over the whole buffer through node:crypto.
- * (a), (b) and (c) consume the buffer in 1 MiB reads, as chunking a file does.
+ *   (d) plain SHA-256 over the whole buffer through node:crypto,
+ *   (e) re-chunking the buffer after a 4 KiB overwrite, and (f) after a one-byte insert, guided
+ *       by the original's chunk list (rechunkStream, as the scanner re-reads an edited file);
+ *       the result is checked equal to a full chunking once before timing.
+ * (a), (b), (c), (e) and (f) consume the buffer in 1 MiB reads, as chunking a file does.
  *
  * Usage: deno task bench:chunk [--mib N] [--runs N]
  * Prints a table and one JSON line (`{"bench":"chunk",...}`) for scripts.
@@ -12,7 +15,14 @@
 import { createHash, randomFillSync } from "node:crypto";
 // rabin-wasm is CommonJS without type declarations for its entry point.
 import { create as createRabinWasm } from "rabin-wasm";
-import { chunkStream, ContentChunker, DEFAULT_CHUNKER_OPTIONS } from "../src/chunk/mod.ts";
+import {
+  type Chunk,
+  chunkBuffer,
+  chunkStream,
+  ContentChunker,
+  DEFAULT_CHUNKER_OPTIONS,
+  rechunkStream,
+} from "../src/chunk/mod.ts";
 
 /** Read size for the streaming contenders. */
 const READ_SIZE = 1 << 20;
@@ -63,7 +73,45 @@ function* reads(data: Uint8Array): Generator<Uint8Array> {
 /** One contender: consumes the whole buffer and returns how many chunks it made. */
 type Contender = { name: string; run: (data: Uint8Array) => Promise<number> | number };
 
-function contenders(wasm: RabinWasm): Contender[] {
+/** A sequential reader over `data`, 1 MiB per call at most (as a file read). */
+function readerOf(data: Uint8Array): (into: Uint8Array) => Promise<number | null> {
+  let pos = 0;
+  return (into) => {
+    if (pos >= data.length) return Promise.resolve(null);
+    const n = Math.min(READ_SIZE, into.length, data.length - pos);
+    into.set(data.subarray(pos, pos + n));
+    pos += n;
+    return Promise.resolve(n);
+  };
+}
+
+/** The buffer edited as the sync benchmark edits its large file, and its original chunks. */
+interface Edits {
+  previous: Chunk[];
+  overwritten: Uint8Array;
+  inserted: Uint8Array;
+}
+
+function makeEdits(data: Uint8Array): Edits {
+  const overwritten = data.slice();
+  randomFillSync(
+    overwritten.subarray(Math.floor(data.length / 3), Math.floor(data.length / 3) + 4096),
+  );
+  const mid = Math.floor(data.length / 2) + 12345;
+  const inserted = new Uint8Array(data.length + 1);
+  inserted.set(data.subarray(0, mid));
+  inserted[mid] = 0x42;
+  inserted.set(data.subarray(mid), mid + 1);
+  return { previous: chunkBuffer(data), overwritten, inserted };
+}
+
+async function rechunkCount(data: Uint8Array, previous: Chunk[]): Promise<number> {
+  let chunks = 0;
+  for await (const _ of rechunkStream(readerOf(data), previous)) chunks++;
+  return chunks;
+}
+
+function contenders(wasm: RabinWasm, edits: Edits): Contender[] {
   return [
     {
       name: "rabin (ours, boundaries only)",
@@ -108,7 +156,30 @@ function contenders(wasm: RabinWasm): Contender[] {
         return 0;
       },
     },
+    {
+      name: "re-chunk after 4 KiB overwrite (guided)",
+      run: () => rechunkCount(edits.overwritten, edits.previous),
+    },
+    {
+      name: "re-chunk after 1-byte insert (guided)",
+      run: () => rechunkCount(edits.inserted, edits.previous),
+    },
   ];
+}
+
+/** Guided re-chunking must give exactly the full chunking's chunks. */
+async function checkGuided(edits: Edits): Promise<void> {
+  for (const edited of [edits.overwritten, edits.inserted]) {
+    const guided: Chunk[] = [];
+    for await (const c of rechunkStream(readerOf(edited), edits.previous)) guided.push(c);
+    const full = chunkBuffer(edited);
+    const same = guided.length === full.length &&
+      guided.every((c, i) =>
+        c.offset === full[i].offset && c.length === full[i].length &&
+        c.hash.every((b, j) => b === full[i].hash[j])
+      );
+    if (!same) throw new Error("guided re-chunking differs from a full chunking");
+  }
 }
 
 interface Result {
@@ -128,7 +199,9 @@ async function main(): Promise<void> {
   const size = args.mib << 20;
   const data = new Uint8Array(size);
   randomFillSync(data);
-  const list = contenders(await makeRabinWasm());
+  const edits = makeEdits(data);
+  await checkGuided(edits);
+  const list = contenders(await makeRabinWasm(), edits);
 
   // Warm up every contender on a slice, three times: V8 needs a few tens of MB before the hot
   // loops reach their final optimized code, and a cold first run would understate them.
@@ -171,7 +244,14 @@ async function main(): Promise<void> {
     `rabin vs rabin-wasm: ${ratio.toFixed(2)}x (target ${TARGET_RATIO}x: ` +
       `${ratio >= TARGET_RATIO ? "met" : "NOT met"})`,
   );
-  const keys = ["rabin", "chunkerSha256", "rabinWasm", "sha256"];
+  const keys = [
+    "rabin",
+    "chunkerSha256",
+    "rabinWasm",
+    "sha256",
+    "rechunkOverwrite",
+    "rechunkInsert",
+  ];
   console.log(JSON.stringify({
     bench: "chunk",
     mib: args.mib,
