@@ -60,3 +60,10 @@ export { ensureObjects, type FetchObjects, planRestore } from "./restore.ts";
 export { objectsOfOps } from "./replicate.ts";
 export { ClientGateway, type GatewayDeps, resolveVersion, VersionError } from "./gateway.ts";
 export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";
+export {
+  type CommittedEntry,
+  KindChangeError,
+  planTreeChanges,
+  type TreePlan,
+  type WantedEntry,
+} from "./tree_plan.ts";

@@ -13,9 +13,7 @@ import { type Hash, hashEquals } from "../chunk/mod.ts";
 import type { FileOp, IndexRecord, IndexState } from "../fsm/mod.ts";
 import { type NodeSource, walkFileChunks } from "../merkle/mod.ts";
 import type { LocalStore } from "../store/mod.ts";
-import { planPush } from "../client/plan.ts";
-import type { LocalEntry } from "../client/local_tree.ts";
-import type { TreeEntry } from "../client/wire.ts";
+import { type CommittedEntry, planTreeChanges, type WantedEntry } from "./tree_plan.ts";
 
 /** Fetch objects from peers; resolves to the hashes no peer could give. */
 export type FetchObjects = (
@@ -64,7 +62,7 @@ export async function planRestore(
     return ops;
   }
   // A directory: plan as a push of the old subtree over the current one, with deletes.
-  const local: LocalEntry[] = [];
+  const local: WantedEntry[] = [];
   for await (const r of index.list({ prefix: path, at: version })) {
     local.push({
       path: r.path.slice(path.length + 1),
@@ -77,8 +75,8 @@ export async function planRestore(
       ...(r.kind === "symlink" ? { target: r.target } : {}),
     });
   }
-  const remote: TreeEntry[] = cur ? [cur, ...currentBelow] : currentBelow;
-  return planPush(local, remote, path, true).ops;
+  const remote: CommittedEntry[] = cur ? [cur, ...currentBelow] : currentBelow;
+  return planTreeChanges(local, remote, path, true).ops;
 }
 
 function live(r: IndexRecord | null): IndexRecord | null {
