@@ -1,4 +1,4 @@
-/** The push planner (src/client/plan.ts) and the client session bodies (src/client/wire.ts). */
+/** The tree planner (src/sync/tree_plan.ts, through the push client) and the client session bodies (src/client/wire.ts). */
 import assert from "node:assert/strict";
 import { sha256 } from "../../src/chunk/mod.ts";
 import {
