@@ -76,6 +76,11 @@ const PUSH_HEDGE_MS_PER_OBJECT = 1.25;
 const PUSH_STREAMS = 4;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
+/**
+ * A learner is promoted once it holds the data committed before it joined; one that cannot get
+ * there (a file it cannot write, say) is promoted anyway after this long, ms.
+ */
+const PROMOTE_ANYWAY_MS = 60_000;
 /** Pack objects claimed to a pusher are kept from GC this long (its commit lands by then), ms. */
 const CLAIM_KEEP_MS = 60 * 60_000;
 /** Most claims remembered (the oldest are forgotten first; bounds memory against floods). */
@@ -165,6 +170,8 @@ export class Daemon {
   #admitting = new Map<string, number>();
   #timers: ReturnType<typeof setInterval>[] = [];
   #promoting = false;
+  /** When this node, a learner, first had the log it joined at (0: not yet). */
+  #caughtUpAt = 0;
   #publishedAddrs = "";
   /** When each member was last dialed, to space out reconnect attempts. */
   #lastDial = new Map<string, number>();
@@ -288,6 +295,11 @@ export class Daemon {
         },
       });
       cleanups.push(() => raft.stop());
+      // The only voter (a new cluster's first node, or a restarted one-node cluster) cannot lose
+      // an election: campaign now rather than after a 1-2 s election timeout, during which its
+      // first scan's uploads and any join would wait.
+      const { voters } = raft.status().config;
+      if (voters.length === 1 && voters[0] === host.peerId) raft.campaign();
 
       const control = await startControlServer(store.dataDir, {
         status: () => ref.daemon!.status(),
@@ -817,7 +829,17 @@ export class Daemon {
     }
     if (st.config.learners.includes(this.host.peerId) && !this.#promoting) {
       const needed = (await this.store.kv.get<number>(metaKey(JOIN_COMMIT_KEY))).value ?? 0;
-      if (st.applied >= needed) {
+      if (st.applied >= needed && this.#caughtUpAt === 0) this.#caughtUpAt = Date.now();
+      // A voter is one of the majority every commit's objects must reach first. A node that
+      // became one before it held the existing data would make the leader push it everything
+      // committed meanwhile into its packs, and then copy it all again into files: it fetches
+      // the data as a learner first.
+      const pass = this.#engine?.lastPass;
+      const holdsData = pass !== undefined && !pass.busy && pass.pendingDown === 0 &&
+        pass.at > this.#caughtUpAt;
+      if (
+        this.#caughtUpAt > 0 && (holdsData || Date.now() - this.#caughtUpAt > PROMOTE_ANYWAY_MS)
+      ) {
         this.#promoting = true;
         try {
           await this.raft.proposeConfChange({ type: "promote", node: this.host.peerId });

@@ -63,22 +63,20 @@ export async function prefetchObjects(
 ): Promise<PrefetchedObjects> {
   const out = new PrefetchedObjects();
   const preferred = [...new Set(records.map((r) => r.origin).filter((o) => o))];
-  const roots: Hash[] = [];
-  const seenRoots = new Set<string>();
-  for (const r of records) {
-    const key = hashKey(r.root);
-    if (seenRoots.has(key)) continue;
-    seenRoots.add(key);
-    if (!(await store.packs.has(r.root))) roots.push(r.root);
-  }
+  // Every lookup of a step is asked at once: the store reads them in batched KV operations.
+  const held = (h: Hash) =>
+    store.packs.hasPending(h) ||
+    store.whereIs(h).then((w) => w.location !== null || w.packed !== null);
+  const distinctRoots = [...new Map(records.map((r) => [hashKey(r.root), r.root])).values()];
+  const rootHeld = await Promise.all(distinctRoots.map(held));
+  const roots = distinctRoots.filter((_, i) => !rootHeld[i]);
   if (roots.length > 0) {
     await remote.fetch(roots, (h, bytes) => {
       out.add(h, bytes);
       return Promise.resolve();
     }, preferred);
   }
-  const chunks: Hash[] = [];
-  const seenChunks = new Set<string>();
+  const wanted = new Map<string, Hash>();
   for (const r of records) {
     const bytes = out.get(r.root) ?? null;
     if (bytes === null) continue; // held locally already, or not fetched: the slow path decides
@@ -89,15 +87,11 @@ export async function prefetchObjects(
       continue; // the materializer reports a bad node with its path
     }
     if (node.type !== "file-leaf") continue;
-    for (const c of node.chunks) {
-      const key = hashKey(c.hash);
-      if (seenChunks.has(key)) continue;
-      seenChunks.add(key);
-      const local = (await store.locator.lookup(c.hash)) !== null ||
-        (await store.packs.has(c.hash));
-      if (!local) chunks.push(c.hash);
-    }
+    for (const c of node.chunks) wanted.set(hashKey(c.hash), c.hash);
   }
+  const candidates = [...wanted.values()];
+  const chunkHeld = await Promise.all(candidates.map(held));
+  const chunks = candidates.filter((_, i) => !chunkHeld[i]);
   if (chunks.length > 0) {
     await remote.fetch(chunks, (h, bytes) => {
       out.add(h, bytes);

@@ -121,3 +121,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: a joiner becomes a voter only once it holds the data committed before it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dirs = await tempDirs(2);
+    const nodes: NodeProcess[] = [];
+    try {
+      // Enough that writing it takes B a few seconds: a 24 MiB file and 2,000 small ones.
+      const big = new Uint8Array(24 << 20);
+      for (let i = 0; i < big.length; i += 65_536) {
+        crypto.getRandomValues(big.subarray(i, i + 65_536));
+      }
+      await Deno.writeFile(`${dirs[0]}/big.bin`, big);
+      await Deno.mkdir(`${dirs[0]}/many`);
+      for (let i = 0; i < 2000; i++) {
+        await Deno.writeTextFile(`${dirs[0]}/many/f${i}.txt`, `file ${i}\n`);
+      }
+      nodes.push(await NodeProcess.start(dirs[0]));
+      const committed = await runCli(["status", dirs[0], "--wait", "--timeout", "60"]);
+      assert.equal(committed.code, 0, `A's files committed: ${committed.stderr}`);
+      nodes.push(await NodeProcess.start(dirs[1], ["--join", nodes[0].invite]));
+      await waitFor("B a voter", async () => {
+        const s = await nodes[1].status();
+        return s.members.filter((m) => m.role === "voter").length === 2;
+      }, 60_000);
+      // Every file was in place before the promotion was proposed (B's log, in order).
+      const log = nodes[1].stderr;
+      const promoted = log.indexOf("member promoted");
+      assert.ok(promoted > 0, "B logged its promotion");
+      for (const name of ["big.bin", ...Array.from({ length: 2000 }, (_, i) => `many/f${i}.txt`)]) {
+        const at = log.indexOf(`materialized path=${name} `);
+        assert.ok(at >= 0 && at < promoted, `${name} was written before B became a voter`);
+      }
+      assert.deepEqual(await Deno.readFile(`${dirs[1]}/big.bin`), big);
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+      for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+    }
+  },
+});
