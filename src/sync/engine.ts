@@ -31,7 +31,12 @@ import {
 } from "./materializer.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
 import { objectsOfOps } from "./replicate.ts";
-import { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
+import {
+  isPrefetchable,
+  PREFETCH_MAX_FILE_BYTES,
+  PrefetchedObjects,
+  prefetchObjects,
+} from "./prefetch.ts";
 import { scanTree } from "./scanner.ts";
 import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
 import { type WatchBatch, Watcher } from "./watcher.ts";
@@ -107,6 +112,16 @@ const LARGE_FILE_CONCURRENCY = 2;
 /** Small files whose objects are fetched ahead together: at most this many, or bytes. */
 const PREFETCH_BATCH_FILES = 256;
 const PREFETCH_BATCH_BYTES = 32 << 20;
+
+/** Whether a committed entry is written in the background (see SyncEngine.#inflight). */
+function writtenInBackground(rec: IndexRecord): boolean {
+  return !rec.deleted && rec.kind === "file" && rec.size > PREFETCH_MAX_FILE_BYTES;
+}
+
+/** The paths an op touches. */
+function opPaths(op: FileOp): string[] {
+  return op.op === "rename" ? [op.from, op.to] : [op.path];
+}
 
 /** Split small files into prefetch batches bounded in count and bytes (memory). */
 function* prefetchBatches(records: IndexRecord[]): Generator<IndexRecord[]> {
@@ -191,6 +206,12 @@ export class SyncEngine {
   /** Large-file writes running now, and those waiting for a slot (LARGE_FILE_CONCURRENCY). */
   #largeRunning = 0;
   #largeWaiting: (() => void)[] = [];
+  /**
+   * Paths whose background write ended since the running pass began. Such a write records the
+   * file and its synced state while the pass reads them, so the pass may have seen one before
+   * the write and the other after: it leaves these paths to the next pass.
+   */
+  #endedDuringPass = new Set<string>();
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
@@ -283,6 +304,7 @@ export class SyncEngine {
   async #pass(): Promise<PassResult> {
     const { store, index, log } = this.deps;
     const started = performance.now();
+    this.#endedDuringPass.clear();
     if (this.#scanWanted || this.#changedPaths.size > 0) {
       // Reported paths only, unless something asked for the whole tree.
       const paths = this.#scanWanted ? undefined : [...this.#changedPaths];
@@ -297,11 +319,22 @@ export class SyncEngine {
     const committed = new Map<string, IndexRecord>();
     for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
     const plan = reconcile(local, synced, committed);
-    // Paths a background write of an earlier pass still owns wait for the pass after it.
-    const inflight = (path: string) => this.#inflight.has(path);
-    plan.materialize = plan.materialize.filter((r) => !inflight(r.path));
-    plan.conflicts = plan.conflicts.filter((c) => !inflight(c.path));
-    plan.adopt = plan.adopt.filter((path) => !inflight(path));
+    // Paths a background write still owns, or whose write ended while this pass read its
+    // views, wait for the next pass.
+    const busy = (path: string) => this.#inflight.has(path) || this.#endedDuringPass.has(path);
+    const before = plan.materialize.length + plan.conflicts.length + plan.uploadWaves.flat().length;
+    plan.materialize = plan.materialize.filter((r) => !busy(r.path));
+    plan.conflicts = plan.conflicts.filter((c) => !busy(c.path));
+    plan.adopt = plan.adopt.filter((path) => !busy(path));
+    plan.uploadWaves = plan.uploadWaves
+      .map((wave) => wave.filter((op) => !opPaths(op).some(busy)))
+      .filter((wave) => wave.length > 0);
+    if (
+      this.#endedDuringPass.size > 0 &&
+      plan.materialize.length + plan.conflicts.length + plan.uploadWaves.flat().length < before
+    ) {
+      this.#again = true;
+    }
     const planned = performance.now();
     // Each path is written at most once per pass and nothing rescans meanwhile, so the
     // records loaded above are what the materializer would read again per file.
@@ -356,12 +389,22 @@ export class SyncEngine {
     // fetched ahead a batch at a time and they are written several at once; larger files go
     // alongside, fewer at once.
     const small = phases.concurrent.filter(isPrefetchable);
-    const large = phases.concurrent.filter((r) => !isPrefetchable(r));
+    const large = phases.concurrent.filter(writtenInBackground);
+    const others = phases.concurrent.filter((r) => !isPrefetchable(r) && !writtenInBackground(r));
     // A tombstone of this pass may be the old path of a renamed large file, whose chunks the
     // new path reads from it: then this pass waits for its large files before deleting.
-    const largeDone = large.map((rec) => this.#writeInBackground(rec, knownOf(rec.path)));
+    let largeFailed = 0;
+    const largeDone = large.map((rec) =>
+      this.#writeInBackground(rec, knownOf(rec.path)).then((ok) => {
+        if (!ok) {
+          largeFailed++;
+          pendingDownBytes += rec.size;
+        }
+      })
+    );
     if (phases.last.length > 0) await Promise.all(largeDone);
     await Promise.all([
+      mapLimit(others, MATERIALIZE_CONCURRENCY, write),
       (async () => {
         // The next batch's objects are fetched while this one is written (two batches held).
         const batches = [...prefetchBatches(small)];
@@ -386,7 +429,8 @@ export class SyncEngine {
       })(),
     ]);
     for (const rec of phases.last) await write(rec);
-    pendingDown += this.#inflight.size;
+    // Large files still being written, and those of this pass that failed, are pending.
+    pendingDown += this.#inflight.size + largeFailed;
     pendingDownBytes += this.#inflightBytes();
     const written = performance.now();
     const { uploaded, pending, pendingBytes } = await this.#upload(
@@ -433,25 +477,31 @@ export class SyncEngine {
   #writeInBackground(
     rec: IndexRecord,
     known: { local: LocalFileRecord | null; synced: SyncedRecord | null },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const done = (async () => {
+      // A slot is handed from a finished write straight to the next, so at most
+      // LARGE_FILE_CONCURRENCY run.
       if (this.#largeRunning >= LARGE_FILE_CONCURRENCY) {
         await new Promise<void>((resolve) => this.#largeWaiting.push(resolve));
-      }
-      this.#largeRunning++;
+      } else this.#largeRunning++;
       let written = false;
       try {
         if (!this.#stopped) written = await this.#write(rec, null, undefined, known);
       } finally {
-        this.#largeRunning--;
-        this.#largeWaiting.shift()?.();
+        const next = this.#largeWaiting.shift();
+        if (next) next();
+        else this.#largeRunning--;
         this.#inflight.delete(rec.path);
-        // A newer version may have been committed meanwhile: plan again. A write that failed
-        // waits for the next trigger, as in a pass (#write asked for a rescan if needed).
-        if (written) this.request({ scan: false });
+        this.#endedDuringPass.add(rec.path);
+        // The next pass looks at the path again: an edit made here during the write, or a
+        // newer committed version. A write that failed for want of a peer waits for the next
+        // trigger, as in a pass; one refused for a local change asked for a scan.
+        this.#changedPaths.add(rec.path);
+        if (written || this.#scanWanted) this.request({ scan: false });
       }
+      return written;
     })();
-    this.#inflight.set(rec.path, { size: rec.size, done });
+    this.#inflight.set(rec.path, { size: rec.size, done: done.then(() => {}) });
     return done;
   }
 

@@ -209,15 +209,9 @@ const DEFAULT_WINDOW_CHUNKS = 4096;
 const PREFETCH_TREE_BYTES = 16 << 20;
 const OPEN_FILES = 16;
 
-/**
- * lstat, or null if nothing is there. Metadata calls in this module are synchronous: for the
- * thousands of small files of an initial sync their cost is per-call overhead, and a sync
- * lstat costs a fraction of an async one (the scanner's walk does the same). File data and
- * fsyncs stay asynchronous.
- */
-function lstatOrNull(abs: string): Deno.FileInfo | null {
+async function lstatOrNull(abs: string): Promise<Deno.FileInfo | null> {
   try {
-    return Deno.lstatSync(abs);
+    return await Deno.lstat(abs);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
     throw e;
@@ -259,7 +253,7 @@ export async function checkAncestors(
 ): Promise<boolean> {
   for (const a of ancestors(path)) {
     const abs = `${root}/${a}`;
-    let info = lstatOrNull(abs);
+    let info = await lstatOrNull(abs);
     if (info === null) {
       if (!create) return false;
       try {
@@ -267,7 +261,7 @@ export async function checkAncestors(
       } catch (e) {
         if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
       }
-      info = Deno.lstatSync(abs);
+      info = await Deno.lstat(abs);
     }
     if (info.isSymlink) throw new UnsafePathError(path, a, "symlink");
     if (!info.isDirectory) throw new UnsafePathError(path, a, "not-a-directory");
@@ -276,9 +270,9 @@ export async function checkAncestors(
 }
 
 /** The parent directory must resolve to itself: no symlink anywhere on the way. */
-function checkRealParent(root: string, path: string): void {
+async function checkRealParent(root: string, path: string): Promise<void> {
   const parentAbs = parentOf(`${root}/${path}`);
-  const real = Deno.realPathSync(parentAbs);
+  const real = await Deno.realPath(parentAbs);
   if (real !== parentAbs) {
     const rel = parentAbs.slice(root.length + 1) || ".";
     throw new UnsafePathError(path, rel, "outside-root");
@@ -312,11 +306,11 @@ async function protection(
 }
 
 /** The record the scanner would make for the entry now at `abs` (content root given). */
-function localRecordOf(abs: string, root: Hash): LocalFileRecord {
-  const info = Deno.lstatSync(abs);
+async function localRecordOf(abs: string, root: Hash): Promise<LocalFileRecord> {
+  const info = await Deno.lstat(abs);
   const f = statFields(info);
   if (info.isSymlink) {
-    const target = Deno.readLinkSync(abs);
+    const target = await Deno.readLink(abs);
     return { kind: "symlink", ...f, size: new TextEncoder().encode(target).length, root, target };
   }
   if (info.isDirectory) return { kind: "dir", ...f, size: 0, root: EMPTY_FILE_ROOT };
@@ -687,7 +681,7 @@ async function copyThenVerify(
   file: Deno.FsFile,
   previous: Map<string, number>,
 ): Promise<Set<number> | null> {
-  const before = lstatOrNull(abs);
+  const before = await lstatOrNull(abs);
   if (before === null || !before.isFile) return null;
   // Without range copies, the whole file is copied while the new tree is walked.
   const wholeCopy = canCopyRanges()
@@ -717,18 +711,23 @@ async function copyThenVerify(
   if (run.length > 0) runs.push(run);
   const verified = new Set<number>();
   const checked = verifyRuns(abs, runs, verified).catch(() => verified.clear());
-  let inPlace: Set<Reused[]>;
-  if (wholeCopy === null) {
-    inPlace = await copySpans(abs, tmpAbs, runs);
-  } else if (await wholeCopy) {
-    inPlace = new Set(runs.filter((r) => r[0].offset === r[0].oldOffset));
-  } else {
-    await checked;
-    await file.truncate(0);
-    return null;
+  let inPlace = wholeCopy === null ? await copySpans(abs, tmpAbs, runs) : null;
+  if (inPlace !== null && inPlace.size === 0 && runs.length > 0) {
+    // The kernel refused every range copy (a file system without it, a sandbox): copy the
+    // whole file instead, which places at least the chunks that did not move.
+    inPlace = null;
+  }
+  if (inPlace === null) {
+    if (await (wholeCopy ?? Deno.copyFile(abs, tmpAbs).then(() => true, () => false))) {
+      inPlace = new Set(runs.filter((r) => r[0].offset === r[0].oldOffset));
+    } else {
+      await checked;
+      await file.truncate(0);
+      return null;
+    }
   }
   await checked;
-  const after = lstatOrNull(abs);
+  const after = await lstatOrNull(abs);
   const unchanged = after !== null && sameStat(before, after) &&
     before.ctime?.getTime() === after.ctime?.getTime();
   if (!unchanged) return new Set(); // the copy may hold other bytes: write every chunk
@@ -773,7 +772,15 @@ async function copySpans(abs: string, tmpAbs: string, runs: Reused[][]): Promise
  */
 async function verifyRuns(abs: string, runs: Reused[][], verified: Set<number>): Promise<void> {
   if (runs.length === 0) return;
-  const handles = [await Deno.open(abs, { read: true }), await Deno.open(abs, { read: true })];
+  const first = await Deno.open(abs, { read: true });
+  let second: Deno.FsFile;
+  try {
+    second = await Deno.open(abs, { read: true });
+  } catch (e) {
+    first.close();
+    throw e;
+  }
+  const handles = [first, second];
   let next: Promise<Uint8Array | null> = Promise.resolve(null);
   try {
     const read = (i: number) => {
@@ -963,7 +970,7 @@ export async function materialize(
   const result: MaterializeResult = { status: "unchanged", bytesFetched: 0, chunksFetched: 0 };
   const abs = `${store.root}/${path}`;
   const reachable = await checkAncestors(store.root, path, !record.deleted);
-  const current = reachable ? lstatOrNull(abs) : null;
+  const current = reachable ? await lstatOrNull(abs) : null;
   const local = opts.known ? opts.known.local : await store.files.get(path);
   const synced = opts.known ? opts.known.synced : await new SyncedState(store.kv).get(path);
 
@@ -986,7 +993,7 @@ export async function materialize(
     }
     const refused = await guard();
     if (refused) return refused;
-    checkRealParent(store.root, path);
+    await checkRealParent(store.root, path);
     const release = await preserveOld(store, path, current, local, null, opts);
     try {
       opts.onWrite?.(path, { kind: "absent" });
@@ -1028,7 +1035,7 @@ export async function materialize(
       store,
       record,
       local,
-      localRecordOf(abs, local.root),
+      await localRecordOf(abs, local.root),
       null,
       opts.group,
     );
@@ -1047,7 +1054,7 @@ export async function materialize(
       if (record.target === undefined) throw new MaterializeError(path, "symlink without target");
       await Deno.symlink(record.target, tmpAbs);
     } else {
-      const file = Deno.openSync(tmpAbs, {
+      const file = await Deno.open(tmpAbs, {
         read: true,
         write: true,
         createNew: true,
@@ -1077,8 +1084,8 @@ export async function materialize(
         } else if (record.size !== 0) {
           throw new MaterializeError(path, `empty file tree but size ${record.size}`);
         }
-        Deno.chmodSync(tmpAbs, record.mode);
-        file.utimeSync(new Date(), new Date(record.mtime));
+        await Deno.chmod(tmpAbs, record.mode);
+        await file.utime(new Date(), new Date(record.mtime));
         // The old version's chunks are kept while the new file is flushed: both only have to
         // be durable before the rename.
         const syncing = file.sync();
@@ -1098,9 +1105,9 @@ export async function materialize(
       release = await preserveOld(store, path, current, local, null, opts);
     }
     // The disk may have changed while the content was assembled: look again.
-    const again = lstatOrNull(abs);
+    const again = await lstatOrNull(abs);
     if (!sameStat(current, again)) return refuse("changed while the new version was written");
-    checkRealParent(store.root, path);
+    await checkRealParent(store.root, path);
     if (again?.isDirectory) {
       try {
         await Deno.remove(abs);
@@ -1114,7 +1121,7 @@ export async function materialize(
         ? { kind: "symlink", target: record.target }
         : { kind: "file", size: record.size, mtime: record.mtime },
     );
-    Deno.renameSync(tmpAbs, abs);
+    await Deno.rename(tmpAbs, abs);
     renamed = true;
     if (opts.group) opts.group.syncDirLater(dirAbs);
     else await syncDir(dirAbs);
@@ -1126,7 +1133,7 @@ export async function materialize(
     store,
     record,
     local,
-    localRecordOf(abs, record.root),
+    await localRecordOf(abs, record.root),
     previous,
     opts.group,
   );
@@ -1173,7 +1180,7 @@ async function materializeDir(
   const abs = `${store.root}/${record.path}`;
   const result: MaterializeResult = { status: "unchanged", bytesFetched: 0, chunksFetched: 0 };
   let touched = false;
-  checkRealParent(store.root, record.path);
+  await checkRealParent(store.root, record.path);
   if (current && !current.isDirectory) {
     const refused = await guard();
     if (refused) return refused;
@@ -1198,7 +1205,7 @@ async function materializeDir(
     touched = true;
   }
   if (touched) await syncDir(parentOf(abs));
-  await recordLocal(store, record, local, localRecordOf(abs, EMPTY_FILE_ROOT));
+  await recordLocal(store, record, local, await localRecordOf(abs, EMPTY_FILE_ROOT));
   return { ...result, status: touched ? "written" : "unchanged" };
 }
 
@@ -1219,12 +1226,12 @@ export async function keepConflictCopy(
   validatePath(path);
   await checkAncestors(store.root, path, false);
   const copy = await uniqueConflictCopyName(path, nodeName, time, async (candidate) => {
-    if ((lstatOrNull(`${store.root}/${candidate}`)) !== null) return true;
+    if ((await lstatOrNull(`${store.root}/${candidate}`)) !== null) return true;
     return exists ? await exists(candidate) : false;
   });
   validatePath(copy);
   const abs = `${store.root}/${path}`;
-  checkRealParent(store.root, path);
+  await checkRealParent(store.root, path);
   await Deno.rename(abs, `${store.root}/${copy}`);
   await syncDir(parentOf(abs));
   return copy;

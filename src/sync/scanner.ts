@@ -109,6 +109,16 @@ function unchanged(
     prev.mtime < lastScanStart;
 }
 
+/** Whether `path` is one of `roots` or below one of them. */
+function underAny(path: string, roots: ReadonlySet<string>): boolean {
+  for (let p = path; p !== "";) {
+    if (roots.has(p)) return true;
+    const cut = p.lastIndexOf("/");
+    p = cut < 0 ? "" : p.slice(0, cut);
+  }
+  return false;
+}
+
 /** Whether a reported path can be scanned on its own (else the scan covers the whole tree). */
 function targetable(path: string): boolean {
   if (path === "" || path === ".") return false;
@@ -143,9 +153,8 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   const records = new Map<string, LocalFileRecord>();
   if (only !== null) {
     // Everything outside the listed paths stays as the last scan left it.
-    const listed = [...only];
-    const inListed = (path: string) => listed.some((p) => path === p || path.startsWith(`${p}/`));
-    for (const [path, rec] of previous) if (!inListed(path)) records.set(path, rec);
+    const listed = new Set(only);
+    for (const [path, rec] of previous) if (!underAny(path, listed)) records.set(path, rec);
   }
   const toHash: WalkEntry[] = [];
   for (const e of entries) {
@@ -251,11 +260,15 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     pool.close();
   }
 
-  // A file that could not be read this time keeps its previous record, so one unreadable
-  // file does not look like a deletion.
-  for (const p of problems) {
-    const prev = previous.get(p.path);
-    if (prev && !records.has(p.path)) records.set(p.path, prev);
+  // A file that could not be read this time keeps its previous record, and so does everything
+  // below a directory that could not be read: one unreadable entry does not look like a
+  // deletion, which would be committed and carried out on every node.
+  const troubled = new Set(problems.map((p) => p.path));
+  if (troubled.size > 0) {
+    for (const [path, prev] of previous) {
+      if (records.has(path)) continue;
+      if (troubled.has(".") || underAny(path, troubled)) records.set(path, prev);
+    }
   }
   let removed = 0;
   for (const [path, prev] of previous) {

@@ -67,73 +67,98 @@ export async function* walkTree(
  * The entries at and below each of `paths` (relative, as a watcher reports them; they may no
  * longer exist), as walkTree would report them: the ignore rules of every ancestor apply, and
  * a path below an ignored directory, a symlink or a non-directory is not in the tree. A path
- * that is not in the tree yields nothing (its old records are the caller's to drop). Paths
- * under another listed path are walked once.
+ * that is not in the tree yields nothing (its old records are the caller's to drop); one that
+ * cannot be looked at (permissions) is a problem reported for that path, so its records are
+ * kept. Paths under another listed path are walked once, with it. The directory holding each
+ * path is reported too (its own entry only), since an entry created or removed in it changed
+ * its mtime.
  */
 export async function* walkPaths(
   root: string,
   paths: readonly string[],
   problems: WalkProblem[],
 ): AsyncGenerator<WalkEntry> {
-  const rulesOf = new Map<string, IgnoreRules | null>();
-  /** The rules in force in directory `dir`, or null if `dir` is not a directory of the tree. */
-  const dirRules = async (dir: string): Promise<IgnoreRules | null> => {
-    const known = rulesOf.get(dir);
-    if (known !== undefined) return known;
-    if (dir === "") {
-      const top = IgnoreRules.root().child("", await readIgnoreFile(`${root}/${IGNORE_FILE_NAME}`));
-      rulesOf.set("", top);
-      return top;
+  /**
+   * lstat of a path, null if it is not there. Any other failure (permission) is a problem
+   * for `reportAs`, so the caller keeps what it knew there rather than taking it for gone.
+   */
+  const look = (rel: string, reportAs: string): Deno.FileInfo | null | "failed" => {
+    try {
+      return Deno.lstatSync(`${root}/${rel}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
+      problems.push({ path: reportAs, message: `cannot stat ${rel}: ${(e as Error).message}` });
+      return "failed";
     }
-    const cut = dir.lastIndexOf("/");
-    const parent = await dirRules(cut < 0 ? "" : dir.slice(0, cut));
-    let rules: IgnoreRules | null = null;
-    if (parent !== null) {
-      const info = lstatOrNull(`${root}/${dir}`);
-      if (info !== null && info.isDirectory && !parent.ignores(dir, true)) {
-        try {
-          rules = parent.child(dir, await readIgnoreFile(`${root}/${dir}/${IGNORE_FILE_NAME}`));
-        } catch (e) {
-          problems.push({ path: dir, message: `cannot read directory: ${(e as Error).message}` });
+  };
+  const rulesOf = new Map<string, IgnoreRules | null | "failed">();
+  /**
+   * The rules in force in directory `dir`: null if `dir` is not a directory of the tree,
+   * "failed" if that could not be told (a problem is recorded for `reportAs`).
+   */
+  const dirRules = async (
+    dir: string,
+    reportAs: string,
+  ): Promise<IgnoreRules | null | "failed"> => {
+    const known = rulesOf.get(dir);
+    if (known !== undefined) {
+      if (known === "failed") problems.push({ path: reportAs, message: `cannot read ${dir}` });
+      return known;
+    }
+    let rules: IgnoreRules | null | "failed" = null;
+    try {
+      if (dir === "") {
+        rules = IgnoreRules.root().child("", await readIgnoreFile(`${root}/${IGNORE_FILE_NAME}`));
+      } else {
+        const cut = dir.lastIndexOf("/");
+        const parent = await dirRules(cut < 0 ? "" : dir.slice(0, cut), reportAs);
+        if (parent === "failed") rules = "failed";
+        else if (parent !== null) {
+          const info = look(dir, reportAs);
+          if (info === "failed") rules = "failed";
+          else if (info !== null && info.isDirectory && !parent.ignores(dir, true)) {
+            rules = parent.child(dir, await readIgnoreFile(`${root}/${dir}/${IGNORE_FILE_NAME}`));
+          }
         }
       }
+    } catch (e) {
+      problems.push({
+        path: reportAs,
+        message: `cannot read ${dir || "."}: ${(e as Error).message}`,
+      });
+      rules = "failed";
     }
     rulesOf.set(dir, rules);
     return rules;
   };
-  const sorted = [...new Set(paths)].sort();
-  const walked: string[] = [];
+  const listed = new Set(paths);
+  /** Whether a listed path is `path` or one of its ancestors (its walk covers `path`). */
+  const covered = (path: string) => {
+    for (let p = path; p !== ""; p = p.slice(0, Math.max(0, p.lastIndexOf("/")))) {
+      if (listed.has(p)) return p;
+    }
+    return null;
+  };
   const parents = new Set<string>();
-  for (const path of sorted) {
-    const prev = walked.at(-1);
-    if (prev !== undefined && path.startsWith(`${prev}/`)) continue; // walked with `prev`
-    walked.push(path);
+  for (const path of [...listed].sort()) {
     const cut = path.lastIndexOf("/");
-    const name = path.slice(cut + 1);
-    if (isTempName(name)) continue;
     const parent = cut < 0 ? "" : path.slice(0, cut);
-    const rules = await dirRules(parent);
-    if (rules === null) continue;
+    if (parent !== "" && covered(parent) !== null) continue; // walked with an ancestor
+    if (isTempName(path.slice(cut + 1))) continue;
+    const rules = await dirRules(parent, path);
+    if (rules === null || rules === "failed") continue;
     if (parent !== "") parents.add(parent);
-    yield* walkEntry(root, path, lstatOrNull(`${root}/${path}`), rules, problems);
+    const info = look(path, path);
+    if (info !== "failed") yield* walkEntry(root, path, info, rules, problems);
   }
   // An entry created or removed changes its directory's mtime: those directories are
   // reported as they are now (not descended into), unless walked above.
-  const isWalked = (dir: string) => walked.some((w) => dir === w || dir.startsWith(`${w}/`));
   for (const dir of [...parents].sort()) {
-    if (isWalked(dir)) continue;
-    const info = lstatOrNull(`${root}/${dir}`);
-    if (info !== null && info.isDirectory) {
+    if (covered(dir) !== null) continue;
+    const info = look(dir, dir);
+    if (info !== null && info !== "failed" && info.isDirectory) {
       yield { path: dir, kind: "dir", ...statFields(info), size: 0 };
     }
-  }
-}
-
-function lstatOrNull(abs: string): Deno.FileInfo | null {
-  try {
-    return Deno.lstatSync(abs);
-  } catch {
-    return null;
   }
 }
 

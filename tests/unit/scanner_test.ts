@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { sha256, toHex } from "../../src/chunk/mod.ts";
 import { walkDirTree, walkFileChunks } from "../../src/merkle/mod.ts";
 import { LocalStore, StaleLocationError } from "../../src/store/mod.ts";
-import { hashFile, HashFileError, scanTree } from "../../src/sync/mod.ts";
+import { hashFile, HashFileError, scanTree, walkPaths } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
 const bytesOf = seededBytes;
@@ -346,5 +346,23 @@ Deno.test("scan: a partial scan of reported paths gives the full scan's records,
     await store.close();
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(other, { recursive: true });
+  }
+});
+
+Deno.test("walkPaths: each entry once, whatever the order of the paths; missing ones yield nothing", async () => {
+  const dir = await tempTree({ "a/sub/x": "x", "a/y": "y", "a.txt": "t", "a-b/z": "z" });
+  try {
+    const problems: { path: string; message: string }[] = [];
+    const seen: string[] = [];
+    const reported = ["a/sub/x", "a-b/z", "a.txt", "a", "gone/file", "a/sub", "a-b"];
+    for await (const e of walkPaths(dir, reported, problems)) seen.push(e.path);
+    assert.deepEqual(problems, []);
+    assert.deepEqual(seen.slice().sort(), [...new Set(seen)].sort(), `twice: ${seen}`);
+    assert.deepEqual(
+      seen.slice().sort(),
+      ["a", "a-b", "a-b/z", "a.txt", "a/sub", "a/sub/x", "a/y"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
