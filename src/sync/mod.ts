@@ -5,7 +5,7 @@
 export { type ScanOptions, type ScanProgress, type ScanResult, scanTree } from "./scanner.ts";
 export { type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
 export { IGNORE_FILE_NAME, IgnoreRules } from "./ignore_rules.ts";
-export { type WalkEntry, type WalkProblem, walkPaths, walkTree } from "./walk.ts";
+export { type WalkEntry, walkPaths, type WalkProblem, walkTree } from "./walk.ts";
 export { createSnapshot, diffSnapshots } from "./snapshot_ops.ts";
 export { ChannelRaftTransport } from "./raft_transport.ts";
 export { inviteSecret, inviteTerms, makeInvite, newInviteId, resolveInvite } from "./invites.ts";
