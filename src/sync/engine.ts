@@ -493,10 +493,12 @@ export class SyncEngine {
         else this.#largeRunning--;
         this.#inflight.delete(rec.path);
         this.#endedDuringPass.add(rec.path);
-        // The next pass looks at the path again: an edit made here during the write, or a
-        // newer committed version. A write that failed for want of a peer waits for the next
-        // trigger, as in a pass; one refused for a local change asked for a scan.
-        this.#changedPaths.add(rec.path);
+        // A newer version may have been committed meanwhile: plan again. An edit made here
+        // during the write makes the materializer refuse (it looks at the old file again just
+        // before the rename), which asks for a full scan: plan then too. A write that failed for
+        // want of a peer waits for the next trigger, as in a pass. (Scanning the path after a
+        // successful write would re-read the whole new file: its mtime is recent, so the
+        // racy-file rule does not trust its record yet.)
         if (written || this.#scanWanted) this.request({ scan: false });
       }
       return written;
