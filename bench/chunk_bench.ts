@@ -23,6 +23,7 @@ import {
   DEFAULT_CHUNKER_OPTIONS,
   rechunkStream,
 } from "../src/chunk/mod.ts";
+import { sequentialReader } from "../tests/helpers/bytes.ts";
 
 /** Read size for the streaming contenders. */
 const READ_SIZE = 1 << 20;
@@ -73,18 +74,6 @@ function* reads(data: Uint8Array): Generator<Uint8Array> {
 /** One contender: consumes the whole buffer and returns how many chunks it made. */
 type Contender = { name: string; run: (data: Uint8Array) => Promise<number> | number };
 
-/** A sequential reader over `data`, 1 MiB per call at most (as a file read). */
-function readerOf(data: Uint8Array): (into: Uint8Array) => Promise<number | null> {
-  let pos = 0;
-  return (into) => {
-    if (pos >= data.length) return Promise.resolve(null);
-    const n = Math.min(READ_SIZE, into.length, data.length - pos);
-    into.set(data.subarray(pos, pos + n));
-    pos += n;
-    return Promise.resolve(n);
-  };
-}
-
 /** The buffer edited as the sync benchmark edits its large file, and its original chunks. */
 interface Edits {
   previous: Chunk[];
@@ -107,7 +96,7 @@ function makeEdits(data: Uint8Array): Edits {
 
 async function rechunkCount(data: Uint8Array, previous: Chunk[]): Promise<number> {
   let chunks = 0;
-  for await (const _ of rechunkStream(readerOf(data), previous)) chunks++;
+  for await (const _ of rechunkStream(sequentialReader(data, READ_SIZE), previous)) chunks++;
   return chunks;
 }
 
@@ -171,7 +160,9 @@ function contenders(wasm: RabinWasm, edits: Edits): Contender[] {
 async function checkGuided(edits: Edits): Promise<void> {
   for (const edited of [edits.overwritten, edits.inserted]) {
     const guided: Chunk[] = [];
-    for await (const c of rechunkStream(readerOf(edited), edits.previous)) guided.push(c);
+    for await (const c of rechunkStream(sequentialReader(edited, READ_SIZE), edits.previous)) {
+      guided.push(c);
+    }
     const full = chunkBuffer(edited);
     const same = guided.length === full.length &&
       guided.every((c, i) =>

@@ -4,8 +4,7 @@
  * and the materializer assembles and records a new version from the previous one without a
  * locator lookup per chunk.
  */
-import { type Chunk, hashKey } from "../chunk/mod.ts";
-import type { Hash } from "../chunk/mod.ts";
+import { type Chunk, type Hash, hashKey } from "../chunk/mod.ts";
 import { type NodeSource, walkFileChunks } from "../merkle/mod.ts";
 
 /** Most chunks of one file tracked at once (bounds memory: about a 16 GiB file). */

@@ -64,9 +64,7 @@ export async function prefetchObjects(
   const out = new PrefetchedObjects();
   const preferred = [...new Set(records.map((r) => r.origin).filter((o) => o))];
   // Every lookup of a step is asked at once: the store reads them in batched KV operations.
-  const held = (h: Hash) =>
-    store.packs.hasPending(h) ||
-    store.whereIs(h).then((w) => w.location !== null || w.packed !== null);
+  const held = (h: Hash) => store.holds(h);
   const distinctRoots = [...new Map(records.map((r) => [hashKey(r.root), r.root])).values()];
   const rootHeld = await Promise.all(distinctRoots.map(held));
   const roots = distinctRoots.filter((_, i) => !rootHeld[i]);

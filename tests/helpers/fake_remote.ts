@@ -39,8 +39,9 @@ export class FakeRemote implements MaterializeSources {
     await this.during?.();
     for (const h of hashes) {
       // Chunks from the tree; Merkle nodes (a tree fetched ahead) from the packs.
-      const bytes = ((await this.store.locator.read(h)) ?? (await this.store.packs.get(h)))
-        .slice();
+      const held = await this.store.readObject(h);
+      if (held === null) throw new Error(`the remote does not hold ${h}`);
+      const bytes = held.slice();
       this.chunksServed++;
       if (this.corrupt) bytes[0] ^= 1;
       await onChunk(h, bytes);

@@ -10,25 +10,14 @@ import {
   type SequentialRead,
 } from "../../src/chunk/mod.ts";
 import { rng as makeRng } from "../helpers/fsm.ts";
+import { sequentialReader } from "../helpers/bytes.ts";
 
 /** Small chunks so a few hundred KiB hold hundreds of them. */
 const OPTS = { minSize: 256, avgSize: 1024, maxSize: 4096 };
 
-/** A sequential reader over `data` that returns at most `step` bytes per call. */
-function reader(data: Uint8Array, step: number): SequentialRead {
-  let pos = 0;
-  return (into) => {
-    if (pos >= data.length) return Promise.resolve(null);
-    const n = Math.min(step, into.length, data.length - pos);
-    into.set(data.subarray(pos, pos + n));
-    pos += n;
-    return Promise.resolve(n);
-  };
-}
-
 async function rechunk(data: Uint8Array, previous: Chunk[], step = 1 << 20): Promise<Chunk[]> {
   const out: Chunk[] = [];
-  for await (const c of rechunkStream(reader(data, step), previous, OPTS)) out.push(c);
+  for await (const c of rechunkStream(sequentialReader(data, step), previous, OPTS)) out.push(c);
   return out;
 }
 
@@ -120,6 +109,6 @@ Deno.test("rechunkStream: default options on a few MiB, one insert", async () =>
   const after = concat(before.subarray(0, 3_000_000), new Uint8Array([1]), before.subarray(3e6));
   const previous = chunkBuffer(before);
   const got: Chunk[] = [];
-  for await (const c of rechunkStream(reader(after, 1 << 20), previous)) got.push(c);
+  for await (const c of rechunkStream(sequentialReader(after, 1 << 20), previous)) got.push(c);
   assert.deepEqual(got, chunkBuffer(after));
 });

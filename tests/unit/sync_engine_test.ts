@@ -33,9 +33,7 @@ class GatedRemote implements RemoteObjects {
         this.waiting++;
         await this.#gate;
       }
-      const store = this.remote.store;
-      const bytes = await store.locator.read(h).catch(() => null) ??
-        await store.packs.get(h).catch(() => null);
+      const bytes = await this.remote.store.readObject(h);
       if (bytes === null) missing.push(h);
       else await onObject(h, bytes.slice());
     }
