@@ -321,20 +321,20 @@ export class SyncEngine {
     const plan = reconcile(local, synced, committed);
     // Paths a background write still owns, or whose write ended while this pass read its
     // views, wait for the next pass.
-    const busy = (path: string) => this.#inflight.has(path) || this.#endedDuringPass.has(path);
-    const before = plan.materialize.length + plan.conflicts.length + plan.uploadWaves.flat().length;
+    const raced = (path: string) => this.#endedDuringPass.has(path);
+    const busy = (path: string) => this.#inflight.has(path) || raced(path);
+    const plannedPaths = [
+      ...plan.materialize.map((r) => r.path),
+      ...plan.conflicts.map((c) => c.path),
+      ...plan.uploadWaves.flat().flatMap(opPaths),
+    ];
+    if (plannedPaths.some(raced)) this.#again = true; // planned again at once, from fresh views
     plan.materialize = plan.materialize.filter((r) => !busy(r.path));
     plan.conflicts = plan.conflicts.filter((c) => !busy(c.path));
     plan.adopt = plan.adopt.filter((path) => !busy(path));
     plan.uploadWaves = plan.uploadWaves
       .map((wave) => wave.filter((op) => !opPaths(op).some(busy)))
       .filter((wave) => wave.length > 0);
-    if (
-      this.#endedDuringPass.size > 0 &&
-      plan.materialize.length + plan.conflicts.length + plan.uploadWaves.flat().length < before
-    ) {
-      this.#again = true;
-    }
     const planned = performance.now();
     // Each path is written at most once per pass and nothing rescans meanwhile, so the
     // records loaded above are what the materializer would read again per file.
