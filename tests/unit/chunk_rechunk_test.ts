@@ -3,12 +3,7 @@
  * previous list says: edits of every shape, reads of every size, lists that lie.
  */
 import assert from "node:assert/strict";
-import {
-  type Chunk,
-  chunkBuffer,
-  rechunkStream,
-  type SequentialRead,
-} from "../../src/chunk/mod.ts";
+import { type Chunk, chunkBuffer, rechunkStream } from "../../src/chunk/mod.ts";
 import { rng as makeRng } from "../helpers/fsm.ts";
 import { sequentialReader } from "../helpers/bytes.ts";
 
