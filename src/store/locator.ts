@@ -7,7 +7,7 @@
  */
 import { type Hash, hashEquals, sha256 } from "../chunk/hash.ts";
 import { StaleLocationError } from "./errors.ts";
-import { takeBuffer } from "../util/mod.ts";
+import { openPositional, type PositionalFile, takeBuffer } from "../util/mod.ts";
 import type { KvBatch } from "./kv_batch.ts";
 import { type ChunkLocation, chunkLocationKey, parseChunkLocation } from "./schema.ts";
 
@@ -93,9 +93,8 @@ const OPEN_FILES = 32;
 const OPEN_FILE_IDLE_MS = 5_000;
 
 interface OpenFile {
-  file: Deno.FsFile;
-  /** seek + read pairs on one handle must not interleave: they run one after another. */
-  queue: Promise<unknown>;
+  /** Read at offsets (pread): any number of reads may share the handle at once. */
+  file: PositionalFile;
   lastUse: number;
 }
 
@@ -117,9 +116,9 @@ class OpenFiles {
   ): Promise<Uint8Array> {
     let entry = useCache ? this.#open.get(abs) : undefined;
     if (!entry) {
-      let file: Deno.FsFile;
+      let file: PositionalFile;
       try {
-        file = await Deno.open(abs, { read: true });
+        file = await openPositional(abs);
       } catch (e) {
         throw new StaleLocationError(hash, loc.path, `cannot open: ${(e as Error).message}`);
       }
@@ -130,37 +129,28 @@ class OpenFiles {
         entry = raced;
       } else {
         if (raced) this.drop(abs, raced);
-        entry = { file, queue: Promise.resolve(), lastUse: Date.now() };
+        entry = { file, lastUse: Date.now() };
         this.#keep(abs, entry);
       }
     }
-    const e = entry;
-    e.lastUse = Date.now();
-    const run = e.queue.then(async () => {
-      // Pooled: an objects server gives it back once sent (see util/buffer_pool.ts).
-      const bytes = takeBuffer(loc.length);
-      await e.file.seek(loc.offset, Deno.SeekMode.Start);
-      let read = 0;
-      while (read < bytes.length) {
-        const n = await e.file.read(bytes.subarray(read));
-        if (n === null) throw new StaleLocationError(hash, loc.path, "file is shorter now");
-        read += n;
-      }
-      return bytes;
-    });
-    e.queue = run.catch(() => {});
-    return await run;
+    entry.lastUse = Date.now();
+    // Pooled: an objects server gives it back once sent (see util/buffer_pool.ts).
+    const bytes = takeBuffer(loc.length);
+    let whole: boolean;
+    try {
+      whole = await entry.file.readAt(loc.offset, bytes);
+    } catch (e) {
+      throw new StaleLocationError(hash, loc.path, `cannot read: ${(e as Error).message}`);
+    }
+    if (!whole) throw new StaleLocationError(hash, loc.path, "file is shorter now");
+    return bytes;
   }
 
-  /** Close the handle of `abs` (after the reads queued on it). */
+  /** Close the handle of `abs` (once the reads running on it are done). */
   drop(abs: string, entry: OpenFile | undefined = this.#open.get(abs)): void {
     if (!entry) return;
     if (this.#open.get(abs) === entry) this.#open.delete(abs);
-    entry.queue.finally(() => {
-      try {
-        entry.file.close();
-      } catch { /* already closed */ }
-    });
+    entry.file.close();
   }
 
   /** Close every handle. */

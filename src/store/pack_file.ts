@@ -6,7 +6,7 @@
 import { type Hash, HASH_LENGTH, hashEquals } from "../chunk/hash.ts";
 import { CorruptObjectError } from "./errors.ts";
 import type { ObjectLocation } from "./schema.ts";
-import { readAt } from "../util/mod.ts";
+import { type PositionalFile, readAt } from "../util/mod.ts";
 
 /** Bytes before each payload: length and hash. */
 export const RECORD_HEADER = 4 + HASH_LENGTH;
@@ -35,12 +35,12 @@ export interface PackedObject {
  * The payload is returned unhashed; callers hash it (one place, so it is never skipped).
  */
 export async function readRecord(
-  file: Deno.FsFile,
+  file: Pick<PositionalFile, "readAt">,
   hash: Hash,
   loc: ObjectLocation,
 ): Promise<Uint8Array> {
   const record = new Uint8Array(RECORD_HEADER + loc.length);
-  if (!(await readAt(file, loc.offset - RECORD_HEADER, record))) {
+  if (!(await file.readAt(loc.offset - RECORD_HEADER, record))) {
     throw new CorruptObjectError(hash, `pack ${packName(loc.pack)} truncated`);
   }
   const view = new DataView(record.buffer);

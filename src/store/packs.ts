@@ -16,7 +16,7 @@
  *
  * Every read re-hashes the bytes: a corrupt pack is reported, never served.
  */
-import { mapLimit } from "../util/mod.ts";
+import { mapLimit, openPositional, type PositionalFile } from "../util/mod.ts";
 import { assertHash, type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
 import { CorruptObjectError, MissingObjectError } from "./errors.ts";
 import { KvBatch } from "./kv_batch.ts";
@@ -147,9 +147,6 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Read handles (each with its own queue) per pack file. */
-const READ_LANES = 4;
-
 /** Content-addressed, append-only, verified object store. */
 export class PackStore {
   /** Objects accepted but not yet durable; readable already. */
@@ -157,10 +154,8 @@ export class PackStore {
   #pendingBytes = 0;
   /** Flushes, and compaction's index updates, run one at a time in this chain. */
   #flushing: Promise<void> = Promise.resolve();
-  /** Read handles, READ_LANES per pack, keyed "pack/lane"; each lane has its own queue. */
-  #readers = new Map<string, Deno.FsFile>();
-  #readQueues = new Map<string, Promise<void>>();
-  #nextLane = 0;
+  /** One read handle per pack (positional reads: any number run at once on it). */
+  #readers = new Map<number, Promise<PositionalFile>>();
   #packNo = 0;
   #packSize = 0;
   #backgroundError: unknown = undefined;
@@ -288,52 +283,33 @@ export class PackStore {
     return this.get(hash);
   }
 
-  /**
-   * A read is a seek then a read, so two on one handle would interleave and read each other's
-   * bytes: operations on a handle run one at a time, in its lane's queue. A pack has
-   * READ_LANES handles, taken in turn, so many small reads (a push of thousands of tiny
-   * objects) do not wait in single file behind each other.
-   */
-  #onLane<T>(lane: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#readQueues.get(lane) ?? Promise.resolve();
-    const run = previous.then(fn);
-    const settled = run.then(() => {}, () => {});
-    this.#readQueues.set(lane, settled);
-    settled.then(() => {
-      if (this.#readQueues.get(lane) === settled) this.#readQueues.delete(lane);
-    });
-    return run;
-  }
-
-  #readQueued(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
-    const lane = `${loc.pack}/${this.#nextLane++ % READ_LANES}`;
-    return this.#onLane(lane, async () => {
-      let file = this.#readers.get(lane);
-      if (!file) {
-        try {
-          file = await Deno.open(this.#path(loc.pack), { read: true });
-        } catch (e) {
-          throw new CorruptObjectError(hash, `pack ${packName(loc.pack)} unreadable: ${e}`);
-        }
-        this.#readers.set(lane, file);
-      }
-      return await readRecord(file, hash, loc);
-    });
+  async #readQueued(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
+    let opening = this.#readers.get(loc.pack);
+    if (!opening) {
+      opening = openPositional(this.#path(loc.pack));
+      this.#readers.set(loc.pack, opening);
+      // A failed open is not kept: the next read tries again (after a retry of the index).
+      opening.catch(() => {
+        if (this.#readers.get(loc.pack) === opening) this.#readers.delete(loc.pack);
+      });
+    }
+    let file: PositionalFile;
+    try {
+      file = await opening;
+    } catch (e) {
+      throw new CorruptObjectError(hash, `pack ${packName(loc.pack)} unreadable: ${e}`);
+    }
+    return await readRecord(file, hash, loc);
   }
 
   /**
-   * Close the handles of a deleted pack once the reads queued before now are done: they
-   * still read the unlinked file through them; reads queued later fail to open and retry.
+   * Close the handle of a deleted pack once the reads running on it are done: they still read
+   * the unlinked file; reads started later fail, and getIndexed retries them through the index.
    */
   async #dropReader(pack: number): Promise<void> {
-    await Promise.all(Array.from({ length: READ_LANES }, (_, i) => {
-      const lane = `${pack}/${i}`;
-      return this.#onLane(lane, () => {
-        this.#readers.get(lane)?.close();
-        this.#readers.delete(lane);
-        return Promise.resolve();
-      });
-    }));
+    const opening = this.#readers.get(pack);
+    this.#readers.delete(pack);
+    (await opening?.catch(() => null))?.close();
   }
 
   /** Make every accepted object durable: append, fsync the pack, then index it. */
@@ -610,7 +586,7 @@ export class PackStore {
     // 1. Copy the live objects forward through the flush path (fsync, then index).
     const copied: PackedObject[] = [];
     const corrupt: PackedObject[] = [];
-    const file = await Deno.open(path, { read: true });
+    const file = await openPositional(path);
     try {
       let unflushed = 0;
       for (const o of survey.live) {
@@ -698,8 +674,9 @@ export class PackStore {
     this.#closing.abort(new DOMException("the pack store is closing", "AbortError"));
     await this.#compacting;
     await this.flush();
-    for (const f of this.#readers.values()) f.close();
+    const readers = [...this.#readers.values()];
     this.#readers.clear();
+    for (const f of await Promise.all(readers.map((r) => r.catch(() => null)))) f?.close();
   }
 
   /** Total bytes in pack files (for disk-use reports). */

@@ -8,51 +8,14 @@
  * that refuses it), copyRange returns false and the caller copies the bytes itself.
  */
 
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32", nonblocking: true },
-  close: { parameters: ["i32"], result: "i32" },
-  copy_file_range: {
-    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
-    result: "isize",
-    nonblocking: true,
-  },
-} as const;
-
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-/** Linux open(2) flags. */
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_CLOEXEC = 0o2000000;
+import { cString, loadLibc as load, O_CLOEXEC, O_RDONLY, O_WRONLY } from "./libc.ts";
 
 /** Bytes asked of one copy_file_range call (it may copy fewer). */
 const STEP_BYTES = 1 << 30;
 
-let libc: Libc | null | undefined;
-
-function load(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux") return libc;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
-
 /** Whether copyRange can work here (Linux, FFI allowed, libc found). */
 export function canCopyRanges(): boolean {
   return load() !== null;
-}
-
-function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new TextEncoder().encode(s);
-  const out = new Uint8Array(bytes.length + 1);
-  out.set(bytes);
-  return out;
 }
 
 /**

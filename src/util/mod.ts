@@ -3,3 +3,4 @@ export { mapLimit } from "./concurrency.ts";
 export { giveBuffer, takeBuffer } from "./buffer_pool.ts";
 export { readAt, readBytesAt } from "./read_at.ts";
 export { canCopyRanges, copyRange } from "./copy_range.ts";
+export { openPositional, type PositionalFile } from "./positional_file.ts";

@@ -1,6 +1,6 @@
 /** Shared helpers: mapLimit and the buffer pool. */
 import assert from "node:assert/strict";
-import { copyRange, giveBuffer, mapLimit, takeBuffer } from "../../src/util/mod.ts";
+import { copyRange, giveBuffer, mapLimit, openPositional, takeBuffer } from "../../src/util/mod.ts";
 
 Deno.test("mapLimit: results in order, at most `limit` at once, first failure thrown", async () => {
   let running = 0;
@@ -67,3 +67,36 @@ Deno.test("copyRange: a kernel copy to another offset, extending the target; fal
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const ffi of [true, false]) {
+  Deno.test(`openPositional (${ffi ? "pread" : "seek and read"}): concurrent reads at offsets, short reads, deferred close`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "fs-pread-" });
+    try {
+      const data = new Uint8Array(1 << 20);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
+      await Deno.writeFile(`${dir}/f`, data);
+      const f = await openPositional(`${dir}/f`, { ffi });
+      // Many reads on one handle at once: none may see another's offset.
+      const offsets = Array.from({ length: 64 }, (_, i) => (i * 15_361) % (data.length - 4096));
+      const bufs = offsets.map(() => new Uint8Array(4096));
+      const whole = await Promise.all(offsets.map((o, i) => f.readAt(o, bufs[i])));
+      assert.ok(whole.every((w) => w));
+      offsets.forEach((o, i) => assert.deepEqual(bufs[i], data.subarray(o, o + 4096)));
+      // Past the end: false, with what there was read.
+      const tail = new Uint8Array(100);
+      assert.equal(await f.readAt(data.length - 10, tail), false);
+      assert.deepEqual(tail.subarray(0, 10), data.subarray(data.length - 10));
+      // A read started before close() completes; one started after fails.
+      const last = new Uint8Array(65_536);
+      const pending = f.readAt(1000, last);
+      f.close();
+      f.close(); // idempotent
+      assert.equal(await pending, true);
+      assert.deepEqual(last, data.subarray(1000, 1000 + 65_536));
+      await assert.rejects(() => f.readAt(0, new Uint8Array(1)));
+      await assert.rejects(() => openPositional(`${dir}/missing`, { ffi }), Deno.errors.NotFound);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

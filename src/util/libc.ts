@@ -1,0 +1,49 @@
+/**
+ * The few libc calls Deno has no API for, through Deno's FFI: copy_file_range(2) for kernel
+ * copies (copy_range.ts) and pread(2) for positional reads (positional_file.ts). Null where
+ * they cannot be had (not Linux, no FFI permission, no libc): callers then fall back to
+ * Deno's own file API.
+ */
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32", nonblocking: true },
+  close: { parameters: ["i32"], result: "i32" },
+  copy_file_range: {
+    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
+    result: "isize",
+    nonblocking: true,
+  },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+} as const;
+
+/** The loaded calls; `nonblocking` ones run on a worker thread and return promises. */
+export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** Linux open(2) flags. */
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_CLOEXEC = 0o2000000;
+
+let libc: Libc | null | undefined;
+
+/** libc's calls, loaded once; null where FFI or libc is not available. */
+export function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  libc = null;
+  if (Deno.build.os !== "linux") return libc;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
+    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+
+/** A NUL-terminated copy of a path, as C calls take it. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
