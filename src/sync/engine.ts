@@ -676,6 +676,7 @@ export class SyncEngine {
       nodes,
       // The object fetcher verifies every object, and prefetched ones came through it.
       verified: true,
+      inMemory: prefetched ? (hash) => prefetched.get(hash) : undefined,
       async fetchChunks(hashes, onChunk) {
         const rest: Hash[] = [];
         for (const h of hashes) {

@@ -75,6 +75,13 @@ export interface MaterializeSources {
    * fetcher verifies every object): not hashed a second time.
    */
   verified?: boolean;
+  /**
+   * A chunk already fetched into memory (a batch of small files fetched ahead), verified, or
+   * undefined. Such a chunk was fetched because this node held it nowhere: it is written as it
+   * is, without looking for a local copy first (a KV read per chunk, most of a small file's
+   * lookups).
+   */
+  inMemory?(hash: Hash): Uint8Array | undefined;
 }
 
 /** Options of one materialization. */
@@ -618,7 +625,18 @@ async function assemble(
   try {
     let window: { hash: Hash; offset: number; length: number }[] = [];
     const flushWindow = async () => {
-      const failed = await localChunks.copy(await localChunks.locate(window), file);
+      const elsewhere: typeof window = [];
+      for (const c of window) {
+        const bytes = sources.inMemory?.(c.hash);
+        if (bytes !== undefined && bytes.length === c.length) {
+          await writeAt(file, c.offset, bytes);
+          result.chunksFetched++;
+          result.bytesFetched += bytes.length;
+        } else elsewhere.push(c);
+      }
+      const failed = elsewhere.length === 0
+        ? []
+        : await localChunks.copy(await localChunks.locate(elsewhere), file);
       window = [];
       const missing = new Map<string, { hash: Hash; length: number; offsets: number[] }>();
       for (const c of failed) {

@@ -531,18 +531,27 @@ Deno.test("materialize: small files prefetched in two round trips, recorded in o
     const ahead = await prefetchObjects(store, objects, recs);
     assert.equal(calls, 2, "roots in one request, then their chunks in one");
     assert.ok(ahead.size >= 2 * files.length, "a node and at least one chunk per file");
-    // Written from what was prefetched: the remote is never asked again.
+    // Written from what was prefetched: the remote is never asked again, and the store is
+    // not searched for chunks fetched because it held them nowhere.
     const sources: MaterializeSources = {
       nodes: { getNode: (h) => Promise.resolve(ahead.get(h)!) },
-      async fetchChunks(hashes, onChunk) {
-        for (const h of hashes) await onChunk(h, ahead.get(h)!);
-      },
+      fetchChunks: () => Promise.reject(new Error("every chunk was prefetched")),
+      inMemory: (h) => ahead.get(h),
+    };
+    let lookups = 0;
+    const whereIs = store.whereIs.bind(store);
+    store.whereIs = (h) => {
+      lookups++;
+      return whereIs(h);
     };
     await Deno.mkdir(`${store.root}/s`);
     const group = new WriteGroup(store);
     for (const rec of recs) {
-      assert.equal((await materialize(store, rec, sources, { group })).status, "written");
+      const r = await materialize(store, rec, sources, { group });
+      assert.equal(r.status, "written");
+      assert.equal(r.bytesFetched, rec.size);
     }
+    assert.equal(lookups, 0);
     // Nothing is recorded until the group finishes; then everything is, and a rescan reads
     // nothing.
     assert.equal(await store.files.get("s/f0.bin"), null);
