@@ -14,10 +14,15 @@ const SYMBOLS = {
     nonblocking: true,
   },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+  // Synchronous, for RWF_NOWAIT reads only (bytes in the page cache, or nothing): glibc 2.26+.
+  preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize", optional: true },
 } as const;
 
 /** The loaded calls; `nonblocking` ones run on a worker thread and return promises. */
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** preadv2(2) flag: read only what the page cache holds, never wait for the disk. */
+export const RWF_NOWAIT = 0x8;
 
 /** Linux open(2) flags. */
 export const O_RDONLY = 0;

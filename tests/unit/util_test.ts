@@ -82,6 +82,12 @@ for (const ffi of [true, false]) {
       const whole = await Promise.all(offsets.map((o, i) => f.readAt(o, bufs[i])));
       assert.ok(whole.every((w) => w));
       offsets.forEach((o, i) => assert.deepEqual(bufs[i], data.subarray(o, o + 4096)));
+      // Into a view in the middle of a larger buffer: only the view is written.
+      const outer = new Uint8Array(10_000);
+      assert.equal(await f.readAt(500, outer.subarray(1000, 5000)), true);
+      assert.deepEqual(outer.subarray(1000, 5000), data.subarray(500, 4500));
+      assert.ok(outer.subarray(0, 1000).every((b) => b === 0));
+      assert.ok(outer.subarray(5000).every((b) => b === 0));
       // Past the end: false, with what there was read.
       const tail = new Uint8Array(100);
       assert.equal(await f.readAt(data.length - 10, tail), false);
