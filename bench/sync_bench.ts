@@ -16,60 +16,12 @@
  *
  * Usage: deno task bench:sync [--large-mib 256] [--trials 30] [--no-anchor]
  */
-import { createHash } from "node:crypto";
 import { NodeProcess, tempDirs, waitFor } from "../tests/helpers/cluster.ts";
 import { runCli } from "../tests/helpers/cli.ts";
+import { ANCHOR, arg, contentHash, fileHash, generateWorkload, sh, shape } from "./workload.ts";
 
-const argv = Deno.args;
-const arg = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : dflt;
-};
 const LARGE_MIB = Number(arg("large-mib", "256"));
 const TRIALS = Number(arg("trials", "30"));
-const ANCHOR = new URL("../../shared/anchors/syncthing/run.py", import.meta.url).pathname;
-
-async function sh(cmd: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stderr: "inherit" })
-    .output();
-  if (out.code !== 0) throw new Error(`${cmd.join(" ")} exited ${out.code}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** Sorted list of (path, size) of regular files, `.filesync/` and temp files left out. */
-async function shape(root: string): Promise<string> {
-  const out: string[] = [];
-  const walk = async (rel: string) => {
-    for await (const e of Deno.readDir(rel ? `${root}/${rel}` : root)) {
-      if (e.name === ".filesync" || e.name.startsWith(".filesync-tmp-")) continue;
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory) await walk(p);
-      else if (e.isFile) out.push(`${p}:${(await Deno.stat(`${root}/${p}`)).size}`);
-    }
-  };
-  await walk("");
-  return out.sort().join("\n");
-}
-
-async function fileHash(path: string): Promise<string> {
-  const h = createHash("sha256");
-  using f = await Deno.open(path);
-  // 1 MiB reads, as the anchor harness's hashlib loop: that hashing is part of every edit
-  // row, for both tools.
-  const buf = new Uint8Array(1 << 20);
-  for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
-  return h.digest("hex");
-}
-
-/** Content hash of every file (only called once shapes match). */
-async function contentHash(root: string): Promise<string> {
-  const h = createHash("sha256");
-  for (const line of (await shape(root)).split("\n")) {
-    const p = line.slice(0, line.lastIndexOf(":"));
-    h.update(`${p}\n${await fileHash(`${root}/${p}`)}\n`);
-  }
-  return h.digest("hex");
-}
 
 /** Object bytes a node received: fetched by it, and pushed to it before commits. */
 async function receivedBytes(n: NodeProcess): Promise<number> {
@@ -265,14 +217,14 @@ async function runMovedIn(src: string, nodeCount: number): Promise<number> {
 const work = await Deno.makeTempDir({ prefix: "filesync-syncbench-" });
 try {
   const src = `${work}/src`;
-  await sh(["python3", ANCHOR, "--gen-only", src, "--large-mib", String(LARGE_MIB)]);
+  await generateWorkload(src, LARGE_MIB);
   const two = await runFileSync(src, 2);
   const three = await runFileSync(src, 3);
   two.movedInS = await runMovedIn(src, 2);
   three.movedInS = await runMovedIn(src, 3);
 
   let anchor: Record<string, number | Record<string, number>> | null = null;
-  if (!argv.includes("--no-anchor")) {
+  if (!Deno.args.includes("--no-anchor")) {
     try {
       await sh(["which", "syncthing"]);
       // The harness writes results.json beside itself: run a copy in our work dir.

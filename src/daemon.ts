@@ -15,6 +15,7 @@ import { loadOrCreateIdentity } from "./net/mod.ts";
 import {
   CLIENT_PROTOCOL,
   createHost,
+  type FetchOptions,
   type Host,
   joinCluster,
   JoinRefusal,
@@ -74,6 +75,11 @@ const PUSH_HEDGE_MS = 2_000;
 const PUSH_HEDGE_MS_PER_OBJECT = 1.25;
 /** Streams one push to a peer is spread over (when it has enough objects). */
 const PUSH_STREAMS = 4;
+/**
+ * Fetches of at least this many objects (a large file's chunks, a batch of small files) ask
+ * every responsive member at once; smaller ones ask the file's origin first.
+ */
+const SPREAD_FETCH_OBJECTS = 64;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
 /**
@@ -155,6 +161,8 @@ export interface NodeStatus {
     fetchedBytes: number;
     /** Object bytes peers pushed to this node before committing their changes, since start. */
     receivedBytes: number;
+    /** Object bytes this node served to members and clients, since start. */
+    servedBytes: number;
   };
   /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
   raftError: string | null;
@@ -184,6 +192,12 @@ export class Daemon {
   readonly #pushFailedAt = new Map<string, number>();
   readonly #pusher: ObjectPusher;
   #fetchedBytes = 0;
+  /**
+   * FILESYNC_FETCH_FROM=origin: fetch every file from its origin (others only for what it
+   * lacks), as before members fetched from each other; for bench:uplink's comparison.
+   */
+  readonly #originOnly = Deno.env.get("FILESYNC_FETCH_FROM") === "origin";
+  #servedBytes = 0;
   /** Object bytes peers pushed to this node. */
   #receivedBytes = 0;
   /** Bytes taken into the packs (pushed or fetched) when garbage was last collected. */
@@ -374,7 +388,13 @@ export class Daemon {
         }
         return true;
       },
-      get: (h) => this.store.readObject(h),
+      get: async (h) => {
+        // Else a chunk of a large file still being written here (see partial_chunks.ts).
+        const bytes = await this.store.readObject(h) ??
+          await this.#engine?.partialChunks.read(h) ?? null;
+        if (bytes !== null) this.#servedBytes += bytes.length;
+        return bytes;
+      },
       // Chunks read through the locator come from the buffer pool; the rest are ignored.
       release: giveBuffer,
     }, {
@@ -604,6 +624,23 @@ export class Daemon {
     }
   }
 
+  /** Fetch from the `first` members, then from the others what they lacked. */
+  async #fetchOriginFirst(
+    hashes: Uint8Array[],
+    first: string[],
+    onObject: (hash: Uint8Array, bytes: Uint8Array) => Promise<void> | void,
+    opts: FetchOptions,
+  ): Promise<Uint8Array[]> {
+    const fetcher = this.#fetcher!;
+    const others = [...this.#members].filter((p) => p !== this.host.peerId && !first.includes(p));
+    let missing = hashes;
+    if (first.length > 0) missing = (await fetcher.fetch(missing, first, onObject, opts)).missing;
+    if (missing.length > 0 && others.length > 0) {
+      missing = (await fetcher.fetch(missing, others, onObject, opts)).missing;
+    }
+    return missing;
+  }
+
   #startEngine(rescanMs?: number): void {
     const fetcher = new ObjectFetcher(this.host);
     this.#fetcher = fetcher;
@@ -615,8 +652,10 @@ export class Daemon {
       log: this.log,
       replicate: (hashes) => this.#replicate(hashes),
       replicationNeeded: () => this.#replicasNeeded() > 0,
+      // No stripes either when fetching from the origin only (see #originOnly).
+      members: this.#originOnly ? undefined : () => [...this.#members],
       remote: {
-        fetch: async (hashes, deliver, preferred = []) => {
+        fetch: async (hashes, deliver, preferred = [], strictly = false) => {
           const onObject = (hash: Uint8Array, bytes: Uint8Array) => {
             this.#fetchedBytes += bytes.length;
             return deliver(hash, bytes);
@@ -624,18 +663,29 @@ export class Daemon {
           // A short stall limit: a peer that is stopped or cut off keeps its connection for a
           // while but answers nothing, and must not hold a file up for long.
           const opts = { stallMs: 3_000, maxPeerFailures: 1 };
-          const others = [...this.#members].filter((p) =>
-            p !== this.host.peerId && !preferred.includes(p)
+          // Preferred members that stopped answering are not waited for when others remain.
+          const origin = preferred.filter((p) =>
+            this.#members.has(p) && !(strictly && fetcher.isUnresponsive(p))
           );
-          let missing = hashes;
-          const first = preferred.filter((p) => this.#members.has(p));
-          if (first.length > 0) {
-            missing = (await fetcher.fetch(missing, first, onObject, opts)).missing;
+          const others = [...this.#members].filter((p) =>
+            p !== this.host.peerId && !origin.includes(p) && !fetcher.isUnresponsive(p)
+          );
+          // A large fetch asks the origin and every other member that answers at once, from
+          // one queue: whoever answers fastest serves most, and a member without an object says
+          // so and is not asked for it again. With three or more members, those catching up
+          // fetch from each other too (even parts of files still arriving, see
+          // partial_chunks.ts), not each all of it from the one that wrote it. A small fetch
+          // asks the origin first: a member that stopped answering would hold it up for the
+          // stall limit, which is most of such a fetch's time.
+          const spread = !strictly && hashes.length >= SPREAD_FETCH_OBJECTS &&
+            origin.length > 0 && others.length > 0 && !this.#originOnly;
+          if (spread) {
+            return {
+              missing:
+                (await fetcher.fetch(hashes, [...origin, ...others], onObject, opts)).missing,
+            };
           }
-          if (missing.length > 0 && others.length > 0) {
-            missing = (await fetcher.fetch(missing, others, onObject, opts)).missing;
-          }
-          return { missing };
+          return { missing: await this.#fetchOriginFirst(hashes, origin, onObject, opts) };
         },
       },
     }, { rescanMs });
@@ -942,6 +992,7 @@ export class Daemon {
           conflicts: p?.conflicts ?? 0,
           fetchedBytes: this.#fetchedBytes,
           receivedBytes: this.#receivedBytes,
+          servedBytes: this.#servedBytes,
         };
       })(),
     };

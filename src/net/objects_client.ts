@@ -91,6 +91,8 @@ interface Worker {
   lastProgress: number;
   /** Answers read on this stream. */
   received: number;
+  /** The stream was dropped for not answering (or not opening) in time. */
+  silent?: boolean;
 }
 
 type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
@@ -98,9 +100,13 @@ type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
 /** Bytes requested ahead per stream by default: the QUIC stream window. */
 const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
 
+/** How long a peer that stopped answering is left out of optional fetches, ms. */
+const UNRESPONSIVE_MS = 30_000;
+
 /** Fetches objects from members; remembers peers that served bad data. */
 export class ObjectFetcher {
   readonly #avoidUntil = new Map<string, number>();
+  readonly #unresponsiveUntil = new Map<string, number>();
   /** Open streams kept between fetches (see stream_pool.ts). */
   readonly streams: StreamPool<ObjectsMessage>;
 
@@ -130,6 +136,26 @@ export class ObjectFetcher {
       return false;
     }
     return true;
+  }
+
+  /**
+   * Did this peer stop answering (its streams failed or stalled until it was given up) within
+   * the last UNRESPONSIVE_MS? Callers leave such a peer out where another can serve instead:
+   * a stopped or cut-off member keeps its connection for a while but answers nothing.
+   */
+  isUnresponsive(peerId: string, now: number = Date.now()): boolean {
+    const until = this.#unresponsiveUntil.get(peerId);
+    if (until === undefined) return false;
+    if (until <= now) {
+      this.#unresponsiveUntil.delete(peerId);
+      return false;
+    }
+    return true;
+  }
+
+  /** Record a peer given up for not answering (called by a fetch run). */
+  unresponsive(peerId: string): void {
+    this.#unresponsiveUntil.set(peerId, Date.now() + UNRESPONSIVE_MS);
   }
 
   /** Stop avoiding a peer (e.g. after an operator fixed its store). */
@@ -194,6 +220,8 @@ class FetchRun {
   #bytes = 0;
   #fatal: Error | null = null;
   #wakers: (() => void)[] = [];
+  /** Aborted once nothing is left to fetch: streams still being opened are not waited for. */
+  readonly #finished = new AbortController();
   readonly #streamsPerPeer: number;
   readonly #window: number;
   readonly #windowBytes: number;
@@ -244,6 +272,7 @@ class FetchRun {
         }
         await Promise.all(workers);
       } finally {
+        this.#finished.abort(new FetchError("fetch ended"));
         clearInterval(watchdog);
         this.opts.signal?.removeEventListener("abort", onAbort);
       }
@@ -277,8 +306,12 @@ class FetchRun {
       let reused = false;
       try {
         const timer = deadline(Math.min(this.#stallMs, 5_000));
-        const lease = await this.fetcher.streams.acquire(peer.id, timer.signal)
-          .finally(() => timer.clear());
+        const lease = await this.fetcher.streams
+          .acquire(peer.id, AbortSignal.any([timer.signal, this.#finished.signal]))
+          .finally(() => {
+            if (timer.signal.aborted) worker.silent = true;
+            timer.clear();
+          });
         worker.fs = lease.fs;
         reused = lease.reused;
         await this.#pump(worker);
@@ -292,6 +325,8 @@ class FetchRun {
         worker.fs?.abort(err as Error);
         this.#requeue(worker.inflight);
         worker.inflight = [];
+        // Everything arrived through other streams while this one was being opened.
+        if (this.#remaining === 0 || this.#finished.signal.aborted) return;
         // A pooled stream the peer closed while it was idle fails at once: not the peer's
         // fault, try a fresh one.
         const staleIdle = reused && worker.received === 0;
@@ -301,6 +336,9 @@ class FetchRun {
             this.host.logger.warn(
               `giving up on ${peer.id} for this fetch: ${(err as Error).message}`,
             );
+            // Only silence counts against it in later fetches: a refusal (not yet told of a
+            // new member, say) or a reset is answered at once, and does not hold a fetch up.
+            if (worker.silent) this.fetcher.unresponsive(peer.id);
             this.#dropPeer(peer);
           }
         }
@@ -367,8 +405,14 @@ class FetchRun {
         );
         throw err;
       }
-      if (this.#remaining === 0) this.#wake();
+      if (this.#remaining === 0) this.#allDone();
     }
+  }
+
+  /** Nothing is left: wake idle workers, and stop opening streams no one needs now. */
+  #allDone(): void {
+    this.#finished.abort(new FetchError("everything arrived"));
+    this.#wake();
   }
 
   /** Up to n not-done entries this peer has not said it lacks; retries first. */
@@ -449,7 +493,7 @@ class FetchRun {
       for (const e of this.#retry) if (unavailable(e)) give(e);
     }
     this.#retry.splice(0, this.#retry.length, ...this.#retry.filter((e) => !e.done));
-    if (this.#remaining === 0) this.#wake();
+    if (this.#remaining === 0) this.#allDone();
   }
 
   #checkStalls(): void {
@@ -457,6 +501,7 @@ class FetchRun {
     for (const p of this.#peers) {
       for (const w of p.streams) {
         if (w.inflight.length > 0 && now - w.lastProgress > this.#stallMs) {
+          w.silent = true;
           w.fs?.abort(new FetchError(`no answer from ${p.id} for ${this.#stallMs} ms`));
         }
       }

@@ -20,6 +20,7 @@ import type { Hash } from "../chunk/mod.ts";
 import type { ApplyResult, Command, FileOp, IndexRecord, IndexState } from "../fsm/mod.ts";
 import type { NodeSource } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
+import { PartialChunks, type Stripe, stripeFor } from "./partial_chunks.ts";
 import { mapLimit } from "../util/mod.ts";
 import {
   DIR_NOT_EMPTY,
@@ -46,12 +47,15 @@ import type { Logger } from "./log.ts";
 export interface RemoteObjects {
   /**
    * Fetch objects by hash from peers; each arrives verified through `onObject`. `preferred`
-   * peers (the node that committed the content holds it) are asked first, the rest after.
+   * peers (the node that committed the content holds it) are asked first, the rest after;
+   * for a large fetch the daemon may ask every member at once instead, unless `strictly`:
+   * then the preferred peers are asked first, and the others only for what they lack.
    */
   fetch(
     hashes: Hash[],
     onObject: (hash: Hash, bytes: Uint8Array) => Promise<void>,
     preferred?: string[],
+    strictly?: boolean,
   ): Promise<{ missing: Hash[] }>;
 }
 
@@ -73,6 +77,12 @@ export interface EngineDeps {
    * voters); saves listing every object of an upload for nothing. Absent: assumed true.
    */
   replicationNeeded?(): boolean;
+  /**
+   * The cluster's members now, this node included. With three or more, members fetching the
+   * same large file each fetch their own stripe of it first (see partial_chunks.ts). Absent:
+   * this node fetches alone.
+   */
+  members?(): string[];
   log: Logger;
 }
 
@@ -203,6 +213,11 @@ export class SyncEngine {
    * paths alone, and each one's end asks for a pass.
    */
   #inflight = new Map<string, { size: number; done: Promise<void> }>();
+  /**
+   * Chunks of the large files being written that other members may fetch from here already
+   * (the daemon serves them; see partial_chunks.ts).
+   */
+  readonly partialChunks = new PartialChunks();
   /** Large-file writes running now, and those waiting for a slot (LARGE_FILE_CONCURRENCY). */
   #largeRunning = 0;
   #largeWaiting: (() => void)[] = [];
@@ -486,7 +501,7 @@ export class SyncEngine {
       } else this.#largeRunning++;
       let written = false;
       try {
-        if (!this.#stopped) written = await this.#write(rec, null, undefined, known);
+        if (!this.#stopped) written = await this.#write(rec, null, undefined, known, true);
       } finally {
         const next = this.#largeWaiting.shift();
         if (next) next();
@@ -521,12 +536,14 @@ export class SyncEngine {
     prefetched: PrefetchedObjects | null,
     group?: WriteGroup,
     known?: { local: LocalFileRecord | null; synced: SyncedRecord | null },
+    share = false,
   ): Promise<boolean> {
     try {
       const r = await materialize(this.deps.store, rec, this.#sources(rec.origin, prefetched), {
         onWrite: (path, expected) => this.#watcher?.expect(path, expected),
         group,
         known,
+        share: share ? { chunks: this.partialChunks, stripe: this.#stripe(rec) } : undefined,
       });
       if (r.status === "local-changed") {
         this.#scanWanted = true;
@@ -655,6 +672,24 @@ export class SyncEngine {
     return true;
   }
 
+  /**
+   * This node's stripe of a file that every member but its origin fetches now (a new file
+   * committed elsewhere). Null with fewer than two such members: nothing to share.
+   */
+  #stripe(rec: IndexRecord): Stripe | null {
+    const fetching = (this.deps.members?.() ?? []).filter((m) => m !== rec.origin);
+    if (fetching.length < 2) return null;
+    const stripe = stripeFor(this.deps.nodeId, fetching);
+    if (stripe) {
+      this.deps.log.debug("fetching a stripe first", {
+        path: rec.path,
+        stripe: stripe.index,
+        of: stripe.count,
+      });
+    }
+    return stripe;
+  }
+
   /** Materializer sources backed by the remote object fetcher, asking `origin` first. */
   #sources(origin: string, prefetched: PrefetchedObjects | null): MaterializeSources {
     const remote = this.deps.remote;
@@ -677,7 +712,7 @@ export class SyncEngine {
       // The object fetcher verifies every object, and prefetched ones came through it.
       verified: true,
       inMemory: prefetched ? (hash) => prefetched.get(hash) : undefined,
-      async fetchChunks(hashes, onChunk) {
+      async fetchChunks(hashes, onChunk, from) {
         const rest: Hash[] = [];
         for (const h of hashes) {
           const ahead = prefetched?.get(h);
@@ -685,7 +720,9 @@ export class SyncEngine {
           else rest.push(h);
         }
         if (rest.length === 0) return;
-        const r = await remote.fetch(rest, onChunk, preferred);
+        const r = from
+          ? await remote.fetch(rest, onChunk, from, true)
+          : await remote.fetch(rest, onChunk, preferred);
         if (r.missing.length > 0) {
           throw new Error(`${r.missing.length} chunks are held by no reachable peer`);
         }

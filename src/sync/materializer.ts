@@ -44,6 +44,7 @@ import { statFields } from "./walk.ts";
 import { chunkOffsets, MAX_TRACKED_CHUNKS } from "./chunk_offsets.ts";
 import { concatBytes } from "../wire/mod.ts";
 import { type PreserveLog, preserveReplaced } from "./preserve.ts";
+import { type PartialChunks, type Stripe, stripeOf } from "./partial_chunks.ts";
 import { canCopyRanges, copyRange, readAt } from "../util/mod.ts";
 
 /** Prefix of the materializer's temp files. */
@@ -65,10 +66,13 @@ export interface MaterializeSources {
   /**
    * Fetch chunks from peers, calling `onChunk` once per chunk as it arrives (in any order,
    * possibly concurrently). Resolves when done. Should verify hashes; they are checked again.
+   * `from`: ask these members first, and the others only for what they lack (the other
+   * stripes of a file several members fetch, see Stripe).
    */
   fetchChunks(
     hashes: Hash[],
     onChunk: (hash: Hash, bytes: Uint8Array) => Promise<void>,
+    from?: string[],
   ): Promise<void>;
   /**
    * The bytes passed to `onChunk` were already checked against their hash (the object
@@ -114,6 +118,12 @@ export interface MaterializeOptions {
   preserveReplaced?: boolean;
   /** Where preservation reports what it skipped. */
   log?: PreserveLog;
+  /**
+   * Offer the chunks fetched for this file to other members while it is assembled, and fetch
+   * this node's stripe of it first when several members fetch it (see partial_chunks.ts): for
+   * large files, in clusters of three or more.
+   */
+  share?: { chunks: PartialChunks; stripe: Stripe | null };
 }
 
 /**
@@ -618,12 +628,16 @@ async function assemble(
   windowChunks: number,
   result: MaterializeResult,
   inPlace: Set<number> | null = null,
+  share: Share | null = null,
 ): Promise<void> {
   const nodes = nodeSourceFor(store, sources.nodes);
   const localChunks = new LocalChunks(store, record.path, previous);
   let size = 0;
   try {
     let window: { hash: Hash; offset: number; length: number }[] = [];
+    /** Each window chunk's position in the file (its stripe depends on it), by offset. */
+    const indexAt = new Map<number, number>();
+    let index = 0;
     const flushWindow = async () => {
       const elsewhere: typeof window = [];
       for (const c of window) {
@@ -638,18 +652,26 @@ async function assemble(
         ? []
         : await localChunks.copy(await localChunks.locate(elsewhere), file);
       window = [];
-      const missing = new Map<string, { hash: Hash; length: number; offsets: number[] }>();
+      const missing: MissingChunks = new Map();
       for (const c of failed) {
         const key = hashKey(c.hash);
         const known = missing.get(key);
         if (known) known.offsets.push(c.offset);
-        else missing.set(key, { hash: c.hash, length: c.length, offsets: [c.offset] });
+        else {
+          const index = indexAt.get(c.offset) ?? 0;
+          missing.set(key, { hash: c.hash, length: c.length, offsets: [c.offset], index });
+        }
       }
-      if (missing.size > 0) await fetchMissing(record.path, missing, sources, file, result);
+      indexAt.clear();
+      if (missing.size > 0) {
+        await fetchMissing(record.path, missing, sources, file, result, share);
+      }
     };
     for await (const c of walkFileChunks(record.root, nodes)) {
       size = c.offset + c.length;
+      const at = index++;
       if (inPlace?.has(c.offset)) continue; // already in the file, verified
+      indexAt.set(c.offset, at);
       window.push(c);
       if (window.length >= windowChunks) await flushWindow();
     }
@@ -838,17 +860,23 @@ class CoalescingWriter {
   #chain: Promise<void> = Promise.resolve();
   #runStart = 0;
   #parts: Uint8Array[] = [];
+  #hashes: Hash[] = [];
   #runBytes = 0;
   #inflight = 0;
   #error: unknown = null;
 
-  constructor(private readonly file: Deno.FsFile) {}
+  /** `onWritten` hears of each chunk once its bytes are in the file. */
+  constructor(
+    private readonly file: Deno.FsFile,
+    private readonly onWritten?: (hash: Hash, offset: number, length: number) => void,
+  ) {}
 
-  async add(offset: number, bytes: Uint8Array): Promise<void> {
+  async add(offset: number, bytes: Uint8Array, hash: Hash): Promise<void> {
     const contiguous = this.#parts.length > 0 && offset === this.#runStart + this.#runBytes;
     if (!contiguous || this.#runBytes + bytes.length > COALESCE_RUN_BYTES) this.#flushRun();
     if (this.#parts.length === 0) this.#runStart = offset;
     this.#parts.push(bytes);
+    this.#hashes.push(hash);
     this.#runBytes += bytes.length;
     if (this.#inflight > COALESCE_INFLIGHT_BYTES) await this.#chain;
     if (this.#error !== null) throw this.#error;
@@ -863,14 +891,25 @@ class CoalescingWriter {
   #flushRun(): void {
     if (this.#parts.length === 0) return;
     const at = this.#runStart;
+    const lengths = this.#parts.map((p) => p.length);
+    const hashes = this.#hashes;
     const data = this.#parts.length === 1 ? this.#parts[0] : concatBytes(this.#parts);
     this.#parts = [];
+    this.#hashes = [];
     this.#runBytes = 0;
     this.#inflight += data.length;
     // After a failed write the rest are skipped; the first error reaches add() or drain()
     // (kept aside, so the chain itself never rejects unobserved).
     this.#chain = this.#chain
-      .then(() => this.#error === null ? writeAt(this.file, at, data) : undefined)
+      .then(async () => {
+        if (this.#error !== null) return;
+        await writeAt(this.file, at, data);
+        let offset = at;
+        hashes.forEach((hash, i) => {
+          this.onWritten?.(hash, offset, lengths[i]);
+          offset += lengths[i];
+        });
+      })
       .catch((e) => {
         this.#error ??= e;
       })
@@ -880,15 +919,30 @@ class CoalescingWriter {
   }
 }
 
+/** A file being assembled whose fetched chunks are offered to other members meanwhile. */
+interface Share {
+  chunks: PartialChunks;
+  /** The temp file the chunks are written to. */
+  tmpAbs: string;
+  stripe: Stripe | null;
+}
+
+/** Chunks to fetch for a file, by hash key: where each goes, and its first chunk index. */
+type MissingChunks = Map<string, { hash: Hash; length: number; offsets: number[]; index: number }>;
+
 async function fetchMissing(
   path: string,
-  missing: Map<string, { hash: Hash; length: number; offsets: number[] }>,
+  missing: MissingChunks,
   sources: MaterializeSources,
   file: Deno.FsFile,
   result: MaterializeResult,
+  share: Share | null,
 ): Promise<void> {
   const received = new Set<string>();
-  const out = new CoalescingWriter(file);
+  const out = new CoalescingWriter(
+    file,
+    share ? (hash, at, length) => share.chunks.add(hash, share.tmpAbs, at, length) : undefined,
+  );
   const onChunk = async (hash: Hash, bytes: Uint8Array): Promise<void> => {
     const key = hashKey(hash);
     const want = missing.get(key);
@@ -902,10 +956,21 @@ async function fetchMissing(
     received.add(key);
     result.chunksFetched++;
     result.bytesFetched += bytes.length;
-    for (const offset of want.offsets) await out.add(offset, bytes);
+    for (const offset of want.offsets) await out.add(offset, bytes, hash);
   };
+  // Own stripe first, then the rest (which the other fetching members are getting meanwhile).
+  const own: Hash[] = [];
+  const rest: Hash[] = [];
+  for (const m of missing.values()) {
+    const stripe = share?.stripe;
+    const mine = !stripe || stripeOf(m.index, stripe.count) === stripe.index;
+    (mine ? own : rest).push(m.hash);
+  }
   try {
-    await sources.fetchChunks([...missing.values()].map((m) => m.hash), onChunk);
+    if (own.length > 0) await sources.fetchChunks(own, onChunk);
+    // The other stripes from the members that fetched them first (they answer `missing` for
+    // what they do not hold yet, which the origin then sends).
+    if (rest.length > 0) await sources.fetchChunks(rest, onChunk, share?.stripe?.others);
   } finally {
     await out.drain();
   }
@@ -1097,6 +1162,7 @@ export async function materialize(
             opts.windowChunks ?? DEFAULT_WINDOW_CHUNKS,
             result,
             inPlace,
+            opts.share ? { ...opts.share, tmpAbs } : null,
           );
           if (inPlace !== null) await file.truncate(record.size);
         } else if (record.size !== 0) {
@@ -1144,6 +1210,7 @@ export async function materialize(
     if (opts.group) opts.group.syncDirLater(dirAbs);
     else await syncDir(dirAbs);
   } finally {
+    opts.share?.chunks.forget(tmpAbs);
     release();
     if (!renamed) await Deno.remove(tmpAbs).catch(() => {});
   }

@@ -55,6 +55,13 @@ export {
   WriteGroup,
 } from "./materializer.ts";
 export { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
+export {
+  PartialChunks,
+  type Stripe,
+  STRIPE_BLOCK_CHUNKS,
+  stripeFor,
+  stripeOf,
+} from "./partial_chunks.ts";
 export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
 export { ensureObjects, type FetchObjects, planRestore } from "./restore.ts";
 export { objectsOfOps } from "./replicate.ts";

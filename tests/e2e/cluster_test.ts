@@ -163,3 +163,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster: a member catching up fetches a large file from the other members, not only its origin",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dirs = await tempDirs(3);
+    const nodes: NodeProcess[] = [];
+    try {
+      const big = new Uint8Array(24 << 20);
+      for (let i = 0; i < big.length; i += 65_536) {
+        crypto.getRandomValues(big.subarray(i, i + 65_536));
+      }
+      await Deno.writeFile(`${dirs[0]}/big.bin`, big);
+      nodes.push(await NodeProcess.start(dirs[0]));
+      const committed = await runCli(["status", dirs[0], "--wait", "--timeout", "60"]);
+      assert.equal(committed.code, 0, `A's file committed: ${committed.stderr}`);
+      nodes.push(await NodeProcess.start(dirs[1], ["--join", nodes[0].invite]));
+      await waitFor("B holds the file", async () => {
+        const s = await nodes[1].status();
+        return s.members.filter((m) => m.role === "voter").length === 2;
+      }, 60_000);
+      const inv = await runCli(["invite", dirs[0]]);
+      nodes.push(await NodeProcess.start(dirs[2], ["--join", inv.stdout.trim()]));
+      await waitFor("C holds the file", async () => {
+        const s = await nodes[2].status();
+        return s.members.filter((m) => m.role === "voter").length === 3;
+      }, 60_000);
+      assert.deepEqual(await Deno.readFile(`${dirs[2]}/big.bin`), big);
+      // C fetched its half first (from A and B at once), then B's half from B: B served part
+      // of the file, and A did not send C all of it.
+      const [a, b, c] = await Promise.all(nodes.map((n) => n.status()));
+      assert.ok(c.sync.fetchedBytes >= big.length, `C fetched ${c.sync.fetchedBytes}`);
+      assert.ok(b.sync.servedBytes > 0, "B served some of the file to C");
+      assert.ok(a.sync.servedBytes < 2 * big.length, `A served ${a.sync.servedBytes}`);
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+      for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+    }
+  },
+});

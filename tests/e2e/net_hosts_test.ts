@@ -434,6 +434,43 @@ Deno.test({
 });
 
 Deno.test({
+  name: "net: a member that stops answering is given up and remembered; one that refuses is not",
+  ...opts,
+  async fn() {
+    await using h = await hosts(4);
+    const [client, silent, refusing, good] = h.list;
+    await h.mesh(client, silent, refusing, good);
+    const store = randomObjects(200);
+    // Silent: takes the stream and every request, answers nothing (a stopped process keeps its
+    // connection for a while). Refusing: serves no objects protocol at all. Good: everything.
+    await serveObjects(silent.host, {
+      has: () => Promise.resolve(true),
+      get: () => new Promise(() => {}),
+    });
+    await serveObjects(good.host, provider(store));
+    const fetcher = new ObjectFetcher(client.host);
+    const got = new Set<string>();
+    const r = await fetcher.fetch(
+      hashesOf(store),
+      [silent.host.peerId, refusing.host.peerId, good.host.peerId],
+      (hash) => {
+        got.add(toHex(hash));
+      },
+      { stallMs: 300, maxPeerFailures: 1 },
+    );
+    assert.equal(r.fetched, 200);
+    assert.deepEqual(r.missing, []);
+    assert.equal(got.size, 200);
+    // What the silent one was asked for came from the good one once it was given up. Later
+    // callers can leave it out; the one that refused at once is not held against it.
+    assert.ok(fetcher.isUnresponsive(silent.host.peerId));
+    assert.ok(!fetcher.isUnresponsive(refusing.host.peerId));
+    assert.ok(!fetcher.isUnresponsive(good.host.peerId));
+    assert.ok(!fetcher.isAvoided(silent.host.peerId), "silence is not corruption");
+  },
+});
+
+Deno.test({
   name: "net: a corrupt object is rejected, its peer avoided, and the object fetched from another",
   ...opts,
   async fn() {

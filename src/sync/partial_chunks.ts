@@ -1,0 +1,116 @@
+/**
+ * Chunks this node has already written into the temp file of a file it is still assembling,
+ * so that it can serve them to other members before the file is complete.
+ *
+ * Why: in a cluster of three or more, the members that join or fall behind fetch the same new
+ * files at the same time. Without this, a large file becomes servable by a member only once it
+ * is renamed into place and recorded, so every member fetched all of it from the node that
+ * wrote it, whose uplink then carried the file once per member. With it, members fetch each
+ * other's finished parts while the file is still arriving (each fetches its own stripe of the
+ * file first, see stripeOf, so their parts differ).
+ *
+ * Nothing here is trusted: a read hashes the bytes and answers null if they do not match (the
+ * temp file could have been removed, or its bytes changed, in between). Entries live only while
+ * their materialization runs; the registry is memory only, never persisted.
+ */
+import { type Hash, hashEquals, hashKey, sha256 } from "../chunk/mod.ts";
+import { openPositional, type PositionalFile } from "../util/mod.ts";
+
+/** Where one written chunk lies. */
+interface Place {
+  tmpAbs: string;
+  offset: number;
+  length: number;
+}
+
+/** Most chunks remembered at once (about 64 GiB of files in progress at 64 KiB per chunk). */
+const MAX_ENTRIES = 1 << 20;
+
+/** Chunks of files being assembled, by hash. */
+export class PartialChunks {
+  readonly #byHash = new Map<string, Place>();
+  /** The hashes registered per temp file, to forget them together. */
+  readonly #byFile = new Map<string, string[]>();
+  /** Read handles of temp files, opened on first read, closed when the file is forgotten. */
+  readonly #open = new Map<string, Promise<PositionalFile>>();
+
+  /** Chunks remembered. */
+  get size(): number {
+    return this.#byHash.size;
+  }
+
+  /** `hash` now lies at `offset` of the temp file `tmpAbs` (its bytes are written). */
+  add(hash: Hash, tmpAbs: string, offset: number, length: number): void {
+    const key = hashKey(hash);
+    if (this.#byHash.has(key) || this.#byHash.size >= MAX_ENTRIES) return;
+    this.#byHash.set(key, { tmpAbs, offset, length });
+    let keys = this.#byFile.get(tmpAbs);
+    if (!keys) this.#byFile.set(tmpAbs, keys = []);
+    keys.push(key);
+  }
+
+  /** Forget every chunk of the temp file `tmpAbs` (renamed into place, or given up). */
+  forget(tmpAbs: string): void {
+    for (const key of this.#byFile.get(tmpAbs) ?? []) {
+      if (this.#byHash.get(key)?.tmpAbs === tmpAbs) this.#byHash.delete(key);
+    }
+    this.#byFile.delete(tmpAbs);
+    const file = this.#open.get(tmpAbs);
+    this.#open.delete(tmpAbs);
+    file?.then((f) => f.close(), () => {});
+  }
+
+  /** The chunk's bytes, verified, or null if no temp file holds it (any more). */
+  async read(hash: Hash): Promise<Uint8Array | null> {
+    const place = this.#byHash.get(hashKey(hash));
+    if (!place) return null;
+    let opening = this.#open.get(place.tmpAbs);
+    if (!opening) {
+      opening = openPositional(place.tmpAbs);
+      this.#open.set(place.tmpAbs, opening);
+      opening.catch(() => {
+        if (this.#open.get(place.tmpAbs) === opening) this.#open.delete(place.tmpAbs);
+      });
+    }
+    try {
+      const bytes = new Uint8Array(place.length);
+      const file = await opening;
+      if (!(await file.readAt(place.offset, bytes))) return null;
+      return hashEquals(sha256(bytes), hash) ? bytes : null;
+    } catch {
+      return null; // renamed or removed meanwhile: not ours to serve any more
+    }
+  }
+}
+
+/** Chunks per stripe block: runs of about 4 MiB, written to the file in one piece each. */
+export const STRIPE_BLOCK_CHUNKS = 64;
+
+/** This node's share of a file several members fetch at once (see stripeOf). */
+export interface Stripe {
+  /** This node's position among the members fetching (0-based). */
+  index: number;
+  /** How many members fetch. */
+  count: number;
+  /** The other members fetching, whose stripes this node fetches from them first. */
+  others: string[];
+}
+
+/**
+ * The stripe a file's chunk belongs to: blocks of STRIPE_BLOCK_CHUNKS chunks, dealt to the
+ * fetching members in turn. Each member fetches its own stripe first, from every member (the
+ * origin is the one that has it early on), then the other stripes from the members they belong
+ * to, which by then mostly hold them (the origin sends only what they lack): the origin's uplink
+ * carries the file about once, not once per member.
+ */
+export function stripeOf(chunkIndex: number, count: number): number {
+  return Math.floor(chunkIndex / STRIPE_BLOCK_CHUNKS) % count;
+}
+
+/** This node's stripe among `fetching` (member ids, any order), or null if it is not one. */
+export function stripeFor(self: string, fetching: readonly string[]): Stripe | null {
+  const sorted = [...new Set(fetching)].sort();
+  const index = sorted.indexOf(self);
+  if (index < 0) return null;
+  return { index, count: sorted.length, others: sorted.filter((m) => m !== self) };
+}
