@@ -12,20 +12,9 @@
  */
 import { startCluster, tempDirs } from "../tests/helpers/cluster.ts";
 import { runCli } from "../tests/helpers/cli.ts";
+import { arg, generateWorkload, sh } from "./workload.ts";
 
-const argv = Deno.args;
-const arg = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : dflt;
-};
 const LARGE_MIB = Number(arg("large-mib", "256"));
-const ANCHOR = new URL("../../shared/anchors/syncthing/run.py", import.meta.url).pathname;
-
-async function sh(cmd: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stderr: "inherit" }).output();
-  if (out.code !== 0) throw new Error(`${cmd.join(" ")} exited ${out.code}`);
-  return new TextDecoder().decode(out.stdout);
-}
 
 async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
   const t0 = performance.now();
@@ -58,7 +47,7 @@ async function overwrite4k(path: string, seed: number): Promise<void> {
 const [work, dirA, dirB, dirC, out, rsyncDst] = await tempDirs(6, "filesync-oneshot-bench-");
 const src = `${work}/src`;
 try {
-  await sh(["python3", ANCHOR, "--gen-only", src, "--large-mib", String(LARGE_MIB)]);
+  await generateWorkload(src, LARGE_MIB);
   const large = (await sh(["find", src, "-size", `+${LARGE_MIB - 1}M`, "-type", "f"])).trim();
   const nodes = await startCluster([dirA, dirB, dirC]);
   const rows: string[][] = [];
