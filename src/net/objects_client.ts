@@ -75,7 +75,19 @@ interface Entry {
   hash: Hash;
   lackedBy: Set<string> | null;
   done: boolean;
+  /** When it was last requested, ms (0: not yet). */
+  askedAt: number;
+  /** Asked of a second peer as well (endgame), so it is not duplicated again. */
+  doubled: boolean;
 }
+
+/**
+ * Endgame: once nothing is left to hand out, a stream with room asks for objects another
+ * peer has had outstanding for this long too, and whichever answer comes first is used. A slow
+ * member (a thin link, a busy disk) must not hold the end of a fetch for as long as it takes
+ * to send its whole window, now that large fetches ask every member at once.
+ */
+const ENDGAME_AFTER_MS = 300;
 
 interface PeerState {
   id: string;
@@ -251,7 +263,7 @@ class FetchRun {
       const key = toHex(h);
       if (seen.has(key)) continue;
       seen.add(key);
-      this.#fresh.push({ hash: h, lackedBy: null, done: false });
+      this.#fresh.push({ hash: h, lackedBy: null, done: false, askedAt: 0, doubled: false });
     }
     this.#remaining = this.#fresh.length;
     for (const id of new Set(peerIds)) {
@@ -263,7 +275,10 @@ class FetchRun {
       const onAbort = () =>
         this.#fail(new FetchError(`fetch aborted: ${this.opts.signal?.reason}`));
       this.opts.signal?.addEventListener("abort", onAbort, { once: true });
-      const watchdog = setInterval(() => this.#checkStalls(), Math.min(1000, this.#stallMs / 2));
+      const watchdog = setInterval(
+        () => this.#checkStalls(),
+        Math.min(ENDGAME_AFTER_MS, this.#stallMs / 2),
+      );
       try {
         this.#checkUnfetchable();
         const workers: Promise<void>[] = [];
@@ -409,9 +424,18 @@ class FetchRun {
     }
   }
 
-  /** Nothing is left: wake idle workers, and stop opening streams no one needs now. */
+  /**
+   * Nothing is left: wake idle workers, stop opening streams no one needs now, and drop the
+   * streams still owing answers (for objects another stream delivered first, see endgame):
+   * the fetch does not wait for a slow peer to finish sending what is no longer needed.
+   */
   #allDone(): void {
     this.#finished.abort(new FetchError("everything arrived"));
+    for (const p of this.#peers) {
+      for (const w of p.streams) {
+        if (w.inflight.length > 0) w.fs?.abort(new FetchError("answers no longer needed"));
+      }
+    }
     this.#wake();
   }
 
@@ -433,12 +457,47 @@ class FetchRun {
       const e = this.#fresh[this.#freshPos++];
       if (!e.done) out.push(e);
     }
+    if (out.length === 0) out.push(...this.#endgame(peer, n));
+    const now = Date.now();
+    for (const e of out) e.askedAt = now;
     return out;
+  }
+
+  /** Up to n objects other peers have had outstanding for a while (see ENDGAME_AFTER_MS). */
+  #endgame(peer: PeerState, n: number): Entry[] {
+    const out: Entry[] = [];
+    const due = Date.now() - ENDGAME_AFTER_MS;
+    for (const other of this.#peers) {
+      if (other === peer) continue;
+      for (const w of other.streams) {
+        for (const e of w.inflight) {
+          if (out.length >= n) return out;
+          if (e.done || e.doubled || e.askedAt > due || e.lackedBy?.has(peer.id)) continue;
+          e.doubled = true;
+          out.push(e);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Whether a stream of `peer` could take over objects stuck at another peer now. */
+  #endgameFor(peer: PeerState): boolean {
+    const due = Date.now() - ENDGAME_AFTER_MS;
+    return this.#peers.some((other) =>
+      other !== peer &&
+      [...other.streams].some((w) =>
+        w.inflight.some((e) =>
+          !e.done && !e.doubled && e.askedAt <= due && !e.lackedBy?.has(peer.id)
+        )
+      )
+    );
   }
 
   #hasWorkFor(peer: PeerState): boolean {
     if (this.#freshPos < this.#fresh.length) return true;
-    return this.#retry.some((e) => !e.done && !e.lackedBy?.has(peer.id));
+    return this.#retry.some((e) => !e.done && !e.lackedBy?.has(peer.id)) ||
+      this.#endgameFor(peer);
   }
 
   #requeue(entries: Entry[]): void {
@@ -506,6 +565,8 @@ class FetchRun {
         }
       }
     }
+    // Idle streams wait for a change; objects outstanding long enough elsewhere are one.
+    if (this.#freshPos >= this.#fresh.length && this.#remaining > 0) this.#wake();
   }
 
   #fail(err: Error): void {

@@ -447,7 +447,9 @@ Deno.test({
       has: () => Promise.resolve(true),
       get: () => new Promise(() => {}),
     });
-    await serveObjects(good.host, provider(store));
+    // The good one is slow enough that the fetch outlasts the stall limit: the silent one
+    // holds requests (it is asked from the start) until it is given up, not until the end.
+    await serveObjects(good.host, provider(store, { delayMs: 20 }));
     const fetcher = new ObjectFetcher(client.host);
     const got = new Set<string>();
     const r = await fetcher.fetch(
@@ -456,7 +458,7 @@ Deno.test({
       (hash) => {
         got.add(toHex(hash));
       },
-      { stallMs: 300, maxPeerFailures: 1 },
+      { stallMs: 300, maxPeerFailures: 1, streamsPerPeer: 1, window: 4, batch: 2 },
     );
     assert.equal(r.fetched, 200);
     assert.deepEqual(r.missing, []);
@@ -467,6 +469,39 @@ Deno.test({
     assert.ok(!fetcher.isUnresponsive(refusing.host.peerId));
     assert.ok(!fetcher.isUnresponsive(good.host.peerId));
     assert.ok(!fetcher.isAvoided(silent.host.peerId), "silence is not corruption");
+  },
+});
+
+Deno.test({
+  name: "net: objects outstanding at a slow peer are asked of a faster one at the end (endgame)",
+  ...opts,
+  async fn() {
+    await using h = await hosts(3);
+    const [client, slow, fast] = h.list;
+    await h.mesh(client, slow, fast);
+    const store = randomObjects(60);
+    const slowCalls: string[] = [];
+    const fastCalls: string[] = [];
+    await serveObjects(slow.host, provider(store, { delayMs: 1500, calls: slowCalls }));
+    await serveObjects(fast.host, provider(store, { calls: fastCalls }));
+    const fetcher = new ObjectFetcher(client.host);
+    const got = new Map<string, Uint8Array>();
+    const r = await fetcher.fetch(
+      hashesOf(store),
+      [slow.host.peerId, fast.host.peerId],
+      (hash, bytes) => {
+        assert.ok(!got.has(toHex(hash)), "each object delivered once");
+        got.set(toHex(hash), bytes);
+      },
+      { streamsPerPeer: 1, window: 8, batch: 4 },
+    );
+    assert.equal(r.fetched, 60);
+    assert.deepEqual(r.missing, []);
+    for (const [hex, data] of store) assert.deepEqual(got.get(hex), data);
+    // What the slow peer was still working on was asked of the fast one too.
+    const askedOfFast = new Set(fastCalls);
+    assert.ok(slowCalls.some((hex) => askedOfFast.has(hex)), "an object asked of both peers");
+    assert.ok(!fetcher.isUnresponsive(slow.host.peerId), "slow is not silent");
   },
 });
 
