@@ -79,13 +79,21 @@ interface Entry {
   askedAt: number;
   /** Asked of a second peer as well (endgame), so it is not duplicated again. */
   doubled: boolean;
+  /**
+   * Streams it is outstanding on. It goes back to the queue only when none is left: an object
+   * one peer lacks is still coming from the other it was doubled to (asked of that one again,
+   * a slow origin would send it twice).
+   */
+  holders: number;
 }
 
 /**
  * Endgame: once nothing is left to hand out, a stream with room asks for objects another
  * peer has had outstanding for this long too, and whichever answer comes first is used. A slow
  * member (a thin link, a busy disk) must not hold the end of a fetch for as long as it takes
- * to send its whole window, now that large fetches ask every member at once.
+ * to send its whole window, now that large fetches ask every member at once. Only a peer at
+ * least twice as fast in this fetch takes over: a slow origin must not be handed the tail a
+ * faster member is about to deliver (its link is what the fetch is short of).
  */
 const ENDGAME_AFTER_MS = 300;
 
@@ -94,6 +102,9 @@ interface PeerState {
   usable: boolean;
   failures: number;
   streams: Set<Worker>;
+  /** Bytes this peer delivered in this fetch, and when it was first asked (its pace). */
+  delivered: number;
+  since: number;
 }
 
 interface Worker {
@@ -263,12 +274,26 @@ class FetchRun {
       const key = toHex(h);
       if (seen.has(key)) continue;
       seen.add(key);
-      this.#fresh.push({ hash: h, lackedBy: null, done: false, askedAt: 0, doubled: false });
+      this.#fresh.push({
+        hash: h,
+        lackedBy: null,
+        done: false,
+        askedAt: 0,
+        doubled: false,
+        holders: 0,
+      });
     }
     this.#remaining = this.#fresh.length;
     for (const id of new Set(peerIds)) {
       if (!this.fetcher.isAvoided(id)) {
-        this.#peers.push({ id, usable: true, failures: 0, streams: new Set() });
+        this.#peers.push({
+          id,
+          usable: true,
+          failures: 0,
+          streams: new Set(),
+          delivered: 0,
+          since: 0,
+        });
       }
     }
     if (this.#remaining > 0) {
@@ -412,6 +437,7 @@ class FetchRun {
       this.#remaining--;
       this.#fetched++;
       this.#bytes += msg.data.length;
+      w.peer.delivered += msg.data.length;
       try {
         await this.onObject(entry.hash, msg.data);
       } catch (err) {
@@ -459,16 +485,31 @@ class FetchRun {
     }
     if (out.length === 0) out.push(...this.#endgame(peer, n));
     const now = Date.now();
-    for (const e of out) e.askedAt = now;
+    for (const e of out) {
+      e.askedAt = now;
+      e.holders++;
+    }
+    if (out.length > 0 && peer.since === 0) peer.since = now;
     return out;
+  }
+
+  /** Bytes per ms a peer delivered in this fetch so far (0 before it was asked anything). */
+  #pace(peer: PeerState, now: number): number {
+    return peer.since === 0 ? 0 : peer.delivered / Math.max(1, now - peer.since);
+  }
+
+  /** Peers whose outstanding objects `peer` may take over (it is clearly faster). */
+  #slowerThan(peer: PeerState): PeerState[] {
+    const now = Date.now();
+    const pace = this.#pace(peer, now);
+    return this.#peers.filter((o) => o !== peer && pace > 2 * this.#pace(o, now));
   }
 
   /** Up to n objects other peers have had outstanding for a while (see ENDGAME_AFTER_MS). */
   #endgame(peer: PeerState, n: number): Entry[] {
     const out: Entry[] = [];
     const due = Date.now() - ENDGAME_AFTER_MS;
-    for (const other of this.#peers) {
-      if (other === peer) continue;
+    for (const other of this.#slowerThan(peer)) {
       for (const w of other.streams) {
         for (const e of w.inflight) {
           if (out.length >= n) return out;
@@ -484,8 +525,7 @@ class FetchRun {
   /** Whether a stream of `peer` could take over objects stuck at another peer now. */
   #endgameFor(peer: PeerState): boolean {
     const due = Date.now() - ENDGAME_AFTER_MS;
-    return this.#peers.some((other) =>
-      other !== peer &&
+    return this.#slowerThan(peer).some((other) =>
       [...other.streams].some((w) =>
         w.inflight.some((e) =>
           !e.done && !e.doubled && e.askedAt <= due && !e.lackedBy?.has(peer.id)
@@ -500,10 +540,12 @@ class FetchRun {
       this.#endgameFor(peer);
   }
 
+  /** Entries a stream no longer waits for: back to the queue unless done or still asked. */
   #requeue(entries: Entry[]): void {
     let any = false;
     for (const e of entries) {
-      if (!e.done) {
+      e.holders = Math.max(0, e.holders - 1);
+      if (!e.done && e.holders === 0) {
         this.#retry.push(e);
         any = true;
       }
