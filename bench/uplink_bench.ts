@@ -16,7 +16,7 @@
  *     each other);
  *   - "all members": the default.
  *
- * Usage: deno task bench:uplink [--mbit 200] [--large-mib 128] [--logs DIR]
+ * Usage: deno task bench:uplink [--mbit 200] [--large-mib 128] [--logs DIR] [--skip-origin]
  */
 import { NodeProcess, tempDirs, waitFor } from "../tests/helpers/cluster.ts";
 import { runCli } from "../tests/helpers/cli.ts";

@@ -96,14 +96,22 @@ interface Entry {
  * faster member is about to deliver (its link is what the fetch is short of).
  */
 const ENDGAME_AFTER_MS = 300;
+/**
+ * Most objects doubled per fetch. There is no way to call back a request, so the slow peer
+ * still sends what another delivered first: this bounds what that costs its link.
+ */
+const ENDGAME_MAX_DOUBLED = 64;
 
 interface PeerState {
   id: string;
   usable: boolean;
   failures: number;
   streams: Set<Worker>;
-  /** Bytes this peer delivered in this fetch, and when it was first asked (its pace). */
-  delivered: number;
+  /**
+   * Answers (objects and `missing`) this peer gave in this fetch, and when it was first asked:
+   * its pace. A member that quickly says it lacks something is not slow.
+   */
+  answered: number;
   since: number;
 }
 
@@ -243,6 +251,8 @@ class FetchRun {
   #bytes = 0;
   #fatal: Error | null = null;
   #wakers: (() => void)[] = [];
+  /** Objects doubled so far (see ENDGAME_MAX_DOUBLED). */
+  #doubled = 0;
   /** Aborted once nothing is left to fetch: streams still being opened are not waited for. */
   readonly #finished = new AbortController();
   readonly #streamsPerPeer: number;
@@ -291,7 +301,7 @@ class FetchRun {
           usable: true,
           failures: 0,
           streams: new Set(),
-          delivered: 0,
+          answered: 0,
           since: 0,
         });
       }
@@ -410,6 +420,7 @@ class FetchRun {
       if (!w.peer.usable || this.#fatal !== null) return; // dropped while we waited
       w.lastProgress = Date.now();
       w.received++;
+      w.peer.answered++;
       const entry = w.inflight.shift();
       if (entry === undefined) {
         this.#badPeer(w.peer, `sent an unrequested ${msg.type}`);
@@ -437,7 +448,6 @@ class FetchRun {
       this.#remaining--;
       this.#fetched++;
       this.#bytes += msg.data.length;
-      w.peer.delivered += msg.data.length;
       try {
         await this.onObject(entry.hash, msg.data);
       } catch (err) {
@@ -493,9 +503,9 @@ class FetchRun {
     return out;
   }
 
-  /** Bytes per ms a peer delivered in this fetch so far (0 before it was asked anything). */
+  /** Answers per ms a peer gave in this fetch so far (0 before it was asked anything). */
   #pace(peer: PeerState, now: number): number {
-    return peer.since === 0 ? 0 : peer.delivered / Math.max(1, now - peer.since);
+    return peer.since === 0 ? 0 : peer.answered / Math.max(1, now - peer.since);
   }
 
   /** Peers whose outstanding objects `peer` may take over (it is clearly faster). */
@@ -512,9 +522,10 @@ class FetchRun {
     for (const other of this.#slowerThan(peer)) {
       for (const w of other.streams) {
         for (const e of w.inflight) {
-          if (out.length >= n) return out;
+          if (out.length >= n || this.#doubled >= ENDGAME_MAX_DOUBLED) return out;
           if (e.done || e.doubled || e.askedAt > due || e.lackedBy?.has(peer.id)) continue;
           e.doubled = true;
+          this.#doubled++;
           out.push(e);
         }
       }
@@ -524,6 +535,7 @@ class FetchRun {
 
   /** Whether a stream of `peer` could take over objects stuck at another peer now. */
   #endgameFor(peer: PeerState): boolean {
+    if (this.#doubled >= ENDGAME_MAX_DOUBLED) return false;
     const due = Date.now() - ENDGAME_AFTER_MS;
     return this.#slowerThan(peer).some((other) =>
       [...other.streams].some((w) =>
