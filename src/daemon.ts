@@ -80,6 +80,12 @@ const PUSH_STREAMS = 4;
  * every responsive member at once; smaller ones ask the file's origin first.
  */
 const SPREAD_FETCH_OBJECTS = 64;
+/**
+ * How long the other stripes of a file are asked of their members alone, ms, plus this per
+ * object (a 64 KiB chunk at about 30 MiB/s): then the rest is asked of every member at once.
+ */
+const OWNERS_FIRST_MS = 2_000;
+const OWNERS_FIRST_MS_PER_OBJECT = 2;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
 /**
@@ -632,13 +638,59 @@ export class Daemon {
     opts: FetchOptions,
   ): Promise<Uint8Array[]> {
     const fetcher = this.#fetcher!;
-    const others = [...this.#members].filter((p) => p !== this.host.peerId && !first.includes(p));
+    const others = this.#responsiveOthers(first);
     let missing = hashes;
     if (first.length > 0) missing = (await fetcher.fetch(missing, first, onObject, opts)).missing;
     if (missing.length > 0 && others.length > 0) {
       missing = (await fetcher.fetch(missing, others, onObject, opts)).missing;
     }
     return missing;
+  }
+
+  /**
+   * Members other than this node and `except`; those that stopped answering lately only if no
+   * other is left (they may be back).
+   */
+  #responsiveOthers(except: string[]): string[] {
+    const all = [...this.#members].filter((p) => p !== this.host.peerId && !except.includes(p));
+    const answering = all.filter((p) => !this.#fetcher!.isUnresponsive(p));
+    return answering.length > 0 ? answering : all;
+  }
+
+  /**
+   * The other stripes of a file several members fetch (see partial_chunks.ts): from the members
+   * fetching them, for a while, then whatever is left from every member at once (the origin
+   * included). The time limit keeps a member that answers, but slowly (a thin link), from
+   * holding this node's copy to its pace.
+   */
+  async #fetchFromOwners(
+    hashes: Uint8Array[],
+    owners: string[],
+    onObject: (hash: Uint8Array, bytes: Uint8Array) => Promise<void> | void,
+    opts: FetchOptions,
+  ): Promise<Uint8Array[]> {
+    const fetcher = this.#fetcher!;
+    const got = new Set<string>();
+    const limit = new AbortController();
+    const timer = setTimeout(
+      () => limit.abort(new Error("owners too slow")),
+      OWNERS_FIRST_MS + hashes.length * OWNERS_FIRST_MS_PER_OBJECT,
+    );
+    let missing: Uint8Array[] = [];
+    try {
+      missing = (await fetcher.fetch(hashes, owners, (h, b) => {
+        got.add(hashKey(h));
+        return onObject(h, b);
+      }, { ...opts, signal: limit.signal })).missing;
+    } catch (e) {
+      if (!limit.signal.aborted) throw e;
+      missing = hashes.filter((h) => !got.has(hashKey(h)));
+    } finally {
+      clearTimeout(timer);
+    }
+    if (missing.length === 0) return missing;
+    const rest = [...owners, ...this.#responsiveOthers(owners)];
+    return (await fetcher.fetch(missing, rest, onObject, opts)).missing;
   }
 
   #startEngine(rescanMs?: number): void {
@@ -684,6 +736,9 @@ export class Daemon {
               missing:
                 (await fetcher.fetch(hashes, [...origin, ...others], onObject, opts)).missing,
             };
+          }
+          if (strictly && origin.length > 0) {
+            return { missing: await this.#fetchFromOwners(hashes, origin, onObject, opts) };
           }
           return { missing: await this.#fetchOriginFirst(hashes, origin, onObject, opts) };
         },

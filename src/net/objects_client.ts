@@ -124,6 +124,8 @@ interface Worker {
   received: number;
   /** The stream was dropped for not answering (or not opening) in time. */
   silent?: boolean;
+  /** Our sink is taking an object: the peer's next answers wait on us, not on it. */
+  delivering?: boolean;
 }
 
 type ObjectsStream = FramedStream<ObjectsMessage, ObjectsMessage>;
@@ -448,6 +450,7 @@ class FetchRun {
       this.#remaining--;
       this.#fetched++;
       this.#bytes += msg.data.length;
+      w.delivering = true;
       try {
         await this.onObject(entry.hash, msg.data);
       } catch (err) {
@@ -455,6 +458,9 @@ class FetchRun {
           new FetchError(`storing ${toHex(entry.hash)} failed: ${(err as Error).message}`),
         );
         throw err;
+      } finally {
+        w.delivering = false;
+        w.lastProgress = Date.now();
       }
       if (this.#remaining === 0) this.#allDone();
     }
@@ -519,9 +525,12 @@ class FetchRun {
   #endgame(peer: PeerState, n: number): Entry[] {
     const out: Entry[] = [];
     const due = Date.now() - ENDGAME_AFTER_MS;
+    // From the back of each slow stream: answers come in order, so what it sends next is at the
+    // front anyway, and what it would send last is what holds the fetch up.
     for (const other of this.#slowerThan(peer)) {
       for (const w of other.streams) {
-        for (const e of w.inflight) {
+        for (let i = w.inflight.length - 1; i >= 0; i--) {
+          const e = w.inflight[i];
           if (out.length >= n || this.#doubled >= ENDGAME_MAX_DOUBLED) return out;
           if (e.done || e.doubled || e.askedAt > due || e.lackedBy?.has(peer.id)) continue;
           e.doubled = true;
@@ -613,7 +622,7 @@ class FetchRun {
     const now = Date.now();
     for (const p of this.#peers) {
       for (const w of p.streams) {
-        if (w.inflight.length > 0 && now - w.lastProgress > this.#stallMs) {
+        if (!w.delivering && w.inflight.length > 0 && now - w.lastProgress > this.#stallMs) {
           w.silent = true;
           w.fs?.abort(new FetchError(`no answer from ${p.id} for ${this.#stallMs} ms`));
         }

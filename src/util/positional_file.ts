@@ -40,7 +40,7 @@ export async function openPositional(
     // Deno.open throws the error that explains why (or, if the file appeared meanwhile,
     // serves it through the fallback).
   }
-  return new SeekingFile(await Deno.open(path, { read: true }));
+  return new SeekingFile(path, await Deno.open(path, { read: true }));
 }
 
 /** pread on a file descriptor; the descriptor is closed only once no read uses it. */
@@ -109,26 +109,64 @@ class LibcFile implements PositionalFile {
 /** The iovec preadv2 is given (calls are synchronous and never overlap). */
 const IOVEC = new BigUint64Array(2);
 
-/** The fallback: seek and read on a Deno.FsFile, one read at a time. */
+/** Handles the fallback opens per file at most, each reading one at a time. */
+const SEEKING_LANES = 4;
+
+/** One handle of the fallback and the reads queued on it (a seek and a read must not interleave). */
+interface Lane {
+  file: Promise<Deno.FsFile>;
+  queue: Promise<unknown>;
+}
+
+/**
+ * The fallback: seek and read on Deno.FsFile handles. Reads on one handle run one after
+ * another; up to SEEKING_LANES handles, opened as reads come, take reads in turn, so many small
+ * reads (a push of thousands of tiny objects from one pack) do not all wait in one line.
+ */
 class SeekingFile implements PositionalFile {
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #lanes: Lane[];
+  #next = 0;
   #closed = false;
 
-  constructor(private readonly file: Deno.FsFile) {}
+  constructor(private readonly path: string, first: Deno.FsFile) {
+    this.#lanes = [{ file: Promise.resolve(first), queue: Promise.resolve() }];
+  }
 
   readAt(pos: number, buf: Uint8Array): Promise<boolean> {
-    const run = this.#queue.then(() => readAt(this.file, pos, buf));
-    this.#queue = run.catch(() => {});
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource(`${this.path} is closed`));
+    }
+    const lane = this.#lane();
+    const run = lane.queue.then(async () => readAt(await lane.file, pos, buf));
+    lane.queue = run.catch(() => {});
     return run;
+  }
+
+  /** The next lane in turn, opening another handle while there are fewer than the most. */
+  #lane(): Lane {
+    if (this.#lanes.length < SEEKING_LANES) {
+      // A handle that cannot be opened (the file was removed meanwhile) fails the reads queued
+      // on it, as a read through the first handle of a removed file would not: try the first.
+      const first = this.#lanes[0].file;
+      const file = Deno.open(this.path, { read: true }).catch(() => first);
+      this.#lanes.push({ file, queue: Promise.resolve() });
+    }
+    return this.#lanes[this.#next++ % this.#lanes.length];
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#queue.finally(() => {
-      try {
-        this.file.close();
-      } catch { /* already closed */ }
+    const handles = new Set<Deno.FsFile>();
+    Promise.all(this.#lanes.map(async (lane) => {
+      await lane.queue;
+      handles.add(await lane.file);
+    })).finally(() => {
+      for (const f of handles) {
+        try {
+          f.close();
+        } catch { /* already closed */ }
+      }
     });
   }
 }
