@@ -23,6 +23,7 @@ import {
   type MessageChannel,
   ObjectFetcher,
   ObjectPusher,
+  type ObjectSink,
   openMessageChannel,
   parseInvite,
   serveJoin,
@@ -634,7 +635,7 @@ export class Daemon {
   async #fetchOriginFirst(
     hashes: Uint8Array[],
     first: string[],
-    onObject: (hash: Uint8Array, bytes: Uint8Array) => Promise<void> | void,
+    onObject: ObjectSink,
     opts: FetchOptions,
   ): Promise<Uint8Array[]> {
     const fetcher = this.#fetcher!;
@@ -652,9 +653,14 @@ export class Daemon {
    * other is left (they may be back).
    */
   #responsiveOthers(except: string[]): string[] {
-    const all = [...this.#members].filter((p) => p !== this.host.peerId && !except.includes(p));
+    const all = this.#otherMembers(except);
     const answering = all.filter((p) => !this.#fetcher!.isUnresponsive(p));
     return answering.length > 0 ? answering : all;
+  }
+
+  /** Members other than this node and `except`. */
+  #otherMembers(except: string[]): string[] {
+    return [...this.#members].filter((p) => p !== this.host.peerId && !except.includes(p));
   }
 
   /**
@@ -666,7 +672,7 @@ export class Daemon {
   async #fetchFromOwners(
     hashes: Uint8Array[],
     owners: string[],
-    onObject: (hash: Uint8Array, bytes: Uint8Array) => Promise<void> | void,
+    onObject: ObjectSink,
     opts: FetchOptions,
   ): Promise<Uint8Array[]> {
     const fetcher = this.#fetcher!;
@@ -719,9 +725,7 @@ export class Daemon {
           const origin = preferred.filter((p) =>
             this.#members.has(p) && !(strictly && fetcher.isUnresponsive(p))
           );
-          const others = [...this.#members].filter((p) =>
-            p !== this.host.peerId && !origin.includes(p) && !fetcher.isUnresponsive(p)
-          );
+          const others = this.#otherMembers(origin).filter((p) => !fetcher.isUnresponsive(p));
           // A large fetch asks the origin and every other member that answers at once, from
           // one queue: whoever answers fastest serves most, and a member without an object says
           // so and is not asked for it again. With three or more members, those catching up

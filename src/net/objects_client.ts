@@ -162,13 +162,7 @@ export class ObjectFetcher {
 
   /** Is this peer currently avoided for having sent a bad object? */
   isAvoided(peerId: string, now: number = Date.now()): boolean {
-    const until = this.#avoidUntil.get(peerId);
-    if (until === undefined) return false;
-    if (until <= now) {
-      this.#avoidUntil.delete(peerId);
-      return false;
-    }
-    return true;
+    return stillMarked(this.#avoidUntil, peerId, now);
   }
 
   /**
@@ -177,13 +171,7 @@ export class ObjectFetcher {
    * a stopped or cut-off member keeps its connection for a while but answers nothing.
    */
   isUnresponsive(peerId: string, now: number = Date.now()): boolean {
-    const until = this.#unresponsiveUntil.get(peerId);
-    if (until === undefined) return false;
-    if (until <= now) {
-      this.#unresponsiveUntil.delete(peerId);
-      return false;
-    }
-    return true;
+    return stillMarked(this.#unresponsiveUntil, peerId, now);
   }
 
   /** Record a peer given up for not answering (called by a fetch run). */
@@ -238,6 +226,17 @@ export class ObjectFetcher {
   avoid(peerId: string): void {
     this.#avoidUntil.set(peerId, Date.now() + (this.opts.avoidMs ?? 10 * 60_000));
   }
+}
+
+/** Whether `peer`'s mark in `until` (peer -> expiry, ms) holds at `now`; expired marks go. */
+function stillMarked(until: Map<string, number>, peer: string, now: number): boolean {
+  const expiry = until.get(peer);
+  if (expiry === undefined) return false;
+  if (expiry <= now) {
+    until.delete(peer);
+    return false;
+  }
+  return true;
 }
 
 /** The state of one fetch() call. */
@@ -524,35 +523,38 @@ class FetchRun {
   /** Up to n objects other peers have had outstanding for a while (see ENDGAME_AFTER_MS). */
   #endgame(peer: PeerState, n: number): Entry[] {
     const out: Entry[] = [];
-    const due = Date.now() - ENDGAME_AFTER_MS;
-    // From the back of each slow stream: answers come in order, so what it sends next is at the
-    // front anyway, and what it would send last is what holds the fetch up.
-    for (const other of this.#slowerThan(peer)) {
-      for (const w of other.streams) {
-        for (let i = w.inflight.length - 1; i >= 0; i--) {
-          const e = w.inflight[i];
-          if (out.length >= n || this.#doubled >= ENDGAME_MAX_DOUBLED) return out;
-          if (e.done || e.doubled || e.askedAt > due || e.lackedBy?.has(peer.id)) continue;
-          e.doubled = true;
-          this.#doubled++;
-          out.push(e);
-        }
-      }
+    for (const e of this.#stuckElsewhere(peer)) {
+      if (out.length >= n) break;
+      e.doubled = true;
+      this.#doubled++;
+      out.push(e);
     }
     return out;
   }
 
   /** Whether a stream of `peer` could take over objects stuck at another peer now. */
   #endgameFor(peer: PeerState): boolean {
-    if (this.#doubled >= ENDGAME_MAX_DOUBLED) return false;
+    return !this.#stuckElsewhere(peer).next().done;
+  }
+
+  /**
+   * Objects `peer` may double now: outstanding long enough at a peer it is much faster than,
+   * not doubled yet, not known to be lacked by it, within the fetch's budget. From the back of
+   * each slow stream: answers come in order, so what it sends next is at the front anyway, and
+   * what it would send last is what holds the fetch up.
+   */
+  *#stuckElsewhere(peer: PeerState): Generator<Entry> {
     const due = Date.now() - ENDGAME_AFTER_MS;
-    return this.#slowerThan(peer).some((other) =>
-      [...other.streams].some((w) =>
-        w.inflight.some((e) =>
-          !e.done && !e.doubled && e.askedAt <= due && !e.lackedBy?.has(peer.id)
-        )
-      )
-    );
+    for (const other of this.#slowerThan(peer)) {
+      for (const w of other.streams) {
+        for (let i = w.inflight.length - 1; i >= 0; i--) {
+          if (this.#doubled >= ENDGAME_MAX_DOUBLED) return;
+          const e = w.inflight[i];
+          if (e.done || e.doubled || e.askedAt > due || e.lackedBy?.has(peer.id)) continue;
+          yield e;
+        }
+      }
+    }
   }
 
   #hasWorkFor(peer: PeerState): boolean {

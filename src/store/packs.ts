@@ -264,7 +264,7 @@ export class PackStore {
       const loc = parseObjectLocation(value);
       let bytes: Uint8Array;
       try {
-        bytes = await this.#readQueued(hash, loc);
+        bytes = await this.#readPacked(hash, loc);
       } catch (e) {
         // Compaction re-points the index before it deletes a pack, so a read that lost the
         // race finds the object's new place (or that it was dropped) by looking again.
@@ -283,7 +283,7 @@ export class PackStore {
     return this.get(hash);
   }
 
-  async #readQueued(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
+  async #readPacked(hash: Hash, loc: ObjectLocation): Promise<Uint8Array> {
     let opening = this.#readers.get(loc.pack);
     if (!opening) {
       opening = openPositional(this.#path(loc.pack));
