@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { formatInvite, parseInvite } from "../../src/net/mod.ts";
+import { seededBytes } from "../helpers/bytes.ts";
 import { runCli } from "../helpers/cli.ts";
 import { NodeProcess, startCluster, type Status, tempDirs, waitFor } from "../helpers/cluster.ts";
 
@@ -131,10 +132,7 @@ Deno.test({
     const nodes: NodeProcess[] = [];
     try {
       // Enough that writing it takes B a few seconds: a 24 MiB file and 2,000 small ones.
-      const big = new Uint8Array(24 << 20);
-      for (let i = 0; i < big.length; i += 65_536) {
-        crypto.getRandomValues(big.subarray(i, i + 65_536));
-      }
+      const big = seededBytes(24, 24 << 20);
       await Deno.writeFile(`${dirs[0]}/big.bin`, big);
       await Deno.mkdir(`${dirs[0]}/many`);
       for (let i = 0; i < 2000; i++) {
@@ -173,10 +171,7 @@ Deno.test({
     const dirs = await tempDirs(3);
     const nodes: NodeProcess[] = [];
     try {
-      const big = new Uint8Array(24 << 20);
-      for (let i = 0; i < big.length; i += 65_536) {
-        crypto.getRandomValues(big.subarray(i, i + 65_536));
-      }
+      const big = seededBytes(24, 24 << 20);
       await Deno.writeFile(`${dirs[0]}/big.bin`, big);
       nodes.push(await NodeProcess.start(dirs[0]));
       const committed = await runCli(["status", dirs[0], "--wait", "--timeout", "60"]);
