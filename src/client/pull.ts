@@ -116,7 +116,7 @@ export async function pull(dir: string, opts: PullOptions): Promise<PullSummary>
     const removed = await removeStale(root, wanted, local, opts.keepExtra);
     const dirs = [...wanted.values()].filter((r) => r.rec.kind === "dir");
     for (const d of dirs) {
-      await checkAncestors(root, d.rel, true);
+      checkAncestors(root, d.rel, true);
       await Deno.mkdir(`${root}/${d.rel}`, { recursive: true });
     }
     const jobs: Job[] = [];
@@ -340,7 +340,7 @@ async function writeFiles(
     signal.throwIfAborted();
     const { job, from, to } = part;
     if (!job.file) {
-      await checkAncestors(root, job.rel, true);
+      checkAncestors(root, job.rel, true);
       job.tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
       job.file = await Deno.open(job.tmp, { write: true, createNew: true, mode: 0o600 });
     }
@@ -428,7 +428,7 @@ async function finishFile(root: string, job: Job): Promise<void> {
 }
 
 async function placeSymlink(root: string, job: Job): Promise<void> {
-  await checkAncestors(root, job.rel, true);
+  checkAncestors(root, job.rel, true);
   job.tmp = `${parentAbs(root, job.rel)}/${tempName()}`;
   await Deno.symlink(job.rec.target ?? "", job.tmp);
   await Deno.rename(job.tmp, `${root}/${job.rel}`);
