@@ -87,6 +87,12 @@ const SPREAD_FETCH_OBJECTS = 64;
  */
 const OWNERS_FIRST_MS = 2_000;
 const OWNERS_FIRST_MS_PER_OBJECT = 2;
+/**
+ * How long a request for a chunk this node is fetching right now (its stripe of a file the
+ * members fetch together) waits for it, ms. A third of the fetch stall limit (3 s): the asking
+ * member must not take the wait for a stopped peer.
+ */
+const PARTIAL_WAIT_MS = 1_000;
 /** A voter whose push failed is tried last for this long, ms. */
 const PUSH_FAILURE_MEMORY_MS = 30_000;
 /**
@@ -397,8 +403,7 @@ export class Daemon {
       },
       get: async (h) => {
         // Else a chunk of a large file still being written here (see partial_chunks.ts).
-        const bytes = await this.store.readObject(h) ??
-          await this.#engine?.partialChunks.read(h) ?? null;
+        const bytes = await this.store.readObject(h) ?? await this.#partialChunk(h);
         if (bytes !== null) this.#servedBytes += bytes.length;
         return bytes;
       },
@@ -659,6 +664,18 @@ export class Daemon {
   }
 
   /** Members other than this node and `except`. */
+  /**
+   * A chunk of a file still being written here (see partial_chunks.ts); if it is one this node
+   * is fetching right now, after waiting a little for it.
+   */
+  async #partialChunk(hash: Uint8Array): Promise<Uint8Array | null> {
+    const partial = this.#engine?.partialChunks;
+    if (!partial) return null;
+    const bytes = await partial.read(hash);
+    if (bytes !== null || !(await partial.waitFor(hash, PARTIAL_WAIT_MS))) return bytes;
+    return await partial.read(hash);
+  }
+
   #otherMembers(except: string[]): string[] {
     return [...this.#members].filter((p) => p !== this.host.peerId && !except.includes(p));
   }
@@ -687,7 +704,11 @@ export class Daemon {
       missing = (await fetcher.fetch(hashes, owners, (h, b) => {
         got.add(hashKey(h));
         return onObject(h, b);
-      }, { ...opts, signal: limit.signal })).missing;
+      }, {
+        ...opts,
+        signal: opts.signal ? AbortSignal.any([opts.signal, limit.signal]) : limit.signal,
+      }))
+        .missing;
     } catch (e) {
       if (!limit.signal.aborted) throw e;
       missing = hashes.filter((h) => !got.has(hashKey(h)));
@@ -713,14 +734,14 @@ export class Daemon {
       // No stripes either when fetching from the origin only (see #originOnly).
       members: this.#originOnly ? undefined : () => [...this.#members],
       remote: {
-        fetch: async (hashes, deliver, preferred = [], strictly = false) => {
+        fetch: async (hashes, deliver, preferred = [], strictly = false, signal) => {
           const onObject = (hash: Uint8Array, bytes: Uint8Array) => {
             this.#fetchedBytes += bytes.length;
             return deliver(hash, bytes);
           };
           // A short stall limit: a peer that is stopped or cut off keeps its connection for a
           // while but answers nothing, and must not hold a file up for long.
-          const opts = { stallMs: 3_000, maxPeerFailures: 1 };
+          const opts = { stallMs: 3_000, maxPeerFailures: 1, signal };
           // Preferred members that stopped answering are not waited for when others remain.
           const origin = preferred.filter((p) =>
             this.#members.has(p) && !(strictly && fetcher.isUnresponsive(p))

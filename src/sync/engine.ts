@@ -56,6 +56,8 @@ export interface RemoteObjects {
     onObject: (hash: Hash, bytes: Uint8Array) => Promise<void>,
     preferred?: string[],
     strictly?: boolean,
+    /** Aborting it ends the fetch with an error (what arrived was delivered). */
+    signal?: AbortSignal,
   ): Promise<{ missing: Hash[] }>;
 }
 
@@ -543,7 +545,13 @@ export class SyncEngine {
         onWrite: (path, expected) => this.#watcher?.expect(path, expected),
         group,
         known,
-        share: share ? { chunks: this.partialChunks, stripe: this.#stripe(rec) } : undefined,
+        share: share
+          ? {
+            chunks: this.partialChunks,
+            stripe: this.#stripe(rec),
+            restripe: () => this.#stripe(rec, false),
+          }
+          : undefined,
       });
       if (r.status === "local-changed") {
         this.#scanWanted = true;
@@ -676,11 +684,11 @@ export class SyncEngine {
    * This node's stripe of a file that every member but its origin fetches now (a new file
    * committed elsewhere). Null with fewer than two such members: nothing to share.
    */
-  #stripe(rec: IndexRecord): Stripe | null {
+  #stripe(rec: IndexRecord, log = true): Stripe | null {
     const fetching = (this.deps.members?.() ?? []).filter((m) => m !== rec.origin);
     if (fetching.length < 2) return null;
-    const stripe = stripeFor(this.deps.nodeId, fetching);
-    if (stripe) {
+    const stripe = stripeFor(this.deps.nodeId, fetching, rec.size);
+    if (stripe && log) {
       this.deps.log.debug("fetching a stripe first", {
         path: rec.path,
         stripe: stripe.index,
@@ -712,7 +720,7 @@ export class SyncEngine {
       // The object fetcher verifies every object, and prefetched ones came through it.
       verified: true,
       inMemory: prefetched ? (hash) => prefetched.get(hash) : undefined,
-      async fetchChunks(hashes, onChunk, from) {
+      async fetchChunks(hashes, onChunk, from, signal) {
         const rest: Hash[] = [];
         for (const h of hashes) {
           const ahead = prefetched?.get(h);
@@ -721,8 +729,8 @@ export class SyncEngine {
         }
         if (rest.length === 0) return;
         const r = from
-          ? await remote.fetch(rest, onChunk, from, true)
-          : await remote.fetch(rest, onChunk, preferred);
+          ? await remote.fetch(rest, onChunk, from, true, signal)
+          : await remote.fetch(rest, onChunk, preferred, false, signal);
         if (r.missing.length > 0) {
           throw new Error(`${r.missing.length} chunks are held by no reachable peer`);
         }

@@ -73,6 +73,7 @@ export interface MaterializeSources {
     hashes: Hash[],
     onChunk: (hash: Hash, bytes: Uint8Array) => Promise<void>,
     from?: string[],
+    signal?: AbortSignal,
   ): Promise<void>;
   /**
    * The bytes passed to `onChunk` were already checked against their hash (the object
@@ -123,7 +124,15 @@ export interface MaterializeOptions {
    * this node's stripe of it first when several members fetch it (see partial_chunks.ts): for
    * large files, in clusters of three or more.
    */
-  share?: { chunks: PartialChunks; stripe: Stripe | null };
+  share?: {
+    chunks: PartialChunks;
+    stripe: Stripe | null;
+    /**
+     * The stripe as it would be chosen now: asked while this node's stripe is fetched, which
+     * is fetched again under the new one when the members fetching the file change.
+     */
+    restripe?: () => Stripe | null;
+  };
 }
 
 /**
@@ -949,6 +958,48 @@ interface Share {
   /** The temp file the chunks are written to. */
   tmpAbs: string;
   stripe: Stripe | null;
+  restripe?: () => Stripe | null;
+}
+
+/** How often the stripe is chosen again while this node's stripe is fetched, ms. */
+const RESTRIPE_CHECK_MS = 250;
+
+function sameStripe(a: Stripe | null, b: Stripe | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.index === b.index && a.count === b.count && a.blockChunks === b.blockChunks &&
+    a.others.join() === b.others.join();
+}
+
+/**
+ * Fetch `own` (this node's stripe), aborted as soon as `share.restripe()` differs from
+ * `stripe`: true if it ended that way (the caller splits what is left again), false if every
+ * chunk was fetched.
+ */
+async function fetchOwnStripe(
+  own: Hash[],
+  onChunk: (hash: Hash, bytes: Uint8Array) => Promise<void>,
+  sources: MaterializeSources,
+  share: Share | null,
+  stripe: Stripe | null,
+): Promise<boolean> {
+  const restripe = share?.restripe;
+  if (!restripe) {
+    await sources.fetchChunks(own, onChunk);
+    return false;
+  }
+  const changed = new AbortController();
+  const timer = setInterval(() => {
+    if (!sameStripe(restripe(), stripe)) changed.abort(new Error("the fetching members changed"));
+  }, RESTRIPE_CHECK_MS);
+  try {
+    await sources.fetchChunks(own, onChunk, undefined, changed.signal);
+    return false;
+  } catch (e) {
+    if (!changed.signal.aborted) throw e;
+    return true;
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** Chunks to fetch for a file, by hash key: where each goes, and its first chunk index. */
@@ -983,18 +1034,32 @@ async function fetchMissing(
     for (const offset of want.offsets) await out.add(offset, bytes, hash);
   };
   // Own stripe first, then the rest (which the other fetching members are getting meanwhile).
-  const own: Hash[] = [];
+  // A member that joins, or is first seen, while this node fetches its stripe changes the
+  // stripes: what is left of ours is split again. (A member that started a large file before
+  // it knew of the other fetched all of it from the origin.)
+  let stripe = share?.stripe ?? null;
+  let todo = [...missing.values()];
   const rest: Hash[] = [];
-  for (const m of missing.values()) {
-    const stripe = share?.stripe;
-    const mine = !stripe || stripeOf(m.index, stripe.count) === stripe.index;
-    (mine ? own : rest).push(m.hash);
-  }
   try {
-    if (own.length > 0) await sources.fetchChunks(own, onChunk);
+    for (;;) {
+      const own: Hash[] = [];
+      for (const m of todo) {
+        const mine = !stripe ||
+          stripeOf(m.index, stripe.count, stripe.blockChunks) === stripe.index;
+        (mine ? own : rest).push(m.hash);
+      }
+      // The others fetch our stripe from us: they wait for what is on its way here.
+      if (share && stripe) share.chunks.expect(share.tmpAbs, own);
+      if (own.length === 0 || !(await fetchOwnStripe(own, onChunk, sources, share, stripe))) {
+        break;
+      }
+      stripe = share!.restripe!();
+      todo = todo.filter((m) => !received.has(hashKey(m.hash)));
+    }
     // The other stripes from the members that fetched them first (they answer `missing` for
-    // what they do not hold yet, which the origin then sends).
-    if (rest.length > 0) await sources.fetchChunks(rest, onChunk, share?.stripe?.others);
+    // what they do not hold, and do not receive soon, which the origin then sends).
+    const left = rest.filter((h) => !received.has(hashKey(h)));
+    if (left.length > 0) await sources.fetchChunks(left, onChunk, stripe?.others);
   } finally {
     await out.drain();
   }

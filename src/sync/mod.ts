@@ -59,6 +59,7 @@ export {
   PartialChunks,
   type Stripe,
   STRIPE_BLOCK_CHUNKS,
+  stripeBlockChunks,
   stripeFor,
   stripeOf,
 } from "./partial_chunks.ts";

@@ -33,6 +33,10 @@ export class PartialChunks {
   readonly #byFile = new Map<string, string[]>();
   /** Read handles of temp files, opened on first read, closed when the file is forgotten. */
   readonly #open = new Map<string, Promise<PositionalFile>>();
+  /** Chunks being fetched right now for a temp file (this node's stripe), by hash key. */
+  readonly #expected = new Map<string, string>();
+  /** Requests waiting for an expected chunk, by hash key (see waitFor). */
+  readonly #waiters = new Map<string, ((arrived: boolean) => void)[]>();
 
   /** Chunks remembered. */
   get size(): number {
@@ -47,12 +51,69 @@ export class PartialChunks {
     let keys = this.#byFile.get(tmpAbs);
     if (!keys) this.#byFile.set(tmpAbs, keys = []);
     keys.push(key);
+    this.#expected.delete(key);
+    this.#wake(key, true);
+  }
+
+  /**
+   * This node is now fetching `hashes` for the temp file `tmpAbs` (its own stripe, first): a
+   * member that asks for one of them meanwhile waits for it (waitFor) instead of hearing at
+   * once that it is missing and asking the origin, whose uplink would then carry it twice.
+   */
+  expect(tmpAbs: string, hashes: readonly Hash[]): void {
+    let keys = this.#byFile.get(tmpAbs);
+    if (!keys) this.#byFile.set(tmpAbs, keys = []);
+    for (const h of hashes) {
+      const key = hashKey(h);
+      if (this.#byHash.has(key) || this.#expected.size >= MAX_ENTRIES) continue;
+      this.#expected.set(key, tmpAbs);
+      keys.push(key);
+    }
+  }
+
+  /**
+   * Wait at most `ms` for a chunk this node is fetching right now (see expect): true once it
+   * can be read, false at once if it is not expected, or when the time is up or the file is
+   * given up. The wait must stay well below the asking member's stall limit.
+   */
+  waitFor(hash: Hash, ms: number): Promise<boolean> {
+    const key = hashKey(hash);
+    if (this.#byHash.has(key)) return Promise.resolve(true);
+    if (!this.#expected.has(key)) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (arrived: boolean) => {
+        clearTimeout(timer);
+        resolve(arrived);
+      };
+      const timer = setTimeout(() => {
+        const list = this.#waiters.get(key);
+        const at = list?.indexOf(done) ?? -1;
+        if (at >= 0) list!.splice(at, 1);
+        if (list?.length === 0) this.#waiters.delete(key);
+        resolve(false);
+      }, ms);
+      let list = this.#waiters.get(key);
+      if (!list) this.#waiters.set(key, list = []);
+      list.push(done);
+    });
+  }
+
+  /** Requests waiting on a chunk: it arrived, or will not. */
+  #wake(key: string, arrived: boolean): void {
+    const list = this.#waiters.get(key);
+    if (!list) return;
+    this.#waiters.delete(key);
+    for (const done of list) done(arrived);
   }
 
   /** Forget every chunk of the temp file `tmpAbs` (renamed into place, or given up). */
   forget(tmpAbs: string): void {
     for (const key of this.#byFile.get(tmpAbs) ?? []) {
       if (this.#byHash.get(key)?.tmpAbs === tmpAbs) this.#byHash.delete(key);
+      if (this.#expected.get(key) === tmpAbs) {
+        this.#expected.delete(key);
+        this.#wake(key, false);
+      }
     }
     this.#byFile.delete(tmpAbs);
     const file = this.#open.get(tmpAbs);
@@ -83,8 +144,21 @@ export class PartialChunks {
   }
 }
 
-/** Chunks per stripe block: runs of about 4 MiB, written to the file in one piece each. */
+/** Chunks per stripe block of a large file: runs of about 4 MiB, each written in one piece. */
 export const STRIPE_BLOCK_CHUNKS = 64;
+
+/** Files smaller than this are dealt in smaller blocks (see stripeBlockChunks). */
+const LARGE_STRIPE_FILE_BYTES = 64 << 20;
+
+/**
+ * Chunks per stripe block for a file of `size` bytes: STRIPE_BLOCK_CHUNKS from 64 MiB up, 4
+ * below (about 300 KiB). With 4 MiB blocks, a file of a few MiB was one block, so it fell
+ * wholly in one member's stripe and the others fetched it from the origin as before. Every
+ * member computes the same value from the committed size.
+ */
+export function stripeBlockChunks(size: number): number {
+  return size >= LARGE_STRIPE_FILE_BYTES ? STRIPE_BLOCK_CHUNKS : 4;
+}
 
 /** This node's share of a file several members fetch at once (see stripeOf). */
 export interface Stripe {
@@ -94,6 +168,8 @@ export interface Stripe {
   count: number;
   /** The other members fetching, whose stripes this node fetches from them first. */
   others: string[];
+  /** Chunks per block (see stripeBlockChunks). */
+  blockChunks: number;
 }
 
 /**
@@ -103,14 +179,30 @@ export interface Stripe {
  * to, which by then mostly hold them (the origin sends only what they lack): the origin's uplink
  * carries the file about once, not once per member.
  */
-export function stripeOf(chunkIndex: number, count: number): number {
-  return Math.floor(chunkIndex / STRIPE_BLOCK_CHUNKS) % count;
+export function stripeOf(
+  chunkIndex: number,
+  count: number,
+  blockChunks: number = STRIPE_BLOCK_CHUNKS,
+): number {
+  return Math.floor(chunkIndex / blockChunks) % count;
 }
 
-/** This node's stripe among `fetching` (member ids, any order), or null if it is not one. */
-export function stripeFor(self: string, fetching: readonly string[]): Stripe | null {
+/**
+ * This node's stripe among `fetching` (member ids, any order) of a file of `size` bytes, or
+ * null if it is not one of them.
+ */
+export function stripeFor(
+  self: string,
+  fetching: readonly string[],
+  size: number = LARGE_STRIPE_FILE_BYTES,
+): Stripe | null {
   const sorted = [...new Set(fetching)].sort();
   const index = sorted.indexOf(self);
   if (index < 0) return null;
-  return { index, count: sorted.length, others: sorted.filter((m) => m !== self) };
+  return {
+    index,
+    count: sorted.length,
+    others: sorted.filter((m) => m !== self),
+    blockChunks: stripeBlockChunks(size),
+  };
 }

@@ -4,13 +4,15 @@
  * stripe of the file first, then the other stripes from the members they belong to.
  */
 import assert from "node:assert/strict";
-import { type Hash, hashKey, sha256 } from "../../src/chunk/mod.ts";
+import { type Hash, hashFromKey, hashKey, sha256 } from "../../src/chunk/mod.ts";
 import { walkFileChunks } from "../../src/merkle/mod.ts";
 import {
   materialize,
   type MaterializeSources,
   PartialChunks,
+  type Stripe,
   STRIPE_BLOCK_CHUNKS,
+  stripeBlockChunks,
   stripeFor,
   stripeOf,
 } from "../../src/sync/mod.ts";
@@ -56,9 +58,55 @@ Deno.test("stripes: blocks dealt in turn to the fetching members, sorted by id",
   assert.equal(stripeOf(STRIPE_BLOCK_CHUNKS, 2), 1);
   assert.equal(stripeOf(2 * STRIPE_BLOCK_CHUNKS, 2), 0);
   assert.equal(stripeOf(5 * STRIPE_BLOCK_CHUNKS, 3), 2);
-  assert.deepEqual(stripeFor("c", ["c", "b"]), { index: 1, count: 2, others: ["b"] });
-  assert.deepEqual(stripeFor("b", ["c", "b", "b"]), { index: 0, count: 2, others: ["c"] });
+  const large = STRIPE_BLOCK_CHUNKS;
+  assert.deepEqual(stripeFor("c", ["c", "b"]), {
+    index: 1,
+    count: 2,
+    others: ["b"],
+    blockChunks: large,
+  });
+  assert.deepEqual(stripeFor("b", ["c", "b", "b"]), {
+    index: 0,
+    count: 2,
+    others: ["c"],
+    blockChunks: large,
+  });
   assert.equal(stripeFor("x", ["b", "c"]), null);
+  // A file of a few MiB is dealt in small blocks, so that every member has a share of it.
+  assert.equal(stripeBlockChunks(64 << 20), large);
+  assert.equal(stripeBlockChunks(3 << 20), 4);
+  assert.equal(stripeFor("b", ["b", "c"], 3 << 20)!.blockChunks, 4);
+  assert.equal(stripeOf(4, 2, 4), 1);
+  assert.equal(stripeOf(8, 2, 4), 0);
+});
+
+Deno.test("partial chunks: a request waits for an expected chunk, not for others", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "filesync-partial-" });
+  const partial = new PartialChunks();
+  try {
+    const a = seededBytes(3, 5000);
+    const b = seededBytes(4, 6000);
+    const tmp = `${dir}/.tmp`;
+    await Deno.writeFile(tmp, a);
+    // Not expected: answered at once.
+    assert.equal(await partial.waitFor(sha256(a), 10_000), false);
+    partial.expect(tmp, [sha256(a), sha256(b)]);
+    const waiting = partial.waitFor(sha256(a), 10_000);
+    const also = partial.waitFor(sha256(a), 10_000);
+    partial.add(sha256(a), tmp, 0, a.length); // written: both waiters go on
+    assert.equal(await waiting, true);
+    assert.equal(await also, true);
+    assert.deepEqual(await partial.read(sha256(a)), a);
+    // Expected but late: the wait ends at its limit.
+    assert.equal(await partial.waitFor(sha256(b), 20), false);
+    // Given up (the file is forgotten): a waiter hears it at once.
+    const given = partial.waitFor(sha256(b), 10_000);
+    partial.forget(tmp);
+    assert.equal(await given, false);
+    assert.equal(await partial.waitFor(sha256(b), 10_000), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("materialize: a shared large file fetches its stripe first, serves it meanwhile, forgets it after", async () => {
@@ -74,12 +122,20 @@ Deno.test("materialize: a shared large file fetches its stripe first, serves it 
     const partial = new PartialChunks();
     const calls: { hashes: Hash[]; from?: string[] }[] = [];
     let servedMeanwhile: Uint8Array | null = null;
+    /** Asked while our stripe was being fetched: for one of ours, and for one of the other's. */
+    let waitedForOurs: Promise<boolean> | null = null;
+    let waitedForTheirs: Promise<boolean> | null = null;
     const sources: MaterializeSources = {
       nodes: remote.nodes,
       verified: false,
       async fetchChunks(hashes, onChunk, from) {
         // Tree nodes come this way too (a large file's tree is fetched ahead): count chunks.
         if (hashes.every((h) => index.has(hashKey(h)))) calls.push({ hashes, from });
+        if (calls.length === 1 && waitedForOurs === null) {
+          waitedForOurs = partial.waitFor(hashes[0], 60_000);
+          const theirs = [...index].find(([, i]) => stripeOf(i, 2) === 0)!;
+          waitedForTheirs = partial.waitFor(hashFromKey(theirs[0]), 60_000);
+        }
         if (calls.length === 2 && from !== undefined) {
           // While the other stripe is fetched, this node already serves a chunk of its own.
           const mine = calls[0].hashes[0];
@@ -92,7 +148,10 @@ Deno.test("materialize: a shared large file fetches its stripe first, serves it 
       },
     };
     const r = await materialize(store, rec, sources, {
-      share: { chunks: partial, stripe: { index: 1, count: 2, others: ["peer-b"] } },
+      share: {
+        chunks: partial,
+        stripe: { index: 1, count: 2, others: ["peer-b"], blockChunks: STRIPE_BLOCK_CHUNKS },
+      },
     });
     assert.equal(r.status, "written");
     assert.deepEqual(await Deno.readFile(`${store.root}/big.bin`), content);
@@ -106,5 +165,66 @@ Deno.test("materialize: a shared large file fetches its stripe first, serves it 
     assert.ok(servedMeanwhile !== null, "a chunk of the temp file was served before the end");
     assert.deepEqual(sha256(servedMeanwhile!), calls[0].hashes[0]);
     assert.equal(partial.size, 0, "forgotten once the file is in place");
+    assert.equal(await waitedForOurs, true, "a request for our stripe waited for it");
+    assert.equal(await waitedForTheirs, false, "a request for the other stripe did not wait");
+  });
+});
+
+Deno.test("materialize: a member first seen while this node fetches splits what is left again", async () => {
+  await withNode(async (store, remote) => {
+    const content = seededBytes(12, 24 << 20);
+    const rec = await remote.file("big.bin", content);
+    const index = new Map<string, number>();
+    let n = 0;
+    for await (const c of walkFileChunks(rec.root, remote.store.packs)) {
+      index.set(hashKey(c.hash), n++);
+    }
+    const partial = new PartialChunks();
+    const calls: { hashes: Hash[]; from?: string[]; delivered: number; aborted: boolean }[] = [];
+    // Alone at first; peer-b is seen once a quarter of the file has arrived.
+    let seen: Stripe | null = null;
+    const stripeNow = { index: 1, count: 2, others: ["peer-b"], blockChunks: STRIPE_BLOCK_CHUNKS };
+    const sources: MaterializeSources = {
+      nodes: remote.nodes,
+      verified: false,
+      async fetchChunks(hashes, onChunk, from, signal) {
+        if (!hashes.every((h) => index.has(hashKey(h)))) {
+          return await remote.fetchChunks(hashes, onChunk); // tree nodes fetched ahead
+        }
+        const call = { hashes, from, delivered: 0, aborted: false };
+        calls.push(call);
+        for (const h of hashes) {
+          if (signal?.aborted) {
+            call.aborted = true;
+            throw signal.reason;
+          }
+          await remote.fetchChunks([h], onChunk);
+          call.delivered++;
+          if (calls.length === 1 && call.delivered === Math.floor(n / 4)) seen = stripeNow;
+          // Slow enough for the stripe check (every 250 ms) to run while chunks arrive.
+          if (seen !== null) await new Promise((r) => setTimeout(r, 2));
+        }
+      },
+    };
+    const r = await materialize(store, rec, sources, {
+      share: { chunks: partial, stripe: null, restripe: () => seen },
+    });
+    assert.equal(r.status, "written");
+    assert.deepEqual(await Deno.readFile(`${store.root}/big.bin`), content);
+    assert.equal(calls.length, 3, JSON.stringify(calls.map((c) => [c.hashes.length, c.from])));
+    // 1: everything, alone, cut short once peer-b was seen.
+    assert.equal(calls[0].hashes.length, n);
+    assert.ok(calls[0].aborted && calls[0].delivered < n);
+    const fetched = new Set(calls[0].hashes.slice(0, calls[0].delivered).map(hashKey));
+    // 2: the rest of this node's stripe (odd blocks), from anyone.
+    assert.equal(calls[1].from, undefined);
+    assert.ok(calls[1].hashes.every((h) => stripeOf(index.get(hashKey(h))!, 2) === 1));
+    assert.ok(calls[1].hashes.every((h) => !fetched.has(hashKey(h))));
+    // 3: what is left of peer-b's stripe, from peer-b first.
+    assert.deepEqual(calls[2].from, ["peer-b"]);
+    assert.ok(calls[2].hashes.every((h) => stripeOf(index.get(hashKey(h))!, 2) === 0));
+    assert.ok(calls[2].hashes.every((h) => !fetched.has(hashKey(h))));
+    assert.equal(calls[0].delivered + calls[1].hashes.length + calls[2].hashes.length, n);
+    assert.equal(partial.size, 0);
   });
 });
