@@ -37,6 +37,7 @@ import {
   PREFETCH_MAX_FILE_BYTES,
   PrefetchedObjects,
   prefetchObjects,
+  type PrefetchShare,
 } from "./prefetch.ts";
 import { scanTree } from "./scanner.ts";
 import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
@@ -215,6 +216,8 @@ export class SyncEngine {
    * paths alone, and each one's end asks for a pass.
    */
   #inflight = new Map<string, { size: number; done: Promise<void> }>();
+  /** Batches of small files fetched so far (names their shared chunks, see #prefetchShare). */
+  #prefetches = 0;
   /**
    * Chunks of the large files being written that other members may fetch from here already
    * (the daemon serves them; see partial_chunks.ts).
@@ -425,14 +428,17 @@ export class SyncEngine {
       (async () => {
         // The next batch's objects are fetched while this one is written (two batches held).
         const batches = [...prefetchBatches(small)];
-        const fetchAhead = (i: number) =>
-          i < batches.length
-            ? prefetchObjects(store, this.deps.remote, batches[i]).catch(() => null)
-            : Promise.resolve(null);
+        const fetchAhead = async (i: number) => {
+          if (i >= batches.length) return { objects: null, share: null };
+          const share = this.#prefetchShare(batches[i]);
+          const objects = await prefetchObjects(store, this.deps.remote, batches[i], share)
+            .catch(() => null);
+          return { objects, share };
+        };
         let ahead = fetchAhead(0);
         for (let i = 0; i < batches.length; i++) {
           const batch = batches[i];
-          const objects = await ahead;
+          const { objects, share } = await ahead;
           ahead = fetchAhead(i + 1);
           const group = new WriteGroup(store);
           try {
@@ -441,6 +447,8 @@ export class SyncEngine {
             await group.finish().catch((e) =>
               log.warn("recording written files failed", { error: (e as Error).message })
             );
+            // Written and recorded: served from the files from now on.
+            if (share) this.partialChunks.forget(share.owner);
           }
         }
       })(),
@@ -696,6 +704,19 @@ export class SyncEngine {
       });
     }
     return stripe;
+  }
+
+  /**
+   * How a batch of small files is shared with the other members fetching it (every member but
+   * the batch's origins), or null with fewer than two such members.
+   */
+  #prefetchShare(batch: IndexRecord[]): PrefetchShare | null {
+    const origins = new Set(batch.map((r) => r.origin));
+    const fetching = (this.deps.members?.() ?? []).filter((m) => !origins.has(m));
+    if (fetching.length < 2) return null;
+    const stripe = stripeFor(this.deps.nodeId, fetching);
+    if (!stripe) return null;
+    return { chunks: this.partialChunks, owner: `prefetch-${this.#prefetches++}`, stripe };
   }
 
   /** Materializer sources backed by the remote object fetcher, asking `origin` first. */

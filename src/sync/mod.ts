@@ -54,7 +54,12 @@ export {
   UnsafePathError,
   WriteGroup,
 } from "./materializer.ts";
-export { isPrefetchable, PrefetchedObjects, prefetchObjects } from "./prefetch.ts";
+export {
+  isPrefetchable,
+  PrefetchedObjects,
+  prefetchObjects,
+  type PrefetchShare,
+} from "./prefetch.ts";
 export {
   PartialChunks,
   type Stripe,
@@ -62,6 +67,7 @@ export {
   stripeBlockChunks,
   stripeFor,
   stripeOf,
+  stripeOfHash,
 } from "./partial_chunks.ts";
 export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } from "./watcher.ts";
 export { ensureObjects, type FetchObjects, planRestore } from "./restore.ts";

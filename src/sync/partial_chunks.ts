@@ -9,18 +9,29 @@
  * other's finished parts while the file is still arriving (each fetches its own stripe of the
  * file first, see stripeOf, so their parts differ).
  *
- * Nothing here is trusted: a read hashes the bytes and answers null if they do not match (the
- * temp file could have been removed, or its bytes changed, in between). Entries live only while
- * their materialization runs; the registry is memory only, never persisted.
+ * Chunks of a batch of small files fetched ahead (see prefetch.ts) are held in memory until
+ * the batch is written, and served from there: the members catching up fetch those batches at
+ * the same time too, each its stripe of the chunks.
+ *
+ * A chunk this node is fetching right now, as part of its own stripe, is "expected": a member
+ * asking for it waits a little (waitFor) rather than hearing that it is missing and asking the
+ * origin for it.
+ *
+ * Nothing read from a temp file is trusted: a read hashes the bytes and answers null if they
+ * do not match (the temp file could have been removed, or its bytes changed, in between).
+ * Entries live only while their materialization runs; the registry is memory only, never
+ * persisted.
  */
 import { type Hash, hashEquals, hashKey, sha256 } from "../chunk/mod.ts";
 import { openPositional, type PositionalFile } from "../util/mod.ts";
 
-/** Where one written chunk lies. */
+/** Where one chunk lies: written in a temp file, or held in memory (`bytes`). */
 interface Place {
+  /** The temp file, or the name of the batch holding `bytes` (see keep). */
   tmpAbs: string;
   offset: number;
   length: number;
+  bytes?: Uint8Array;
 }
 
 /** Most chunks remembered at once (about 64 GiB of files in progress at 64 KiB per chunk). */
@@ -50,6 +61,21 @@ export class PartialChunks {
     this.#byHash.set(key, { tmpAbs, offset, length });
     let keys = this.#byFile.get(tmpAbs);
     if (!keys) this.#byFile.set(tmpAbs, keys = []);
+    keys.push(key);
+    this.#expected.delete(key);
+    this.#wake(key, true);
+  }
+
+  /**
+   * `hash` is held in memory (verified by the fetcher) for the batch of small files `owner`,
+   * until forget(owner): servable as it is, since memory, unlike a temp file, does not change.
+   */
+  keep(owner: string, hash: Hash, bytes: Uint8Array): void {
+    const key = hashKey(hash);
+    if (this.#byHash.has(key) || this.#byHash.size >= MAX_ENTRIES) return;
+    this.#byHash.set(key, { tmpAbs: owner, offset: 0, length: bytes.length, bytes });
+    let keys = this.#byFile.get(owner);
+    if (!keys) this.#byFile.set(owner, keys = []);
     keys.push(key);
     this.#expected.delete(key);
     this.#wake(key, true);
@@ -125,6 +151,7 @@ export class PartialChunks {
   async read(hash: Hash): Promise<Uint8Array | null> {
     const place = this.#byHash.get(hashKey(hash));
     if (!place) return null;
+    if (place.bytes) return place.bytes;
     let opening = this.#open.get(place.tmpAbs);
     if (!opening) {
       opening = openPositional(place.tmpAbs);
@@ -142,6 +169,14 @@ export class PartialChunks {
       return null; // renamed or removed meanwhile: not ours to serve any more
     }
   }
+}
+
+/**
+ * The stripe a chunk of a batch of small files belongs to, by its hash: those files are
+ * fetched together, not in file order, so the first byte deals them out evenly.
+ */
+export function stripeOfHash(hash: Hash, count: number): number {
+  return hash[0] % count;
 }
 
 /** Chunks per stripe block of a large file: runs of about 4 MiB, each written in one piece. */

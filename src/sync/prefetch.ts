@@ -12,6 +12,19 @@ import type { IndexRecord } from "../fsm/mod.ts";
 import { decodeNode, EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import type { LocalStore } from "../store/mod.ts";
 import type { RemoteObjects } from "./engine.ts";
+import { type PartialChunks, type Stripe, stripeOfHash } from "./partial_chunks.ts";
+
+/**
+ * A batch that other members fetch at the same time (they are catching up on the same
+ * commits): each fetches its stripe of the chunks from everyone, serving them from memory
+ * meanwhile, then the other stripes from their members first (see partial_chunks.ts).
+ */
+export interface PrefetchShare {
+  chunks: PartialChunks;
+  /** The batch's name in `chunks`: forget it once the batch is written. */
+  owner: string;
+  stripe: Stripe;
+}
 
 /** Files up to this size are prefetched (one leaf node of up to a few chunks). */
 export const PREFETCH_MAX_FILE_BYTES = 1 << 20;
@@ -60,6 +73,7 @@ export async function prefetchObjects(
   store: LocalStore,
   remote: RemoteObjects,
   records: IndexRecord[],
+  share: PrefetchShare | null = null,
 ): Promise<PrefetchedObjects> {
   const out = new PrefetchedObjects();
   const preferred = [...new Set(records.map((r) => r.origin).filter((o) => o))];
@@ -90,11 +104,21 @@ export async function prefetchObjects(
   const candidates = [...wanted.values()];
   const chunkHeld = await Promise.all(candidates.map(held));
   const chunks = candidates.filter((_, i) => !chunkHeld[i]);
-  if (chunks.length > 0) {
-    await remote.fetch(chunks, (h, bytes) => {
-      out.add(h, bytes);
-      return Promise.resolve();
-    }, preferred);
+  const keep = (h: Hash, bytes: Uint8Array) => {
+    out.add(h, bytes);
+    share?.chunks.keep(share.owner, h, bytes);
+    return Promise.resolve();
+  };
+  if (share === null) {
+    if (chunks.length > 0) await remote.fetch(chunks, keep, preferred);
+    return out;
   }
+  // Tree nodes are a few bytes each: not worth a stripe. The chunks are the bytes.
+  const { stripe } = share;
+  const own = chunks.filter((h) => stripeOfHash(h, stripe.count) === stripe.index);
+  share.chunks.expect(share.owner, own);
+  if (own.length > 0) await remote.fetch(own, keep, preferred);
+  const rest = chunks.filter((h) => out.get(h) === undefined);
+  if (rest.length > 0) await remote.fetch(rest, keep, stripe.others, true);
   return out;
 }

@@ -4,17 +4,21 @@
  * stripe of the file first, then the other stripes from the members they belong to.
  */
 import assert from "node:assert/strict";
-import { type Hash, hashFromKey, hashKey, sha256 } from "../../src/chunk/mod.ts";
+import { type Hash, hashEquals, hashFromKey, hashKey, sha256 } from "../../src/chunk/mod.ts";
+import type { IndexRecord } from "../../src/fsm/mod.ts";
 import { walkFileChunks } from "../../src/merkle/mod.ts";
 import {
   materialize,
   type MaterializeSources,
   PartialChunks,
+  prefetchObjects,
+  type RemoteObjects,
   type Stripe,
   STRIPE_BLOCK_CHUNKS,
   stripeBlockChunks,
   stripeFor,
   stripeOf,
+  stripeOfHash,
 } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 import { withNode } from "../helpers/fake_remote.ts";
@@ -226,5 +230,55 @@ Deno.test("materialize: a member first seen while this node fetches splits what 
     assert.ok(calls[2].hashes.every((h) => !fetched.has(hashKey(h))));
     assert.equal(calls[0].delivered + calls[1].hashes.length + calls[2].hashes.length, n);
     assert.equal(partial.size, 0);
+  });
+});
+
+Deno.test("prefetch: members fetching one batch split its chunks, serving theirs from memory", async () => {
+  await withNode(async (store, remote) => {
+    const recs: IndexRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      recs.push(await remote.file(`s/f${i}.bin`, seededBytes(60 + i, 2_000 + 500 * i)));
+    }
+    const partial = new PartialChunks();
+    const stripe = stripeFor("peer-c", ["peer-b", "peer-c"])!;
+    const calls: { hashes: Hash[]; preferred?: string[]; strictly?: boolean }[] = [];
+    /** While our stripe is fetched: a request for one of ours waits, one for theirs does not. */
+    let waits: Promise<boolean>[] = [];
+    const objects: RemoteObjects = {
+      async fetch(hashes, onObject, preferred, strictly) {
+        calls.push({ hashes, preferred, strictly });
+        if (calls.length === 2) {
+          const theirs = calls[0].hashes.find((h) => !hashes.some((o) => hashEquals(o, h)));
+          waits = [partial.waitFor(hashes[0], 60_000)];
+          if (theirs) waits.push(partial.waitFor(theirs, 60_000));
+        }
+        for (const h of hashes) {
+          const bytes = (await remote.store.packs.has(h))
+            ? await remote.store.packs.get(h)
+            : (await remote.store.locator.read(h))!;
+          await onObject(h, bytes);
+        }
+        return { missing: [] };
+      },
+    };
+    const owner = "prefetch-test";
+    const ahead = await prefetchObjects(store, objects, recs, { chunks: partial, owner, stripe });
+    assert.equal(calls.length, 3, "roots, then our stripe of the chunks, then theirs");
+    const [roots, ours, theirs] = calls;
+    assert.equal(roots.hashes.length, recs.length); // tree nodes are not dealt out
+    assert.ok(ours.hashes.every((h) => stripeOfHash(h, 2) === stripe.index));
+    assert.equal(ours.strictly ?? false, false);
+    assert.ok(theirs.hashes.every((h) => stripeOfHash(h, 2) !== stripe.index));
+    assert.deepEqual(theirs.preferred, ["peer-b"]);
+    assert.equal(theirs.strictly, true);
+    assert.ok(ours.hashes.length > 0 && theirs.hashes.length > 0);
+    assert.deepEqual(await Promise.all(waits), [true, false]);
+    // Every chunk is servable from memory until the batch is written, then forgotten.
+    for (const h of [...ours.hashes, ...theirs.hashes]) {
+      assert.deepEqual(await partial.read(h), ahead.get(h));
+    }
+    partial.forget(owner);
+    assert.equal(partial.size, 0);
+    assert.equal(await partial.read(ours.hashes[0]), null);
   });
 });
