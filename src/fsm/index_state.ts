@@ -51,6 +51,7 @@ import {
 } from "./codec.ts";
 import { type CommitLimits, KV_LIMITS, KvBatches, type Mutation } from "./kv_batch.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
+import { KV_GET_MANY } from "../util/mod.ts";
 import type {
   ApplyResult,
   Command,
@@ -144,6 +145,8 @@ class Overlay {
   readonly peers = new Map<string, string[]>();
   readonly usedInvites = new Set<string>();
   readonly labels = new Map<string, StoredLabel | null>();
+  /** Case-fold index entries as they were before this command (cached reads). */
+  readonly folds = new Map<string, string | null>();
   constructor(private readonly read: (path: string) => Promise<IndexRecord | null>) {}
 
   async get(path: string): Promise<IndexRecord | null> {
@@ -505,6 +508,7 @@ export class IndexState {
         if (alone.op === "stage") return await this.#stage(index, alone, time);
         return await this.#commitBatch(index, alone, command.origin, time);
       }
+      await this.#prime(command.ops, overlay);
       for (const op of command.ops) await this.#check(op, index, command.origin, time, overlay);
     } catch (e) {
       if (!(e instanceof Rejection)) throw e;
@@ -974,6 +978,50 @@ export class IndexState {
     }
   }
 
+  /**
+   * Read, in a few concurrent batches, every head and case-fold entry the ops of a command
+   * will look at (their paths and ancestors), into the overlay's caches. Checked one op at a
+   * time, a command of 64 file ops made some 200 reads in a row; on a member busy writing
+   * files, whose KV thread had its own commits queued, one entry then took up to 200 ms to
+   * apply, and a joining member caught up with the log slower than it could write the files.
+   * The same values are read, so the outcome is the same.
+   */
+  async #prime(ops: readonly Op[], o: Overlay): Promise<void> {
+    const paths = new Set<string>();
+    for (const op of ops) {
+      const named = op.op === "put" || op.op === "mkdir" || op.op === "delete"
+        ? [op.path]
+        : op.op === "rename"
+        ? [op.from, op.to]
+        : [];
+      for (const path of named) {
+        if (indexPathProblem(path)) continue; // rejected by #check before any read
+        paths.add(path);
+        for (const dir of ancestors(path)) paths.add(dir);
+      }
+    }
+    const heads = [...paths].filter((p) => !o.before.has(p) && !o.changed.has(p));
+    const folds = [...new Set([...paths].map(caseFold))].filter((f) => !o.folds.has(f));
+    const reads: Promise<void>[] = [];
+    for (let i = 0; i < heads.length; i += KV_GET_MANY) {
+      const part = heads.slice(i, i + KV_GET_MANY);
+      reads.push(
+        this.kv.getMany<StoredRecord[]>(part.map((p) => this.#rec(p))).then((es) =>
+          part.forEach((p, j) => o.before.set(p, es[j].value ? toRecord(p, es[j].value) : null))
+        ),
+      );
+    }
+    for (let i = 0; i < folds.length; i += KV_GET_MANY) {
+      const part = folds.slice(i, i + KV_GET_MANY);
+      reads.push(
+        this.kv.getMany<string[]>(part.map((f) => this.#foldKey(f))).then((es) =>
+          part.forEach((f, j) => o.folds.set(f, es[j].value))
+        ),
+      );
+    }
+    await Promise.all(reads);
+  }
+
   /** No other live path may differ from `path` only in case. */
   async #noCaseTwin(path: string, o: Overlay): Promise<void> {
     const fold = caseFold(path);
@@ -982,7 +1030,9 @@ export class IndexState {
         throw new Rejection("case-conflict", path, `${path} differs only in case from ${other}`, 0);
       }
     }
-    const twin = (await this.kv.get<string>(this.#foldKey(fold))).value;
+    const twin = o.folds.has(fold)
+      ? o.folds.get(fold)!
+      : (await this.kv.get<string>(this.#foldKey(fold))).value;
     if (twin && twin !== path) {
       const cur = await o.get(twin);
       if (cur && !cur.deleted) {

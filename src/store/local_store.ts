@@ -11,6 +11,7 @@ import { Pins } from "./pins.ts";
 import { Snapshots } from "./snapshots.ts";
 import { type ChunkLocation, chunkLocationKey, objectKey, parseChunkLocation } from "./schema.ts";
 import { StaleLocationError } from "./errors.ts";
+import { KV_GET_MANY } from "../util/mod.ts";
 
 /** Name of the per-directory data folder; always excluded from scans and sync. */
 export const DATA_DIR_NAME = ".filesync";
@@ -95,8 +96,9 @@ export class LocalStore {
   #runLookups(): void {
     const all = this.#lookups;
     this.#lookups = [];
-    for (let i = 0; i < all.length; i += 5) {
-      const group = all.slice(i, i + 5);
+    const perRead = KV_GET_MANY / 2;
+    for (let i = 0; i < all.length; i += perRead) {
+      const group = all.slice(i, i + perRead);
       const keys = group.flatMap((l) => [chunkLocationKey(l.hash), objectKey(l.hash)]);
       this.kv.getMany(keys).then(
         (entries) => group.forEach((l, j) => l.resolve([entries[2 * j], entries[2 * j + 1]])),

@@ -16,7 +16,7 @@
  *
  * Every read re-hashes the bytes: a corrupt pack is reported, never served.
  */
-import { mapLimit, openPositional, type PositionalFile } from "../util/mod.ts";
+import { KV_GET_MANY, mapLimit, openPositional, type PositionalFile } from "../util/mod.ts";
 import { assertHash, type Hash, hashEquals, sha256, toHex } from "../chunk/hash.ts";
 import { CorruptObjectError, MissingObjectError } from "./errors.ts";
 import { KvBatch } from "./kv_batch.ts";
@@ -41,8 +41,6 @@ const PENDING_FLUSH_BYTES = 16 * 1024 * 1024;
 const COPY_FLUSH_BYTES = 8 * 1024 * 1024;
 /** isDead calls in flight at once during compaction (they read files of the tree). */
 const DEAD_CHECK_CONCURRENCY = 8;
-/** Deno KV's getMany takes at most this many keys. */
-const KV_GET_MANY = 10;
 /**
  * A read whose pack compaction deleted under it looks the object up again; more than a couple
  * of retries would mean compactions back to back, which compact() does not do.

@@ -287,3 +287,29 @@ Deno.test("fsm: setuid and setgid bits are never kept; rwx and sticky are", asyn
     assert.equal((await s.get("shared"))!.mode, 0o1775);
   });
 });
+
+Deno.test("fsm: a command's heads and case folds are read in a few batches, not one by one", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const s = new IndexState(kv);
+    const ops = Array.from({ length: 64 }, (_, i) => put(`d${i % 8}/sub/f${i}.bin`));
+    assert.deepEqual(
+      await s.apply(1, encodeCommand({ origin: "n1", ops: ops.slice(0, 8) })),
+      { ok: true, version: 1 },
+    );
+    // Count the KV read calls the next command's apply makes (its checks and writes alike).
+    let reads = 0;
+    const get = kv.get.bind(kv);
+    const getMany = kv.getMany.bind(kv);
+    kv.get = ((...a: Parameters<typeof get>) => (reads++, get(...a))) as typeof kv.get;
+    kv.getMany = ((...a: Parameters<typeof getMany>) => (reads++, getMany(...a))) as typeof getMany;
+    const r = await s.apply(2, encodeCommand({ origin: "n1", ops: ops.slice(8) }));
+    assert.deepEqual(r, { ok: true, version: 2 });
+    // 56 files under 16 directories, each looked up with its case fold: ~150 keys, checked one
+    // at a time before. Read in batches of ten keys they take about 15 calls.
+    assert.ok(reads < 40, `${reads} KV reads for one command`);
+    assert.equal((await s.get("d7/sub/f63.bin"))?.version, 2);
+  } finally {
+    kv.close();
+  }
+});
