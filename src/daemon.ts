@@ -417,7 +417,7 @@ export class Daemon {
           this.#receivedBytes += bytes.length;
           return Promise.resolve(this.store.packs.put(h, bytes));
         },
-        flush: () => this.store.packs.flush(),
+        flush: (hashes) => this.store.packs.flush(hashes),
       },
     });
   }

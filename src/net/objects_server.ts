@@ -55,11 +55,12 @@ export interface ObjectReceiver {
    */
   store(hash: Hash, bytes: Uint8Array): Promise<void>;
   /**
-   * Make every object stored so far durable (fsynced, and findable after a crash). The
-   * pusher is told its objects are durable only once this resolved; a rejection refuses the
-   * push.
+   * Make `hashes` durable (fsynced, and findable after a crash): the objects this stream
+   * stored and those it asked about (`have` may count an object another push stored and that
+   * is not durable yet). The pusher is told its objects are durable only once this resolved;
+   * a rejection refuses the push.
    */
-  flush(): Promise<void>;
+  flush(hashes: readonly Hash[]): Promise<void>;
 }
 
 /** Options of serveObjects. */
@@ -119,6 +120,8 @@ interface Session {
   readonly peer: string;
   /** Objects stored on this stream so far (the count `stored` and `flushed` report). */
   stored: number;
+  /** Objects stored or asked about since the last flush: what the next one makes durable. */
+  touched: Hash[];
 }
 
 /** Serve objects from `provider` to members (and take pushed ones into `opts.receiver`). */
@@ -137,7 +140,7 @@ export async function serveObjects(
       sendBuffer,
       readHighWater: READ_HIGH_WATER,
     });
-    const session: Session = { fs, peer, stored: 0 };
+    const session: Session = { fs, peer, stored: 0, touched: [] };
     try {
       while (true) {
         const msg = await readWithin(fs, IDLE_STREAM_MS);
@@ -150,6 +153,8 @@ export async function serveObjects(
           host.gate.renewClient(peer); // a long transfer keeps its client admitted
         }
         if (msg.type === "have") {
+          // Copies: a view would keep its whole receive buffer alive until the flush.
+          if (receiver !== null) { for (const h of msg.hashes) session.touched.push(h.slice()); }
           await answerHave(fs, provider, msg.hashes);
         } else if (msg.type === "want") {
           await sendObjects(fs, provider, msg.hashes, prefetch, host, peer);
@@ -246,6 +251,7 @@ async function storeObject(
     throw new Refusal(`storing pushed object ${toHex(hash)} failed: ${(err as Error).message}`);
   }
   session.stored++;
+  session.touched.push(hash.slice());
   await session.fs.write({ type: "stored", count: session.stored });
 }
 
@@ -254,8 +260,10 @@ async function flushObjects(session: Session, receiver: ObjectReceiver | null): 
   if (receiver === null) {
     throw new Refusal("refused a flush: this node takes no pushed objects");
   }
+  const touched = session.touched;
+  session.touched = [];
   try {
-    await receiver.flush();
+    await receiver.flush(touched);
   } catch (err) {
     throw new Refusal(`flushing pushed objects failed: ${(err as Error).message}`);
   }

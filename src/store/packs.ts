@@ -152,6 +152,11 @@ export class PackStore {
   #pendingBytes = 0;
   /** Flushes, and compaction's index updates, run one at a time in this chain. */
   #flushing: Promise<void> = Promise.resolve();
+  /** A flush queued in the chain and not started yet: it takes everything then pending. */
+  #queued: Promise<void> | null = null;
+  /** The flush running now, and the keys of the objects it took. */
+  #current: Promise<void> = Promise.resolve();
+  #taking = new Set<string>();
   /** One read handle per pack (positional reads: any number run at once on it). */
   #readers = new Map<number, Promise<PositionalFile>>();
   #packNo = 0;
@@ -218,7 +223,7 @@ export class PackStore {
     this.#pendingBytes += bytes.byteLength;
     if (this.#pendingBytes >= PENDING_FLUSH_BYTES) {
       // A background flush bounds memory; its error surfaces on the next explicit flush().
-      this.flush().catch((e) => this.#backgroundError ??= e);
+      this.#flushSoon().catch((e) => this.#backgroundError ??= e);
     }
   }
 
@@ -311,13 +316,39 @@ export class PackStore {
   }
 
   /** Make every accepted object durable: append, fsync the pack, then index it. */
-  async flush(): Promise<void> {
-    await this.#exclusive(() => this.#flushPending());
+  /**
+   * Make every accepted object durable; with `hashes`, only those (if accepted). Waiting for
+   * a few objects does not wait for everything accepted meanwhile: a member taking a large
+   * push and many small ones at once confirmed the small ones only when the large one was
+   * flushed too, since each flush queued behind the others, and every push ended together.
+   */
+  async flush(hashes?: readonly Hash[]): Promise<void> {
+    if (hashes === undefined) await this.#flushSoon();
+    else {
+      const keys = hashes.map(toHex);
+      // At most twice: the next flush takes every object pending when it starts.
+      while (keys.some((key) => this.#pending.has(key))) {
+        const left = keys.filter((key) => this.#pending.has(key));
+        await (left.every((key) => this.#taking.has(key)) ? this.#current : this.#flushSoon());
+      }
+    }
     if (this.#backgroundError !== undefined) {
       const e = this.#backgroundError;
       this.#backgroundError = undefined;
       throw e;
     }
+  }
+
+  /** A flush of everything pending, queued behind the running one (or the one queued). */
+  #flushSoon(): Promise<void> {
+    if (this.#queued !== null) return this.#queued;
+    const run = this.#exclusive(() => {
+      this.#queued = null;
+      this.#current = this.#flushPending();
+      return this.#current;
+    });
+    this.#queued = run;
+    return run;
   }
 
   /** Run `fn` with no flush (or other exclusive step) running; the chain survives failures. */
@@ -333,6 +364,16 @@ export class PackStore {
     // files): the index then points at the newer copy and the older bytes are dead weight
     // until compaction. Checking the index first would cost one KV read per object per flush.
     const objects = [...this.#pending.values()];
+    this.#taking = new Set(this.#pending.keys());
+    try {
+      await this.#write(objects);
+    } finally {
+      this.#taking = new Set();
+    }
+  }
+
+  /** Append `objects` to the packs, fsync, index them, and drop them from the pending set. */
+  async #write(objects: { hash: Hash; bytes: Uint8Array }[]): Promise<void> {
     const locations: PackedObject[] = [];
     let i = 0;
     while (i < objects.length) {

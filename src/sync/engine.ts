@@ -21,7 +21,7 @@ import type { ApplyResult, Command, FileOp, IndexRecord, IndexState } from "../f
 import type { NodeSource } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { PartialChunks, type Stripe, stripeFor } from "./partial_chunks.ts";
-import { mapLimit } from "../util/mod.ts";
+import { Limiter, mapLimit } from "../util/mod.ts";
 import {
   DIR_NOT_EMPTY,
   keepConflictCopy,
@@ -114,6 +114,8 @@ export interface PassResult {
 
 /** Ops proposed together; a rejected batch is retried op by op. */
 const UPLOAD_BATCH = 64;
+/** Content bytes per command at most (one larger file goes alone). */
+const UPLOAD_BATCH_BYTES = 16 << 20;
 /** Proposals in flight at once during an upload. */
 const UPLOAD_CONCURRENCY = 16;
 /** Reported paths kept for the next pass's scan; beyond this it scans the whole tree. */
@@ -129,6 +131,39 @@ const PREFETCH_BATCH_BYTES = 32 << 20;
 /** Whether a committed entry is written in the background (see SyncEngine.#inflight). */
 function writtenInBackground(rec: IndexRecord): boolean {
   return !rec.deleted && rec.kind === "file" && rec.size > PREFETCH_MAX_FILE_BYTES;
+}
+
+/** Content bytes an op makes durable before its commit. */
+function opBytes(op: FileOp): number {
+  return op.op === "put" ? op.size : 0;
+}
+
+/**
+ * One wave's ops in commands: those without content (directories, deletes, renames, empty
+ * files) in commands of their own, then files from the smallest, at most UPLOAD_BATCH ops and
+ * UPLOAD_BATCH_BYTES per command. Ops of later waves wait only for the commands holding what
+ * they depend on (see #upload), so a directory must not share a command with a file whose
+ * push takes long.
+ */
+function uploadBatches(wave: FileOp[]): FileOp[][] {
+  const ordered = [...wave].sort((a, b) => opBytes(a) - opBytes(b)); // stable
+  const out: FileOp[][] = [];
+  let batch: FileOp[] = [];
+  let bytes = 0;
+  for (const op of ordered) {
+    const n = opBytes(op);
+    const full = batch.length >= UPLOAD_BATCH ||
+      (batch.length > 0 && bytes + n > UPLOAD_BATCH_BYTES);
+    if (full || (n > 0 && batch.length > 0 && bytes === 0)) {
+      out.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(op);
+    bytes += n;
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
 }
 
 /** The paths an op touches. */
@@ -460,6 +495,7 @@ export class SyncEngine {
     const written = performance.now();
     const { uploaded, pending, pendingBytes } = await this.#upload(
       plan.uploadWaves,
+      plan.uploadDeps,
       local,
       committed,
     );
@@ -595,19 +631,24 @@ export class SyncEngine {
   }
 
   /**
-   * Propose the planned ops, wave after wave (each wave's ops depend only on earlier waves),
-   * a wave's ops in concurrent commands. Returns how many committed and how many must wait.
+   * Propose the planned ops in commands of UPLOAD_BATCH ops. Every command's objects are made
+   * durable on a majority at once (UPLOAD_CONCURRENCY at a time, in wave order); a command is
+   * proposed once that is done and the commands holding the ops it depends on have ended, not
+   * when its whole previous wave has. (Waiting for waves, the small files of a folder moved in
+   * waited for a large file next to their directories to be pushed, and pushes of one wave
+   * did not overlap those of the next.) Returns how many committed and how many must wait.
    */
   async #upload(
     waves: FileOp[][],
+    deps: ReadonlyMap<FileOp, readonly FileOp[]>,
     local: ReadonlyMap<string, LocalFileRecord>,
     committed: ReadonlyMap<string, IndexRecord>,
   ): Promise<{ uploaded: number; pending: number; pendingBytes: number }> {
     let uploaded = 0;
     let pending = 0;
     let pendingBytes = 0;
-    const runBatch = async (batch: FileOp[]) => {
-      if (await this.#propose(batch, local, committed)) {
+    const runBatch = async (batch: FileOp[], durable: boolean) => {
+      if (durable && await this.#propose(batch, local, committed, true)) {
         uploaded += batch.length;
         return;
       }
@@ -620,46 +661,79 @@ export class SyncEngine {
         }
       }
     };
-    for (const wave of waves) {
-      const batches: FileOp[][] = [];
-      for (let i = 0; i < wave.length; i += UPLOAD_BATCH) {
-        batches.push(wave.slice(i, i + UPLOAD_BATCH));
+    const batches = waves.flatMap(uploadBatches);
+    const batchOf = new Map<FileOp, number>();
+    batches.forEach((batch, k) => batch.forEach((op) => batchOf.set(op, k)));
+    const pushes = new Limiter(UPLOAD_CONCURRENCY);
+    const proposals = new Limiter(UPLOAD_CONCURRENCY);
+    const ended: Promise<void>[] = [];
+    batches.forEach((batch, k) => {
+      // Dependencies are of earlier waves, so of earlier commands (an op this pass left out
+      // has none: it is not proposed, as when a wave ended with it pending).
+      const before = new Set<number>();
+      for (const op of batch) {
+        for (const dep of deps.get(op) ?? []) {
+          const j = batchOf.get(dep);
+          if (j !== undefined && j < k) before.add(j);
+        }
       }
-      for (let i = 0; i < batches.length; i += UPLOAD_CONCURRENCY) {
-        await Promise.all(batches.slice(i, i + UPLOAD_CONCURRENCY).map(runBatch));
-      }
-    }
+      const durable = pushes.run(() => this.#makeDurable(batch, committed));
+      ended[k] = (async () => {
+        const ok = await durable;
+        await Promise.all([...before].map((j) => ended[j]));
+        await proposals.run(() => runBatch(batch, ok));
+      })();
+    });
+    await Promise.all(ended);
     return { uploaded, pending, pendingBytes };
   }
 
+  /**
+   * Push the objects of `ops` until a majority of voters (this node included) durably holds
+   * them; false if that is not possible now (the ops wait, logged).
+   */
+  async #makeDurable(
+    ops: FileOp[],
+    committed: ReadonlyMap<string, IndexRecord>,
+  ): Promise<boolean> {
+    // Durability before commit: once committed, every node will want these objects, and
+    // they must exist beyond this node even if its disk dies right after.
+    if (!this.deps.replicate || !(this.deps.replicationNeeded?.() ?? true)) return true;
+    try {
+      const t0 = performance.now();
+      const objects = await objectsOfOps(ops, this.deps.store.packs, (op) => {
+        if (op.op !== "put" || op.base === 0) return null;
+        const base = committed.get(op.path);
+        return base && base.version === op.base && !base.deleted && base.kind === "file"
+          ? base.root
+          : null;
+      });
+      const listed = performance.now();
+      if (objects.length > 0) await this.deps.replicate(objects);
+      this.deps.log.debug("objects durable on a majority", {
+        ops: ops.length,
+        objects: objects.length,
+        listMs: Math.round(listed - t0),
+        pushMs: Math.round(performance.now() - listed),
+      });
+      return true;
+    } catch (e) {
+      this.deps.log.debug("proposal not committed", { error: (e as Error).message });
+      return false;
+    }
+  }
+
   /** Propose ops as one command; on success record the synced state. */
+  /** Propose ops as one command (`durable`: their objects were made durable already). */
   async #propose(
     ops: FileOp[],
     local: ReadonlyMap<string, LocalFileRecord>,
     committed: ReadonlyMap<string, IndexRecord>,
+    durable = false,
   ): Promise<boolean> {
+    if (!durable && !(await this.#makeDurable(ops, committed))) return false;
     let result: ApplyResult;
     try {
-      // Durability before commit: once committed, every node will want these objects, and
-      // they must exist beyond this node even if its disk dies right after.
-      if (this.deps.replicate && (this.deps.replicationNeeded?.() ?? true)) {
-        const t0 = performance.now();
-        const objects = await objectsOfOps(ops, this.deps.store.packs, (op) => {
-          if (op.op !== "put" || op.base === 0) return null;
-          const base = committed.get(op.path);
-          return base && base.version === op.base && !base.deleted && base.kind === "file"
-            ? base.root
-            : null;
-        });
-        const listed = performance.now();
-        if (objects.length > 0) await this.deps.replicate(objects);
-        this.deps.log.debug("objects durable on a majority", {
-          ops: ops.length,
-          objects: objects.length,
-          listMs: Math.round(listed - t0),
-          pushMs: Math.round(performance.now() - listed),
-        });
-      }
       result = await this.deps.propose({ origin: this.deps.nodeId, ops });
     } catch (e) {
       this.deps.log.debug("proposal not committed", { error: (e as Error).message });

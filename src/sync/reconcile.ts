@@ -117,6 +117,11 @@ export interface SyncPlan {
    * as a wave is committed before the next one is proposed.
    */
   uploadWaves: FileOp[][];
+  /**
+   * For each op of uploadWaves that depends on others, those ops (all of earlier waves): an op
+   * may be proposed as soon as they are committed, whatever else its wave's predecessors do.
+   */
+  uploadDeps: ReadonlyMap<FileOp, readonly FileOp[]>;
   /** Committed entries to write to disk, in order (see the module comment). */
   materialize: IndexRecord[];
   /** Paths changed on both sides, sorted by path. */
@@ -285,7 +290,7 @@ export function reconcile(
     }
   }
 
-  const { ops: upload, waves: uploadWaves } = buildUploads(
+  const { ops: upload, waves: uploadWaves, after: uploadDeps } = buildUploads(
     paths,
     decisions,
     local,
@@ -307,6 +312,7 @@ export function reconcile(
   return {
     upload,
     uploadWaves,
+    uploadDeps,
     materialize: [...tombstones, ...lives],
     conflicts,
     adopt,
@@ -321,7 +327,7 @@ function buildUploads(
   local: ReadonlyMap<string, LocalFileRecord>,
   synced: ReadonlyMap<string, SyncedRecord>,
   committed: ReadonlyMap<string, IndexRecord>,
-): { ops: FileOp[]; waves: FileOp[][] } {
+): Ordered {
   const puts: string[] = [];
   const deletes: string[] = [];
   for (const p of paths) {
@@ -432,7 +438,7 @@ function removed(op: FileOp): string | null {
 function orderOps(
   ops: FileOp[],
   committed: ReadonlyMap<string, IndexRecord>,
-): { ops: FileOp[]; waves: FileOp[][] } | { cycle: number[] } {
+): Ordered | { cycle: number[] } {
   const mkdirAt = new Map<string, number>();
   const removalsByFold = new Map<string, number[]>();
   const removals: { path: string; i: number }[] = [];
@@ -498,6 +504,7 @@ function orderOps(
   const wave = new Int32Array(ops.length);
   const out: FileOp[] = [];
   const waves: FileOp[][] = [];
+  const after = new Map<FileOp, FileOp[]>();
   for (let start = 0; start < ops.length; start++) {
     if (state[start] !== 0) continue;
     const stack: { i: number; deps: number[]; next: number }[] = [
@@ -522,10 +529,18 @@ function orderOps(
       let w = 0;
       for (const j of top.deps) w = Math.max(w, wave[j] + 1);
       wave[top.i] = w;
+      if (top.deps.length > 0) after.set(ops[top.i], [...new Set(top.deps)].map((j) => ops[j]));
       out.push(ops[top.i]);
       (waves[w] ??= []).push(ops[top.i]);
       stack.pop();
     }
   }
-  return { ops: out, waves };
+  return { ops: out, waves, after };
+}
+
+/** Ops in dependency order, in waves, and what each op waits for. */
+interface Ordered {
+  ops: FileOp[];
+  waves: FileOp[][];
+  after: Map<FileOp, FileOp[]>;
 }

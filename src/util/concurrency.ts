@@ -1,3 +1,26 @@
+/** At most `limit` tasks run at once; the others start in the order they were given. */
+export class Limiter {
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  /** Run `task` once a place is free; resolves or rejects as it does. */
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= Math.max(1, this.limit)) {
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    } else this.#running++;
+    try {
+      return await task();
+    } finally {
+      // The place goes straight to the next task waiting, if any.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
+}
+
 /**
  * Run `fn` over `items` with at most `limit` calls in flight, started in the items' order, and
  * return the results in that order. The first failure stops new calls from starting and is

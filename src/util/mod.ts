@@ -1,5 +1,5 @@
 /** Small helpers shared by several layers. */
-export { mapLimit } from "./concurrency.ts";
+export { Limiter, mapLimit } from "./concurrency.ts";
 export { giveBuffer, takeBuffer } from "./buffer_pool.ts";
 export { readAt, readBytesAt } from "./read_at.ts";
 export { canCopyRanges, copyRange } from "./copy_range.ts";

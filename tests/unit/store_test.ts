@@ -195,3 +195,34 @@ Deno.test("readObject/holds: tree first, then packs (pending or flushed), many a
     assert.deepEqual(await store.readObject(sha256(inTree)), inTree);
   });
 });
+
+Deno.test("packs: flush(hashes) makes those durable, joins a running flush, and many share one", async () => {
+  await withStore(async (_dir, store) => {
+    const a = bytesOf(501, 40_000);
+    const b = bytesOf(502, 50_000);
+    store.packs.put(sha256(a), a);
+    // Not accepted here: nothing to wait for.
+    await store.packs.flush([sha256(bytesOf(503, 10))]);
+    assert.equal(store.packs.hasPending(sha256(a)), true);
+    // A flush of everything is running when b arrives; waiting for a joins it, b needs the next.
+    const all = store.packs.flush();
+    store.packs.put(sha256(b), b);
+    await Promise.all([store.packs.flush([sha256(a)]), store.packs.flush([sha256(b)]), all]);
+    assert.equal(store.packs.hasPending(sha256(a)), false);
+    assert.equal(store.packs.hasPending(sha256(b)), false);
+    // Thirty waiting at once for objects of one batch: one more flush, not thirty.
+    const more = Array.from({ length: 30 }, (_, i) => bytesOf(2 * (600 + i) + 1, 1_000));
+    for (const o of more) store.packs.put(sha256(o), o);
+    const packs = `${store.root}/.filesync/packs`;
+    const size = () =>
+      [...Deno.readDirSync(packs)].reduce(
+        (n, e) => n + Deno.statSync(`${packs}/${e.name}`).size,
+        0,
+      );
+    const before = size();
+    await Promise.all(more.map((o) => store.packs.flush([sha256(o)])));
+    assert.ok(more.every((o) => !store.packs.hasPending(sha256(o))));
+    assert.equal(size() - before, more.reduce((n, o) => n + o.length + 36, 0), "each stored once");
+    for (const o of [a, b, ...more]) assert.deepEqual(await store.packs.get(sha256(o)), o);
+  });
+});

@@ -142,3 +142,58 @@ Deno.test("engine: small files committed after a large one land while it is stil
     }
   });
 });
+
+Deno.test("engine: files moved in land before a large file next to their folders is pushed", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    let applied = 0;
+    const committedAt = new Map<string, number>();
+    let order = 0;
+    // The large file's objects wait to be made durable until released; the others do not.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => release = resolve);
+    let largeObjects = 0;
+    const engine = new SyncEngine({
+      store,
+      index,
+      propose: async (command) => {
+        const r = await index.apply(++applied, encodeCommand(command));
+        if (r.ok) {
+          for (const op of command.ops) if ("path" in op) committedAt.set(op.path, ++order);
+        }
+        return r;
+      },
+      nodeId: "A",
+      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+      replicate: async (hashes) => {
+        if (hashes.length > 100) {
+          largeObjects = hashes.length;
+          await gate;
+        }
+      },
+      log: new Logger("error"),
+    }, { watch: false, rescanMs: 3_600_000 });
+    try {
+      // top/ holds a large file and the folders of the small ones: one wave before them.
+      await Deno.mkdir(`${store.root}/top/a/b`, { recursive: true });
+      await Deno.writeFile(`${store.root}/top/large.bin`, seededBytes(90, 12 << 20));
+      for (let i = 0; i < 5; i++) {
+        await Deno.writeFile(`${store.root}/top/a/b/s${i}.txt`, seededBytes(91 + i, 3_000));
+      }
+      const pass = engine.syncNow();
+      await until("the small files to be committed", () =>
+        Promise.resolve(
+          [0, 1, 2, 3, 4].every((i) => committedAt.has(`top/a/b/s${i}.txt`)),
+        ));
+      assert.ok(largeObjects > 100, "the large file's push is still held");
+      assert.equal(committedAt.has("top/large.bin"), false);
+      release();
+      await pass;
+      assert.ok(committedAt.has("top/large.bin"));
+      assert.equal((await index.get("top/large.bin"))?.size, 12 << 20);
+    } finally {
+      release();
+      await engine.stop();
+    }
+  });
+});
