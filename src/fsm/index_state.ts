@@ -51,7 +51,10 @@ import {
 } from "./codec.ts";
 import { type CommitLimits, KV_LIMITS, KvBatches, type Mutation } from "./kv_batch.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
-import { KV_GET_MANY } from "../util/mod.ts";
+import { KV_GET_MANY, mapLimit } from "../util/mod.ts";
+
+/** KV reads in flight at once while a command's entries are read up front (see #prime). */
+const PRIME_READS_AT_ONCE = 16;
 import type {
   ApplyResult,
   Command,
@@ -1002,24 +1005,24 @@ export class IndexState {
     }
     const heads = [...paths].filter((p) => !o.before.has(p) && !o.changed.has(p));
     const folds = [...new Set([...paths].map(caseFold))].filter((f) => !o.folds.has(f));
-    const reads: Promise<void>[] = [];
+    const reads: (() => Promise<void>)[] = [];
     for (let i = 0; i < heads.length; i += KV_GET_MANY) {
       const part = heads.slice(i, i + KV_GET_MANY);
-      reads.push(
-        this.kv.getMany<StoredRecord[]>(part.map((p) => this.#rec(p))).then((es) =>
-          part.forEach((p, j) => o.before.set(p, es[j].value ? toRecord(p, es[j].value) : null))
-        ),
-      );
+      reads.push(async () => {
+        const es = await this.kv.getMany<StoredRecord[]>(part.map((p) => this.#rec(p)));
+        part.forEach((p, j) => o.before.set(p, es[j].value ? toRecord(p, es[j].value) : null));
+      });
     }
     for (let i = 0; i < folds.length; i += KV_GET_MANY) {
       const part = folds.slice(i, i + KV_GET_MANY);
-      reads.push(
-        this.kv.getMany<string[]>(part.map((f) => this.#foldKey(f))).then((es) =>
-          part.forEach((f, j) => o.folds.set(f, es[j].value))
-        ),
-      );
+      reads.push(async () => {
+        const es = await this.kv.getMany<string[]>(part.map((f) => this.#foldKey(f)));
+        part.forEach((f, j) => o.folds.set(f, es[j].value));
+      });
     }
-    await Promise.all(reads);
+    // A batch that fails (a key too long for a KV read, say) is simply not cached: the checks
+    // then read one by one as before, and reject the command as before.
+    await mapLimit(reads, PRIME_READS_AT_ONCE, (read) => read().catch(() => {}));
   }
 
   /** No other live path may differ from `path` only in case. */

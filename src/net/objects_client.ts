@@ -280,6 +280,10 @@ class FetchRun {
   }
 
   async run(hashes: Hash[], peerIds: string[]): Promise<FetchResult> {
+    // Aborted before it began (between two fetches of a caller): the abort event is gone.
+    if (this.opts.signal?.aborted) {
+      throw new FetchError(`fetch aborted: ${this.opts.signal.reason}`);
+    }
     const seen = new Set<string>();
     for (const h of hashes) {
       const key = toHex(h);

@@ -323,15 +323,18 @@ export class PackStore {
    * flushed too, since each flush queued behind the others, and every push ended together.
    */
   async flush(hashes?: readonly Hash[]): Promise<void> {
-    if (hashes === undefined) await this.#flushSoon();
-    else {
+    if (hashes !== undefined) {
       const keys = hashes.map(toHex);
-      // At most twice: the next flush takes every object pending when it starts.
+      // At most twice: the next flush takes every object pending when it starts. A failed
+      // flush rejects here and leaves its objects pending; an earlier background failure is
+      // not these objects' concern (what it left pending is retried by the next flush).
       while (keys.some((key) => this.#pending.has(key))) {
         const left = keys.filter((key) => this.#pending.has(key));
         await (left.every((key) => this.#taking.has(key)) ? this.#current : this.#flushSoon());
       }
+      return;
     }
+    await this.#flushSoon();
     if (this.#backgroundError !== undefined) {
       const e = this.#backgroundError;
       this.#backgroundError = undefined;

@@ -1039,10 +1039,12 @@ async function fetchMissing(
   // it knew of the other fetched all of it from the origin.)
   let stripe = share?.stripe ?? null;
   let todo = [...missing.values()];
-  const rest: Hash[] = [];
+  let rest: Hash[] = [];
+  const notReceived = (h: Hash) => !received.has(hashKey(h));
   try {
     for (;;) {
       const own: Hash[] = [];
+      rest = [];
       for (const m of todo) {
         const mine = !stripe ||
           stripeOf(m.index, stripe.count, stripe.blockChunks) === stripe.index;
@@ -1050,15 +1052,20 @@ async function fetchMissing(
       }
       // The others fetch our stripe from us: they wait for what is on its way here.
       if (share && stripe) share.chunks.expect(share.tmpAbs, own);
-      if (own.length === 0 || !(await fetchOwnStripe(own, onChunk, sources, share, stripe))) {
-        break;
+      let restriped: boolean;
+      try {
+        restriped = own.length > 0 &&
+          await fetchOwnStripe(own, onChunk, sources, share, stripe);
+      } finally {
+        share?.chunks.unexpect(share.tmpAbs, own.filter(notReceived));
       }
+      if (!restriped) break;
       stripe = share!.restripe!();
-      todo = todo.filter((m) => !received.has(hashKey(m.hash)));
+      todo = todo.filter((m) => notReceived(m.hash));
     }
     // The other stripes from the members that fetched them first (they answer `missing` for
     // what they do not hold, and do not receive soon, which the origin then sends).
-    const left = rest.filter((h) => !received.has(hashKey(h)));
+    const left = rest.filter(notReceived);
     if (left.length > 0) await sources.fetchChunks(left, onChunk, stripe?.others);
   } finally {
     await out.drain();

@@ -57,7 +57,8 @@ export class PartialChunks {
   /** `hash` now lies at `offset` of the temp file `tmpAbs` (its bytes are written). */
   add(hash: Hash, tmpAbs: string, offset: number, length: number): void {
     const key = hashKey(hash);
-    if (this.#byHash.has(key) || this.#byHash.size >= MAX_ENTRIES) return;
+    if (this.#byHash.has(key)) return;
+    if (this.#byHash.size >= MAX_ENTRIES) return this.#unexpectKey(key);
     this.#byHash.set(key, { tmpAbs, offset, length });
     let keys = this.#byFile.get(tmpAbs);
     if (!keys) this.#byFile.set(tmpAbs, keys = []);
@@ -72,7 +73,8 @@ export class PartialChunks {
    */
   keep(owner: string, hash: Hash, bytes: Uint8Array): void {
     const key = hashKey(hash);
-    if (this.#byHash.has(key) || this.#byHash.size >= MAX_ENTRIES) return;
+    if (this.#byHash.has(key)) return;
+    if (this.#byHash.size >= MAX_ENTRIES) return this.#unexpectKey(key);
     this.#byHash.set(key, { tmpAbs: owner, offset: 0, length: bytes.length, bytes });
     let keys = this.#byFile.get(owner);
     if (!keys) this.#byFile.set(owner, keys = []);
@@ -122,6 +124,22 @@ export class PartialChunks {
       if (!list) this.#waiters.set(key, list = []);
       list.push(done);
     });
+  }
+
+  /**
+   * This node is no longer fetching `hashes` for `owner` right now (its fetch ended without
+   * them, or its stripe changed): requests for them stop waiting.
+   */
+  unexpect(owner: string, hashes: readonly Hash[]): void {
+    for (const h of hashes) {
+      const key = hashKey(h);
+      if (this.#expected.get(key) === owner) this.#unexpectKey(key);
+    }
+  }
+
+  #unexpectKey(key: string): void {
+    this.#expected.delete(key);
+    this.#wake(key, false);
   }
 
   /** Requests waiting on a chunk: it arrived, or will not. */

@@ -117,7 +117,11 @@ export async function prefetchObjects(
   const { stripe } = share;
   const own = chunks.filter((h) => stripeOfHash(h, stripe.count) === stripe.index);
   share.chunks.expect(share.owner, own);
-  if (own.length > 0) await remote.fetch(own, keep, preferred);
+  try {
+    if (own.length > 0) await remote.fetch(own, keep, preferred);
+  } finally {
+    share.chunks.unexpect(share.owner, own.filter((h) => out.get(h) === undefined));
+  }
   const rest = chunks.filter((h) => out.get(h) === undefined);
   if (rest.length > 0) await remote.fetch(rest, keep, stripe.others, true);
   return out;

@@ -308,7 +308,17 @@ Deno.test("fsm: a command's heads and case folds are read in a few batches, not 
     // 56 files under 16 directories, each looked up with its case fold: ~150 keys, checked one
     // at a time before. Read in batches of ten keys they take about 15 calls.
     assert.ok(reads < 40, `${reads} KV reads for one command`);
+    // Read up front, the entries decide as they did one by one: existing parents are kept, and
+    // a path differing only in case from one of them is refused.
     assert.equal((await s.get("d7/sub/f63.bin"))?.version, 2);
+    assert.equal((await s.get("d0/sub"))?.version, 1);
+    assert.equal((await s.get("d7/sub"))?.version, 1);
+    const twin = await s.apply(
+      3,
+      encodeCommand({ origin: "n1", ops: [put("x.bin"), put("D7/y.bin")] }),
+    );
+    assert.equal(!twin.ok && twin.code, "case-conflict");
+    assert.equal(await s.get("x.bin"), null, "all or none");
   } finally {
     kv.close();
   }

@@ -206,8 +206,15 @@ Deno.test("packs: flush(hashes) makes those durable, joins a running flush, and 
     assert.equal(store.packs.hasPending(sha256(a)), true);
     // A flush of everything is running when b arrives; waiting for a joins it, b needs the next.
     const all = store.packs.flush();
+    await new Promise((r) => setTimeout(r, 0)); // it has started: it took a, not b
     store.packs.put(sha256(b), b);
-    await Promise.all([store.packs.flush([sha256(a)]), store.packs.flush([sha256(b)]), all]);
+    let bWhenA: boolean | null = null;
+    await Promise.all([
+      store.packs.flush([sha256(a)]).then(() => bWhenA = store.packs.hasPending(sha256(b))),
+      store.packs.flush([sha256(b)]),
+      all,
+    ]);
+    assert.equal(bWhenA, true, "a was durable with the running flush, before b's flush ended");
     assert.equal(store.packs.hasPending(sha256(a)), false);
     assert.equal(store.packs.hasPending(sha256(b)), false);
     // Thirty waiting at once for objects of one batch: one more flush, not thirty.

@@ -103,6 +103,14 @@ Deno.test("partial chunks: a request waits for an expected chunk, not for others
     assert.deepEqual(await partial.read(sha256(a)), a);
     // Expected but late: the wait ends at its limit.
     assert.equal(await partial.waitFor(sha256(b), 20), false);
+    // No longer on its way (the fetch ended without it): a waiter hears it at once.
+    const c = seededBytes(5, 700);
+    partial.expect(tmp, [sha256(c)]);
+    const dropped = partial.waitFor(sha256(c), 10_000);
+    partial.unexpect("another-file", [sha256(c)]); // not that file's to drop
+    partial.unexpect(tmp, [sha256(c)]);
+    assert.equal(await dropped, false);
+    assert.equal(await partial.waitFor(sha256(c), 10_000), false);
     // Given up (the file is forgotten): a waiter hears it at once.
     const given = partial.waitFor(sha256(b), 10_000);
     partial.forget(tmp);
@@ -239,6 +247,10 @@ Deno.test("prefetch: members fetching one batch split its chunks, serving theirs
     for (let i = 0; i < 40; i++) {
       recs.push(await remote.file(`s/f${i}.bin`, seededBytes(60 + i, 2_000 + 500 * i)));
     }
+    const chunkHashes: Hash[] = [];
+    for (const r of recs) {
+      for await (const c of walkFileChunks(r.root, remote.store.packs)) chunkHashes.push(c.hash);
+    }
     const partial = new PartialChunks();
     const stripe = stripeFor("peer-c", ["peer-b", "peer-c"])!;
     const calls: { hashes: Hash[]; preferred?: string[]; strictly?: boolean }[] = [];
@@ -248,9 +260,8 @@ Deno.test("prefetch: members fetching one batch split its chunks, serving theirs
       async fetch(hashes, onObject, preferred, strictly) {
         calls.push({ hashes, preferred, strictly });
         if (calls.length === 2) {
-          const theirs = calls[0].hashes.find((h) => !hashes.some((o) => hashEquals(o, h)));
-          waits = [partial.waitFor(hashes[0], 60_000)];
-          if (theirs) waits.push(partial.waitFor(theirs, 60_000));
+          const theirs = chunkHashes.find((h) => !hashes.some((o) => hashEquals(o, h)))!;
+          waits = [partial.waitFor(hashes[0], 60_000), partial.waitFor(theirs, 60_000)];
         }
         for (const h of hashes) {
           const bytes = (await remote.store.packs.has(h))
