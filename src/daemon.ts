@@ -663,7 +663,6 @@ export class Daemon {
     return answering.length > 0 ? answering : all;
   }
 
-  /** Members other than this node and `except`. */
   /**
    * A chunk of a file still being written here (see partial_chunks.ts); if it is one this node
    * is fetching right now, after waiting a little for it.
@@ -676,6 +675,7 @@ export class Daemon {
     return await partial.read(hash);
   }
 
+  /** Members other than this node and `except`. */
   #otherMembers(except: string[]): string[] {
     return [...this.#members].filter((p) => p !== this.host.peerId && !except.includes(p));
   }
