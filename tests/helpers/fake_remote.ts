@@ -48,6 +48,22 @@ export class FakeRemote implements MaterializeSources {
     }
   }
 
+  /**
+   * Hand every object (tree node or chunk) to `onObject`, as the cluster's object fetcher
+   * would, uncounted; the shape of RemoteObjects.fetch.
+   */
+  async deliver(
+    hashes: Hash[],
+    onObject: (h: Hash, b: Uint8Array) => Promise<void>,
+  ): Promise<{ missing: Hash[] }> {
+    for (const h of hashes) {
+      const held = await this.store.readObject(h);
+      if (held === null) throw new Error(`the remote does not hold ${h}`);
+      await onObject(h, held.slice());
+    }
+    return { missing: [] };
+  }
+
   /** Commit a file with this content (as another node would) and return its index record. */
   async file(
     path: string,

@@ -517,15 +517,9 @@ Deno.test("materialize: small files prefetched in two round trips, recorded in o
     // The cluster as the engine sees it: one fetch call serves any objects (nodes or chunks).
     let calls = 0;
     const objects: RemoteObjects = {
-      async fetch(hashes, onObject) {
+      fetch(hashes, onObject) {
         calls++;
-        for (const h of hashes) {
-          const bytes = (await remote.store.packs.has(h))
-            ? await remote.store.packs.get(h)
-            : (await remote.store.locator.read(h))!;
-          await onObject(h, bytes);
-        }
-        return { missing: [] };
+        return remote.deliver(hashes, onObject);
       },
     };
     const ahead = await prefetchObjects(store, objects, recs);

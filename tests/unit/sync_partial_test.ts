@@ -263,13 +263,7 @@ Deno.test("prefetch: members fetching one batch split its chunks, serving theirs
           const theirs = chunkHashes.find((h) => !hashes.some((o) => hashEquals(o, h)))!;
           waits = [partial.waitFor(hashes[0], 60_000), partial.waitFor(theirs, 60_000)];
         }
-        for (const h of hashes) {
-          const bytes = (await remote.store.packs.has(h))
-            ? await remote.store.packs.get(h)
-            : (await remote.store.locator.read(h))!;
-          await onObject(h, bytes);
-        }
-        return { missing: [] };
+        return await remote.deliver(hashes, onObject);
       },
     };
     const owner = "prefetch-test";
