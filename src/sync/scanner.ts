@@ -228,7 +228,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       const onChunks = (chunks: HashedFile["chunks"]) => {
         recording.push(recordLocations(store, batch, e.path, chunks, located, old, seen));
       };
-      const job = forgotten.then(() => pool.hash(`${store.root}/${e.path}`, onChunks, guide)).then(
+      const job = forgotten.then(() =>
+        pool.hash(`${store.root}/${e.path}`, onChunks, guide, e.size)
+      ).then(
         async (hashed) => {
           await Promise.all(recording);
           if (old) await forgetGone(store, batch, e.path, old, seen, located);
