@@ -4,6 +4,7 @@
  */
 export { CorruptObjectError, MissingObjectError, StaleLocationError } from "./errors.ts";
 export { KV_MAX_VALUE_BYTES, KvBatch } from "./kv_batch.ts";
+export { KeptObjects } from "./kept_objects.ts";
 export {
   type CompactOptions,
   type CompactStats,

@@ -157,6 +157,8 @@ export class PackStore {
   /** The flush running now, and the keys of the objects it took. */
   #current: Promise<void> = Promise.resolve();
   #taking = new Set<string>();
+  /** The flushOnly run queued and not started yet, and the keys it will write. */
+  #queuedKeys: { keys: Set<string>; run: Promise<void> } | null = null;
   /** One read handle per pack (positional reads: any number run at once on it). */
   #readers = new Map<number, Promise<PositionalFile>>();
   #packNo = 0;
@@ -340,6 +342,55 @@ export class PackStore {
       this.#backgroundError = undefined;
       throw e;
     }
+  }
+
+  /**
+   * Make just these objects durable, leaving everything else pending: they are appended on
+   * their own once the running flush (if any) ends. For the few tree nodes a scan or a
+   * materialized file puts here, whose records must not wait for a large push in flight to be
+   * written too (flush(hashes) takes everything pending, which suits pushes: one fsync for
+   * many of them).
+   */
+  async flushOnly(hashes: readonly Hash[]): Promise<void> {
+    const keys = hashes.map(toHex);
+    for (;;) {
+      const left = keys.filter((key) => this.#pending.has(key));
+      if (left.length === 0) return;
+      const free = left.filter((key) => !this.#taking.has(key));
+      if (free.length === 0) await this.#current;
+      else await this.#flushKeysSoon(free);
+    }
+  }
+
+  /**
+   * A flush of these keys, joined with the other flushOnly calls made before it starts: a
+   * batch of 256 small files recorded together asks for its 256 tree nodes at once, and they
+   * go in one append and one fsync.
+   */
+  #flushKeysSoon(keys: readonly string[]): Promise<void> {
+    const queued = this.#queuedKeys;
+    if (queued !== null) {
+      for (const key of keys) queued.keys.add(key);
+      return queued.run;
+    }
+    const next = { keys: new Set(keys), run: Promise.resolve() };
+    next.run = this.#exclusive(() => {
+      if (this.#queuedKeys === next) this.#queuedKeys = null;
+      return this.#flushKeys([...next.keys]);
+    });
+    this.#queuedKeys = next;
+    return next.run;
+  }
+
+  /** Write the objects of `keys` still pending and not being written (run exclusively). */
+  #flushKeys(keys: readonly string[]): Promise<void> {
+    const objects = keys.filter((key) => !this.#taking.has(key))
+      .map((key) => this.#pending.get(key))
+      .filter((o) => o !== undefined);
+    if (objects.length === 0) return Promise.resolve();
+    this.#taking = new Set(objects.map((o) => toHex(o.hash)));
+    this.#current = this.#write(objects).finally(() => this.#taking = new Set());
+    return this.#current;
   }
 
   /** A flush of everything pending, queued behind the running one (or the one queued). */

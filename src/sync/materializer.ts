@@ -31,6 +31,7 @@ import { decodeNode, EMPTY_FILE_ROOT, type NodeSource, walkFileChunks } from "..
 import {
   CorruptObjectError,
   DATA_DIR_NAME,
+  KeptObjects,
   KvBatch,
   type LocalFileRecord,
   type LocalStore,
@@ -146,17 +147,23 @@ export interface MaterializeOptions {
 export class WriteGroup {
   readonly batch: KvBatch;
   #dirs = new Set<string>();
+  #kept: KeptObjects[] = [];
 
   constructor(store: LocalStore) {
     this.batch = new KvBatch(store.kv, async () => {
       await this.#syncDirs();
-      await store.packs.flush();
+      await Promise.all(this.#kept.splice(0).map((k) => k.flush()));
     });
   }
 
   /** Fsync this directory before the group's next commit. */
   syncDirLater(abs: string): void {
     this.#dirs.add(abs);
+  }
+
+  /** Make these pack objects durable before the group's next commit. */
+  flushLater(kept: KeptObjects): void {
+    this.#kept.push(kept);
   }
 
   /** Make everything of the group durable: directories, pack objects, then the records. */
@@ -354,13 +361,17 @@ function localRecordOf(abs: string, root: Hash): LocalFileRecord {
  * ahead into memory (a small file's root) is taken from there first: it was fetched because
  * this node lacked it, so looking in the packs would be a KV read that finds nothing.
  */
-function nodeSourceFor(store: LocalStore, sources: MaterializeSources): NodeSource {
+function nodeSourceFor(
+  store: LocalStore,
+  sources: MaterializeSources,
+  kept: KeptObjects,
+): NodeSource {
   const remote = sources.nodes;
   return {
     async getNode(hash: Hash): Promise<Uint8Array> {
       const ahead = sources.inMemory?.(hash);
       if (ahead !== undefined) {
-        store.packs.put(hash, ahead); // kept, as a fetched node is: this node now serves it
+        kept.put(hash, ahead); // kept, as a fetched node is: this node now serves it
         return ahead;
       }
       try {
@@ -372,7 +383,7 @@ function nodeSourceFor(store: LocalStore, sources: MaterializeSources): NodeSour
       if (!(bytes instanceof Uint8Array) || !hashEquals(sha256(bytes), hash)) {
         throw new CorruptObjectError(hash, "remote node bytes do not match the hash");
       }
-      store.packs.put(hash, bytes);
+      kept.put(hash, bytes);
       return bytes;
     },
   };
@@ -395,6 +406,7 @@ async function prefetchFileTree(
   store: LocalStore,
   root: Hash,
   sources: MaterializeSources,
+  kept: KeptObjects,
 ): Promise<void> {
   if (await store.packs.has(root)) return; // pushed before the commit, with the whole tree
   let level: Hash[] = [root];
@@ -410,7 +422,7 @@ async function prefetchFileTree(
     if (missing.length > 0) {
       await sources.fetchChunks(missing, (h, bytes) => {
         if (!sources.verified && !hashEquals(sha256(bytes), h)) return Promise.resolve();
-        store.packs.put(h, bytes);
+        kept.put(h, bytes);
         bytesOf.set(hashKey(h), bytes);
         return Promise.resolve();
       }).catch(() => {});
@@ -656,6 +668,7 @@ async function assemble(
   store: LocalStore,
   record: IndexRecord,
   sources: MaterializeSources,
+  kept: KeptObjects,
   file: Deno.FsFile,
   previous: Map<string, number> | null,
   windowChunks: number,
@@ -663,7 +676,7 @@ async function assemble(
   inPlace: Set<number> | null = null,
   share: Share | null = null,
 ): Promise<void> {
-  const nodes = nodeSourceFor(store, sources);
+  const nodes = nodeSourceFor(store, sources, kept);
   const localChunks = new LocalChunks(store, record.path, previous);
   let size = 0;
   try {
@@ -749,6 +762,7 @@ async function copyThenVerify(
   store: LocalStore,
   record: IndexRecord,
   sources: MaterializeSources,
+  kept: KeptObjects,
   abs: string,
   tmpAbs: string,
   file: Deno.FsFile,
@@ -765,7 +779,7 @@ async function copyThenVerify(
   const runs: Reused[][] = [];
   let run: Reused[] = [];
   let runBytes = 0;
-  for await (const c of walkFileChunks(record.root, nodeSourceFor(store, sources))) {
+  for await (const c of walkFileChunks(record.root, nodeSourceFor(store, sources, kept))) {
     const oldOffset = previous.get(hashKey(c.hash));
     if (oldOffset === undefined) continue;
     const last = run.at(-1);
@@ -1101,9 +1115,13 @@ async function recordLocal(
   now: LocalFileRecord | null,
   previousChunks: Map<string, number> | null = null,
   group?: WriteGroup,
+  kept?: KeptObjects,
 ): Promise<void> {
   const synced = new SyncedState(store.kv);
-  const batch = group?.batch ?? new KvBatch(store.kv, () => store.packs.flush());
+  // The tree nodes this write put into the packs are durable before the records that refer
+  // to them, and only those (see KeptObjects).
+  if (group && kept) group.flushLater(kept);
+  const batch = group?.batch ?? new KvBatch(store.kv, async () => await kept?.flush());
   const path = record.path;
   const contentChanged = !now || !previous || !sameContent(previous, now);
   if (contentChanged) {
@@ -1225,6 +1243,8 @@ export async function materialize(
   if (refused) return refused;
   const dirAbs = parentOf(abs);
   const tmpAbs = `${dirAbs}/${tempName()}`;
+  // Tree nodes this write fetches are kept in the packs: this node then serves them too.
+  const kept = new KeptObjects(store.packs);
   let renamed = false;
   let previous: Map<string, number> | null = null;
   let release = () => {};
@@ -1242,17 +1262,18 @@ export async function materialize(
       try {
         if (!hashEquals(record.root, EMPTY_FILE_ROOT)) {
           if (record.size > PREFETCH_TREE_BYTES) {
-            await prefetchFileTree(store, record.root, sources).catch(() => {});
+            await prefetchFileTree(store, record.root, sources, kept).catch(() => {});
           }
           previous = await previousChunks(store, local, current !== null && current.isFile);
           const inPlace = previous !== null && current !== null &&
               current.size >= COPY_THEN_PATCH_BYTES
-            ? await copyThenVerify(store, record, sources, abs, tmpAbs, file, previous)
+            ? await copyThenVerify(store, record, sources, kept, abs, tmpAbs, file, previous)
             : null;
           await assemble(
             store,
             record,
             sources,
+            kept,
             file,
             previous,
             opts.windowChunks ?? DEFAULT_WINDOW_CHUNKS,
@@ -1317,6 +1338,7 @@ export async function materialize(
     localRecordOf(abs, record.root),
     previous,
     opts.group,
+    kept,
   );
   return { ...result, status: "written" };
 }

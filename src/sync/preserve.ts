@@ -72,8 +72,9 @@ export async function preserveReplaced(
   };
   try {
     await packFromFile(store, path, abs, lost, result);
-    // Durable before the caller's rename or removal: a crash then cannot lose them.
-    await store.packs.flush();
+    // Durable before the caller's rename or removal: a crash then cannot lose them. Only
+    // these: a flush of everything would wait for whatever else is pending (a push).
+    await store.packs.flushOnly(lost.map((c) => c.hash));
   } catch (e) {
     result.release();
     throw e;

@@ -23,7 +23,7 @@ import {
   EMPTY_FILE_ROOT,
   walkFileChunks,
 } from "../merkle/mod.ts";
-import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
+import { KeptObjects, KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { type HashedFile, HashFileError } from "./hash_file.ts";
 import { chunkList, offsetsByHash } from "./chunk_offsets.ts";
 import { HashPool } from "./hash_pool.ts";
@@ -146,7 +146,9 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     : walkPaths(store.root, only, problems);
   for await (const e of walk) entries.push(e);
 
-  const batch = new KvBatch(store.kv, () => store.packs.flush());
+  // The tree nodes this scan makes, durable before any KV entry of it that refers to them.
+  const kept = new KeptObjects(store.packs);
+  const batch = new KvBatch(store.kv, () => kept.flush());
   // Chunks located during this scan: a forget for an old copy of the same chunk (a renamed or
   // duplicated file) must not drop the new location queued in the same batch.
   const located = new Set<string>();
@@ -236,7 +238,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
           if (old) await forgetGone(store, batch, e.path, old, seen, located);
           hashedFiles++;
           hashedBytes += hashed.size;
-          const rec = await recordHashed(store, batch, e.path, hashed, located);
+          const rec = await recordHashed(store, kept, batch, e.path, hashed, located);
           records.set(e.path, rec);
         },
         async (err) => {
@@ -290,7 +292,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     mtime: r.mtime,
     ...(r.kind === "symlink" ? { target: r.target } : {}),
   }));
-  const tree = buildDirTree(dirEntries, store.packs);
+  const tree = buildDirTree(dirEntries, kept);
   let files = 0, dirs = 0, symlinks = 0, bytes = 0;
   for (const [, r] of sorted) {
     if (r.kind === "file") {
@@ -309,7 +311,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
     start: only === null ? start : lastScanStart,
   });
   await batch.flush();
-  await store.packs.flush();
+  await kept.flush();
   return {
     root: tree.root,
     files,
@@ -368,12 +370,13 @@ async function forgetGone(
 /** Store a freshly hashed file: its tree nodes (and any chunks not yet streamed) and record. */
 async function recordHashed(
   store: LocalStore,
+  kept: KeptObjects,
   batch: KvBatch,
   path: string,
   hashed: HashedFile,
   located: Set<string>,
 ): Promise<LocalFileRecord> {
-  for (const [hash, bytes] of hashed.nodes) store.packs.put(hash, bytes);
+  for (const [hash, bytes] of hashed.nodes) kept.put(hash, bytes);
   await recordLocations(store, batch, path, hashed.chunks, located);
   const rec: LocalFileRecord = {
     kind: "file",

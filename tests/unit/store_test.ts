@@ -253,6 +253,28 @@ Deno.test("readObject/holds: tree first, then packs (pending or flushed), many a
   });
 });
 
+Deno.test("packs: flushOnly writes just those objects and leaves the rest pending", async () => {
+  await withStore(async (_dir, store) => {
+    const pushed = bytesOf(701, 200_000);
+    const node = bytesOf(703, 300);
+    store.packs.put(sha256(pushed), pushed);
+    store.packs.put(sha256(node), node);
+    await store.packs.flushOnly([sha256(node)]);
+    assert.equal(store.packs.hasPending(sha256(node)), false);
+    assert.equal(store.packs.hasPending(sha256(pushed)), true, "the other object was not written");
+    // Behind a running flush of everything: it waits for it, then has nothing left to write.
+    const other = bytesOf(705, 1000);
+    store.packs.put(sha256(other), other);
+    const all = store.packs.flush();
+    await new Promise((r) => setTimeout(r, 0));
+    await store.packs.flushOnly([sha256(other)]);
+    assert.equal(store.packs.hasPending(sha256(other)), false);
+    await all;
+    assert.equal(store.packs.hasPending(sha256(pushed)), false);
+    for (const o of [pushed, node, other]) assert.deepEqual(await store.packs.get(sha256(o)), o);
+  });
+});
+
 Deno.test("packs: flush(hashes) makes those durable, joins a running flush, and many share one", async () => {
   await withStore(async (_dir, store) => {
     const a = bytesOf(501, 40_000);

@@ -614,3 +614,39 @@ Deno.test("materialize: a large file's edits start from a copy of the old file, 
     assert.ok(sameBytes(await Deno.readFile(abs), content), "damage carried into the new version");
   });
 });
+
+Deno.test("materialize: records wait for the tree nodes they name, not for objects pushed meanwhile", async () => {
+  await withNode(async (store, remote) => {
+    // An object another node is pushing here: accepted, not flushed yet.
+    const pushed = bytesOf(9, 5000);
+    const pushedHash = sha256(pushed);
+    store.packs.put(pushedHash, pushed);
+
+    assert.equal((await materialize(store, dirRecord("docs", 60), remote)).status, "written");
+    assert.ok(store.packs.hasPending(pushedHash), "a directory's record flushed nothing");
+
+    // A file whose tree node is fetched here: that node is durable once the file is recorded.
+    const rec = await remote.file("docs/a.bin", bytesOf(2, 300_000));
+    assert.equal((await materialize(store, rec, remote)).status, "written");
+    assert.ok(!store.packs.hasPending(rec.root) && await store.packs.has(rec.root));
+    assert.ok(store.packs.hasPending(pushedHash), "the file's record flushed only its own nodes");
+
+    // The same through a write group (small files recorded together).
+    const small = await remote.file("docs/b.bin", bytesOf(3, 2000));
+    const group = new WriteGroup(store);
+    assert.equal((await materialize(store, small, remote, { group })).status, "written");
+    await group.finish();
+    assert.ok(!store.packs.hasPending(small.root) && await store.packs.has(small.root));
+    assert.ok(store.packs.hasPending(pushedHash), "the group flushed only its own nodes");
+
+    // A scan, likewise: its files' nodes are durable, the pushed object still pending.
+    await Deno.writeFile(`${store.root}/docs/c.bin`, bytesOf(4, 9000));
+    await scanTree(store, { workers: 0 });
+    const scanned = (await store.files.get("docs/c.bin"))!;
+    assert.ok(!store.packs.hasPending(scanned.root) && await store.packs.has(scanned.root));
+    assert.ok(store.packs.hasPending(pushedHash), "the scan flushed only its own nodes");
+
+    await store.packs.flush([pushedHash]);
+    assert.ok(!store.packs.hasPending(pushedHash));
+  });
+});
