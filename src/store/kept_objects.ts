@@ -20,7 +20,16 @@ export class KeptObjects implements NodeSink {
     this.#hashes.push(hash);
   }
 
-  /** Make every object put here so far durable; objects already flushed cost nothing. */
+  /**
+   * Remember an object this writer read from the packs and will name in its records: if it is
+   * still pending (a push put it and has not flushed yet), this writer's flush makes it durable
+   * too. Objects already durable cost nothing then.
+   */
+  note(hash: Hash): void {
+    if (this.packs.hasPending(hash)) this.#hashes.push(hash);
+  }
+
+  /** Make every object put or noted here so far durable; objects flushed meanwhile cost nothing. */
   async flush(): Promise<void> {
     if (this.#hashes.length === 0) return;
     const hashes = this.#hashes;

@@ -30,6 +30,7 @@ export class HashPool {
   /** The jobs each worker holds, by id, and their bytes. */
   #held = new Map<Worker, { jobs: Map<number, Job>; bytes: number }>();
   #nextId = 1;
+  #closed = false;
 
   /**
    * Start `size` workers. With 0, files are hashed inline: starting a worker costs more than
@@ -60,7 +61,9 @@ export class HashPool {
     previous?: readonly Chunk[],
     size = 0,
   ): Promise<HashedFile> {
-    if (this.size === 0) return hashFile(absPath, this.options, onChunks, previous);
+    if (this.#closed) return Promise.reject(new Error("hash pool closed"));
+    // No workers asked for, or none left (see #crashed): hash on this thread.
+    if (this.#held.size === 0) return hashFile(absPath, this.options, onChunks, previous);
     return new Promise((resolve, reject) => {
       const id = this.#nextId++;
       this.#queue.push({ id, absPath, onChunks, previous, size, resolve, reject });
@@ -126,19 +129,32 @@ export class HashPool {
     this.#pump();
   }
 
+  /**
+   * A worker failed (an uncaught error): it takes no more messages, so it is dropped and the
+   * jobs it held fail. Left in place it looked idle, took the next jobs, and they never ended.
+   * Once no worker is left, waiting jobs are hashed on this thread.
+   */
   #crashed(w: Worker, message: string): void {
     const held = this.#held.get(w);
     if (!held) return;
+    w.terminate();
+    this.#held.delete(w);
+    this.#workers = this.#workers.filter((other) => other !== w);
     for (const job of held.jobs.values()) {
       job.reject(new HashFileError("unreadable", `hash worker failed: ${message}`));
     }
-    held.jobs.clear();
-    held.bytes = 0;
-    this.#pump();
+    if (this.#held.size > 0) {
+      this.#pump();
+      return;
+    }
+    for (const job of this.#queue.splice(0)) {
+      hashFile(job.absPath, this.options, job.onChunks, job.previous).then(job.resolve, job.reject);
+    }
   }
 
   /** Stop every worker; jobs not finished are rejected. */
   close(): void {
+    this.#closed = true;
     for (const w of this.#workers) w.terminate();
     for (const held of this.#held.values()) {
       for (const job of held.jobs.values()) job.reject(new Error("hash pool closed"));

@@ -375,7 +375,9 @@ function nodeSourceFor(
         return ahead;
       }
       try {
-        return await store.packs.get(hash);
+        const held = await store.packs.get(hash);
+        kept.note(hash); // pushed and maybe not durable yet: the records will name it
+        return held;
       } catch (e) {
         if (!(e instanceof MissingObjectError) && !(e instanceof CorruptObjectError)) throw e;
       }
@@ -408,7 +410,11 @@ async function prefetchFileTree(
   sources: MaterializeSources,
   kept: KeptObjects,
 ): Promise<void> {
-  if (await store.packs.has(root)) return; // pushed before the commit, with the whole tree
+  if (await store.packs.has(root)) {
+    // Pushed before the commit, with the whole tree; the walk notes each node it reads.
+    kept.note(root);
+    return;
+  }
   let level: Hash[] = [root];
   let budget = MAX_PREFETCHED_NODES;
   while (level.length > 0 && level.length <= budget) {
@@ -416,8 +422,10 @@ async function prefetchFileTree(
     const bytesOf = new Map<string, Uint8Array>();
     const missing: Hash[] = [];
     for (const h of level) {
-      if (await store.packs.has(h)) bytesOf.set(hashKey(h), await store.packs.get(h));
-      else missing.push(h);
+      if (await store.packs.has(h)) {
+        bytesOf.set(hashKey(h), await store.packs.get(h));
+        kept.note(h);
+      } else missing.push(h);
     }
     if (missing.length > 0) {
       await sources.fetchChunks(missing, (h, bytes) => {

@@ -202,6 +202,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
   try {
     // Keep a bounded number of files in flight so memory does not grow with the tree.
     const inFlight = new Set<Promise<void>>();
+    let failure: unknown = null;
     const maxInFlight = Math.max(4, workers * 8);
     // Woken whenever a job finishes, so the loop below waits without racing every promise.
     let slotFree: (() => void) | null = null;
@@ -228,18 +229,27 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       const seen = new Set<string>();
       const recording: Promise<void>[] = [];
       const onChunks = (chunks: HashedFile["chunks"]) => {
-        recording.push(recordLocations(store, batch, e.path, chunks, located, old, seen));
+        const recorded = recordLocations(store, batch, e.path, chunks, located, old, seen);
+        recorded.catch(() => {}); // observed once the file is hashed (Promise.all below)
+        recording.push(recorded);
       };
       const job = forgotten.then(() =>
         pool.hash(`${store.root}/${e.path}`, onChunks, guide, e.size)
       ).then(
         async (hashed) => {
-          await Promise.all(recording);
-          if (old) await forgetGone(store, batch, e.path, old, seen, located);
-          hashedFiles++;
-          hashedBytes += hashed.size;
-          const rec = await recordHashed(store, kept, batch, e.path, hashed, located);
-          records.set(e.path, rec);
+          try {
+            await Promise.all(recording);
+            if (old) await forgetGone(store, batch, e.path, old, seen, located);
+            hashedFiles++;
+            hashedBytes += hashed.size;
+            const rec = await recordHashed(store, kept, batch, e.path, hashed, located);
+            records.set(e.path, rec);
+          } catch (err) {
+            // The index could not be written (a failed KV commit fails every later one): the
+            // scan fails below, once the jobs in flight are done, rather than as an unhandled
+            // rejection of this job.
+            failure ??= err;
+          }
         },
         async (err) => {
           await Promise.allSettled(recording);
@@ -260,6 +270,7 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
       }
     }
     await Promise.all(inFlight);
+    if (failure !== null) throw failure;
   } finally {
     pool.close();
   }

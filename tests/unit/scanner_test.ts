@@ -366,3 +366,21 @@ Deno.test("walkPaths: each entry once, whatever the order of the paths; missing 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("scan: when the index cannot be written the scan fails with the error, nothing crashes", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 700; i++) files[`d${i % 7}/f${i}.bin`] = bytesOf(2 * i + 1, 200);
+  const dir = await tempTree(files);
+  const store = await LocalStore.open(dir);
+  try {
+    // The pack directory becomes unusable: the first KV commit (after its pack flush) fails
+    // mid-scan, and every later write of the scan with it.
+    const packs = `${dir}/.filesync/packs`;
+    await Deno.remove(packs, { recursive: true });
+    await Deno.writeTextFile(packs, "not a directory");
+    await assert.rejects(scanTree(store, { workers: 2 }), /Not a directory/);
+  } finally {
+    await store.close().catch(() => {}); // its pending objects cannot be written either
+    await Deno.remove(dir, { recursive: true });
+  }
+});

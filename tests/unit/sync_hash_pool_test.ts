@@ -98,3 +98,54 @@ Deno.test("hash pool: close settles the jobs held by workers and those still que
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A pool whose workers the test can reach (to make one fail as an uncaught error would). */
+function poolWithWorkers(size: number): { pool: HashPool; workers: Worker[] } {
+  const workers: Worker[] = [];
+  const Real = globalThis.Worker;
+  globalThis.Worker = class extends Real {
+    constructor(url: string | URL, options?: WorkerOptions) {
+      super(url, options);
+      workers.push(this);
+    }
+  };
+  try {
+    return { pool: new HashPool(size, DEFAULT_CHUNKER_OPTIONS), workers };
+  } finally {
+    globalThis.Worker = Real;
+  }
+}
+
+/** What Deno does to a worker with an uncaught error: it stops, and its onerror fires. */
+function crash(w: Worker): void {
+  w.terminate();
+  w.onerror?.(new ErrorEvent("error", { message: "simulated crash", cancelable: true }));
+}
+
+Deno.test("hash pool: a failed worker is dropped; later jobs go to the others, or inline", async () => {
+  const sizes = Array.from({ length: 12 }, (_, i) => 2000 + 100 * i);
+  const { dir, paths } = await filesOf(sizes);
+  const { pool, workers } = poolWithWorkers(2);
+  try {
+    await Promise.all(paths.slice(0, 2).map((p) => pool.hash(p, () => {})));
+    crash(workers[0]);
+    // Every later job ends, with the right result, on the worker left.
+    for (
+      const r of await Promise.all(
+        paths.slice(2, 7).map((p, i) => pool.hash(p, () => {}, undefined, sizes[i + 2])),
+      )
+    ) {
+      assert.ok(r.size > 0);
+    }
+    crash(workers[1]);
+    // None left: hashed on the calling thread.
+    const inline = await Promise.all(paths.slice(7).map((p) => pool.hash(p, () => {})));
+    for (let i = 0; i < inline.length; i++) {
+      assert.equal(toHex(inline[i].root), (await expected(paths[7 + i])).root);
+    }
+  } finally {
+    pool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+  await assert.rejects(pool.hash(paths[0], () => {}), /closed/);
+});

@@ -650,3 +650,21 @@ Deno.test("materialize: records wait for the tree nodes they name, not for objec
     assert.ok(!store.packs.hasPending(pushedHash));
   });
 });
+
+Deno.test("materialize: a tree node pushed here and still pending is durable before the record", async () => {
+  for (const grouped of [false, true]) {
+    await withNode(async (store, remote) => {
+      const rec = await remote.file("p/a.bin", bytesOf(7, grouped ? 3000 : 300_000));
+      // A push put the file's tree node before the commit; its flush has not run yet.
+      store.packs.put(rec.root, await remote.store.packs.get(rec.root));
+      const group = grouped ? new WriteGroup(store) : undefined;
+      assert.equal((await materialize(store, rec, remote, { group })).status, "written");
+      await group?.finish();
+      assert.equal(toHex((await store.files.get("p/a.bin"))!.root), toHex(rec.root));
+      assert.ok(
+        !store.packs.hasPending(rec.root),
+        `the record names a pending node (group: ${grouped})`,
+      );
+    });
+  }
+});
