@@ -64,6 +64,7 @@ import {
   resolveVersion,
   startControlServer,
   SyncEngine,
+  type SyncNowResult,
 } from "./sync/mod.ts";
 import { cborDecode, cborEncode } from "./wire/mod.ts";
 import { giveBuffer } from "./util/mod.ts";
@@ -176,6 +177,10 @@ export interface NodeStatus {
     receivedBytes: number;
     /** Object bytes this node served to members and clients, since start. */
     servedBytes: number;
+    /** Why local changes wait (the last failure: no majority holds their data, ...), if so. */
+    waitingUp: string | null;
+    /** Why committed changes are not written here (a fetch or the disk failed), if so. */
+    waitingDown: string | null;
   };
   /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
   raftError: string | null;
@@ -779,13 +784,19 @@ export class Daemon {
    * local change waiting to be committed, no committed entry waiting to be written, and this
    * node's state machine caught up with the leader's commit (read-your-writes for scripts).
    */
-  async syncNow(): Promise<{ inSync: boolean; pendingUp: number; pendingDown: number }> {
-    await this.raft.readBarrier();
+  async syncNow(): Promise<SyncNowResult> {
+    try {
+      await this.raft.readBarrier();
+    } catch (e) {
+      throw new Error(`no quorum: a majority of voters did not answer (${(e as Error).message})`);
+    }
     const r = await this.#engine!.syncNow();
     return {
       inSync: r.pendingUp === 0 && r.pendingDown === 0 && r.conflicts === 0 && r.uploaded === 0,
       pendingUp: r.pendingUp,
       pendingDown: r.pendingDown,
+      waitingUp: r.pendingUp > 0 ? r.waitingUp ?? null : null,
+      waitingDown: r.pendingDown > 0 ? r.waitingDown ?? null : null,
     };
   }
 
@@ -1073,6 +1084,8 @@ export class Daemon {
           fetchedBytes: this.#fetchedBytes,
           receivedBytes: this.#receivedBytes,
           servedBytes: this.#servedBytes,
+          waitingUp: p && p.pendingUp > 0 ? p.waitingUp ?? null : null,
+          waitingDown: p && p.pendingDown > 0 ? p.waitingDown ?? null : null,
         };
       })(),
     };

@@ -1,7 +1,7 @@
 /** `filesync status <dir> [--json]`: what the running node of a directory knows. */
 import type { NodeStatus } from "../daemon.ts";
 import { DATA_DIR_NAME } from "../store/mod.ts";
-import { callControl, NotRunningError } from "../sync/mod.ts";
+import { callControl, NotRunningError, type SyncNowResult } from "../sync/mod.ts";
 import { CliError, requireDirectory } from "./errors.ts";
 import { formatBytes, printJson } from "./format.ts";
 
@@ -35,31 +35,44 @@ export async function statusCommand(
       `${s.sync.pendingDown} to write (${formatBytes(s.sync.pendingDownBytes)}), ` +
       `${s.sync.passes} passes${s.sync.busy ? " (running)" : ""}`,
   );
+  if (s.sync.waitingUp) console.log(`waiting  to commit: ${s.sync.waitingUp}`);
+  if (s.sync.waitingDown) console.log(`waiting  to write: ${s.sync.waitingDown}`);
   return 0;
 }
 
 /**
  * `status --wait`: run sync passes until this node's directory matches the committed index
- * (exit 0) or the timeout passes (exit 1 with one line saying what is left).
+ * (exit 0) or the timeout passes (exit 1 with one line saying what is left, and why).
  */
 async function waitInSync(dataDir: string, timeoutMs: number, json?: boolean): Promise<number> {
   const deadline = Date.now() + timeoutMs;
-  let last = { inSync: false, pendingUp: 0, pendingDown: 0 };
+  let last: SyncNowResult | null = null;
+  let failure: string | null = null;
   while (Date.now() < deadline) {
     try {
-      last = await callControl<typeof last>(dataDir, "POST", "/sync");
+      last = await callControl<SyncNowResult>(dataDir, "POST", "/sync");
+      failure = null;
       if (last.inSync) {
         if (json) printJson(last);
         return 0;
       }
     } catch (e) {
       if (e instanceof NotRunningError) throw e;
-      // No quorum or a pass that failed: try again until the deadline.
+      // No quorum (a sync run starts by catching up with the leader) or a pass that failed:
+      // try again until the deadline.
+      failure = (e as Error).message;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  // Without a quorum no sync run answered: what the node knows comes from its status.
+  const now = failure === null && last !== null
+    ? last
+    : await callControl<NodeStatus>(dataDir, "GET", "/status").then((s) => s.sync, () => last);
+  const why = (reason: string | null | undefined) => (reason ? ` (${reason})` : "");
   throw new CliError(
-    `not in sync after ${Math.round(timeoutMs / 1000)} s: ${last.pendingUp} local changes ` +
-      `not committed, ${last.pendingDown} committed changes not written`,
+    `not in sync after ${Math.round(timeoutMs / 1000)} s: ${now?.pendingUp ?? "?"} local ` +
+      `changes not committed${why(now?.waitingUp)}, ${now?.pendingDown ?? "?"} committed ` +
+      `changes not written${why(now?.waitingDown)}` +
+      (failure === null ? "" : `; the last sync run failed: ${failure}`),
   );
 }

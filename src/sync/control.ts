@@ -8,6 +8,17 @@
 const FILE_NAME = "control.json";
 
 /** Contents of control.json. */
+/** What a sync run on request (`status --wait`) reports. */
+export interface SyncNowResult {
+  inSync: boolean;
+  pendingUp: number;
+  pendingDown: number;
+  /** Why local changes wait (the last failure), if they do. */
+  waitingUp: string | null;
+  /** Why committed changes are not written here yet, if they are not. */
+  waitingDown: string | null;
+}
+
 export interface ControlEndpoint {
   port: number;
   token: string;
@@ -19,7 +30,7 @@ export interface ControlHandlers {
   status(): Promise<unknown>;
   invite(opts: { ttlMs?: number; once?: boolean }): Promise<{ invite: string }>;
   removeMember(peerId: string): Promise<{ removed: string }>;
-  sync(): Promise<{ inSync: boolean; pendingUp: number; pendingDown: number }>;
+  sync(): Promise<SyncNowResult>;
   /** Every retained version of a path, newest first. */
   history(path: string): Promise<unknown>;
   /** Make a path (file or directory) as it was at a version, snapshot label or time. */

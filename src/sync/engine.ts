@@ -110,7 +110,14 @@ export interface PassResult {
   pendingDown: number;
   /** Bytes of the files among pendingDown. */
   pendingDownBytes: number;
+  /** Why local changes wait, as the last failure said (null when none waits for a failure). */
+  waitingUp?: string | null;
+  /** Why committed changes are not written yet, likewise (a fetch or the disk failed). */
+  waitingDown?: string | null;
 }
+
+/** A reason changes wait is warned about again after this long, if it still holds. */
+const WAIT_WARN_INTERVAL_MS = 60_000;
 
 /** Ops proposed together; a rejected batch is retried op by op. */
 const UPLOAD_BATCH = 64;
@@ -267,6 +274,14 @@ export class SyncEngine {
    * the write and the other after: it leaves these paths to the next pass.
    */
   #endedDuringPass = new Set<string>();
+  /**
+   * The last failure that kept local changes from being committed, and committed ones from
+   * being written: status shows them (a pipeline's `status --wait` says why it timed out), and
+   * each new reason is warned about once (A's changes waited without a word at the default log
+   * level while B's disk was full: the reason was a debug line).
+   */
+  #waiting: { up: string | null; down: string | null } = { up: null, down: null };
+  #warned = new Map<string, number>();
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
@@ -328,7 +343,11 @@ export class SyncEngine {
           this.#last = await this.#pass();
         } catch (e) {
           this.deps.log.warn("sync pass failed", { error: (e as Error).message });
-          this.#last = { ...this.#last, pendingUp: Math.max(1, this.#last.pendingUp) };
+          this.#last = {
+            ...this.#last,
+            pendingUp: Math.max(1, this.#last.pendingUp),
+            waitingUp: (e as Error).message,
+          };
         }
         this.#passes++;
         this.#lastPassEnd = Date.now();
@@ -513,6 +532,9 @@ export class SyncEngine {
       this.#again = true;
       this.#scanWanted = true;
     }
+    // A reason holds while something still waits; a pass with nothing left clears it.
+    if (pending === 0) this.#waiting.up = null;
+    if (pendingDown === 0) this.#waiting.down = null;
     return {
       uploaded,
       materialized,
@@ -521,7 +543,23 @@ export class SyncEngine {
       pendingUpBytes: pendingBytes,
       pendingDown,
       pendingDownBytes,
+      waitingUp: this.#waiting.up,
+      waitingDown: this.#waiting.down,
     };
+  }
+
+  /**
+   * Local changes could not be committed for this reason (no majority holds their data, no
+   * quorum, a peer's disk is full): kept for status, warned once per reason and minute.
+   */
+  #waitUp(reason: string): void {
+    this.deps.log.debug("proposal not committed", { error: reason });
+    this.#waiting.up = reason;
+    const now = Date.now();
+    if (now - (this.#warned.get(reason) ?? -Infinity) < WAIT_WARN_INTERVAL_MS) return;
+    if (this.#warned.size > 100) this.#warned.clear(); // reasons name peers and counts
+    this.#warned.set(reason, now);
+    this.deps.log.warn("local changes wait", { reason });
   }
 
   /** Bytes of the large files being written in the background. */
@@ -625,7 +663,9 @@ export class SyncEngine {
       }
       return true;
     } catch (e) {
-      this.deps.log.warn("materialize failed", { path: rec.path, error: (e as Error).message });
+      const error = (e as Error).message;
+      this.deps.log.warn("materialize failed", { path: rec.path, error });
+      this.#waiting.down = error;
       return false;
     }
   }
@@ -718,12 +758,11 @@ export class SyncEngine {
       });
       return true;
     } catch (e) {
-      this.deps.log.debug("proposal not committed", { error: (e as Error).message });
+      this.#waitUp((e as Error).message);
       return false;
     }
   }
 
-  /** Propose ops as one command; on success record the synced state. */
   /** Propose ops as one command (`durable`: their objects were made durable already). */
   async #propose(
     ops: FileOp[],
@@ -736,7 +775,7 @@ export class SyncEngine {
     try {
       result = await this.deps.propose({ origin: this.deps.nodeId, ops });
     } catch (e) {
-      this.deps.log.debug("proposal not committed", { error: (e as Error).message });
+      this.#waitUp((e as Error).message);
       return false;
     }
     if (!result.ok) {

@@ -10,7 +10,13 @@ export { createSnapshot, diffSnapshots } from "./snapshot_ops.ts";
 export { ChannelRaftTransport } from "./raft_transport.ts";
 export { inviteSecret, inviteTerms, makeInvite, newInviteId, resolveInvite } from "./invites.ts";
 export { type LogFormat, Logger, type LogLevel, parseLogLevel } from "./log.ts";
-export { callControl, type ControlServer, NotRunningError, startControlServer } from "./control.ts";
+export {
+  callControl,
+  type ControlServer,
+  NotRunningError,
+  startControlServer,
+  type SyncNowResult,
+} from "./control.ts";
 export {
   parseSyncedRecord,
   SYNCED_PREFIX,

@@ -57,13 +57,25 @@ Deno.test({
       // No peer can confirm the objects (nor the proposal): the change stays pending.
       const r = await runCli(["status", a, "--wait", "--timeout", "3"]);
       assert.notEqual(r.code, 0);
-      // status says what waits: one file, its bytes.
+      // It says why: the data is not durable on a majority.
+      assert.match(r.stderr, /: 1 local changes not committed.*(quorum|majority)/);
+      // status says what waits: one file, its bytes, and (once the push gave up) why.
       const st = await nodes[0].status();
       assert.equal(st.sync.pendingUp, 1);
       assert.equal(st.sync.pendingUpBytes, 200_000);
+      await waitFor(
+        "the reason",
+        async () => /majority/.test((await nodes[0].status()).sync.waitingUp ?? ""),
+        30_000,
+      );
       nodes[1].kill("SIGCONT");
       nodes[2].kill("SIGCONT");
       await waitConverged([a, b, c], 60_000);
+      await waitFor(
+        "nothing waiting",
+        async () => (await nodes[0].status()).sync.waitingUp === null,
+        30_000,
+      );
     }, { prefix: "filesync-durable-" });
   },
 });

@@ -197,3 +197,77 @@ Deno.test("engine: files moved in land before a large file next to their folders
     }
   });
 });
+
+Deno.test("engine: why local changes wait is reported, warned about once, and cleared", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    let applied = 0;
+    let full = true;
+    const lines: string[] = [];
+    const engine = new SyncEngine({
+      store,
+      index,
+      propose: (command) => index.apply(++applied, encodeCommand(command)),
+      nodeId: "A",
+      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+      replicate: () =>
+        full
+          ? Promise.reject(new Error("data not durable on a majority: B's disk is full"))
+          : Promise.resolve(),
+      log: new Logger("warn", "json", (line) => lines.push(line)),
+    }, { watch: false, rescanMs: 3_600_000 });
+    try {
+      await Deno.writeFile(`${store.root}/a.bin`, seededBytes(31, 5000));
+      for (let i = 0; i < 3; i++) {
+        const r = await engine.syncNow();
+        assert.equal(r.pendingUp, 1);
+        assert.match(r.waitingUp ?? "", /disk is full/);
+      }
+      const warnings = lines.map((l) => JSON.parse(l)).filter((l) =>
+        l.event === "local changes wait"
+      );
+      assert.equal(warnings.length, 1, "one warning for one reason, not one per pass");
+      assert.match(warnings[0].reason, /disk is full/);
+      full = false;
+      const r = await engine.syncNow();
+      assert.equal(r.pendingUp, 0);
+      assert.equal(r.waitingUp, null);
+      assert.equal((await index.get("a.bin"))?.size, 5000);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+Deno.test("engine: why committed changes are not written is reported until they are", async () => {
+  await withNode(async (store, remote) => {
+    const index = new IndexState(store.kv);
+    let reachable = false;
+    const engine = new SyncEngine({
+      store,
+      index,
+      propose: () => Promise.reject(new Error("this node proposes nothing here")),
+      nodeId: "B",
+      remote: {
+        fetch: (hashes, onObject) =>
+          reachable ? remote.deliver(hashes, onObject) : Promise.resolve({ missing: hashes }),
+      },
+      log: new Logger("error"),
+    }, { watch: false, rescanMs: 3_600_000 });
+    try {
+      const rec = await remote.file("f.bin", seededBytes(33, 40_000));
+      const command: Command = { origin: "A", ops: [putOp(rec)], time: Date.now() };
+      assert.ok((await index.apply(1, encodeCommand(command))).ok);
+      const r = await engine.syncNow();
+      assert.equal(r.pendingDown, 1);
+      assert.match(r.waitingDown ?? "", /no peer has/);
+      reachable = true;
+      const after = await engine.syncNow();
+      assert.equal(after.pendingDown, 0);
+      assert.equal(after.waitingDown, null);
+      assert.equal((await Deno.stat(`${store.root}/f.bin`)).size, 40_000);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
