@@ -48,6 +48,24 @@ export class FileIndex {
     return out;
   }
 
+  /**
+   * The records of these paths and of everything below them (a path may name a directory).
+   * Reads only those: a scan of a few reported paths need not read a whole tree's records.
+   */
+  async loadUnder(paths: readonly string[]): Promise<Map<string, LocalFileRecord>> {
+    const out = new Map<string, LocalFileRecord>();
+    for (const path of new Set(paths)) {
+      const own = await this.get(path);
+      if (own) out.set(path, own);
+      // Keys sort by UTF-8 bytes: everything under "p/" lies in ["p/", "p0"), "0" following "/".
+      const below = this.kv.list({ start: fileKey(`${path}/`), end: fileKey(`${path}0`) });
+      for await (const entry of below) {
+        out.set(entry.key[1] as string, parseLocalFileRecord(entry.value));
+      }
+    }
+    return out;
+  }
+
   /** Queue a record. */
   put(batch: KvBatch, path: string, rec: LocalFileRecord): Promise<void> {
     return batch.set(fileKey(path), rec);

@@ -2,7 +2,14 @@
  * The sync engine's public face. So far: the scanner that keeps the local index in step with
  * the directory, file hashing, ignore rules and local snapshots.
  */
-export { type ScanOptions, type ScanProgress, type ScanResult, scanTree } from "./scanner.ts";
+export {
+  type PathsScanResult,
+  type ScanOptions,
+  scanPaths,
+  type ScanProgress,
+  type ScanResult,
+  scanTree,
+} from "./scanner.ts";
 export { type HashedFile, hashFile, HashFileError } from "./hash_file.ts";
 export { IGNORE_FILE_NAME, IgnoreRules } from "./ignore_rules.ts";
 export { type WalkEntry, walkPaths, type WalkProblem, walkTree } from "./walk.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { sha256, toHex } from "../../src/chunk/mod.ts";
 import { walkDirTree, walkFileChunks } from "../../src/merkle/mod.ts";
 import { LocalStore, StaleLocationError } from "../../src/store/mod.ts";
-import { hashFile, HashFileError, scanTree, walkPaths } from "../../src/sync/mod.ts";
+import { hashFile, HashFileError, scanPaths, scanTree, walkPaths } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 
 const bytesOf = seededBytes;
@@ -382,5 +382,50 @@ Deno.test("scan: when the index cannot be written the scan fails with the error,
   } finally {
     await store.close().catch(() => {}); // its pending objects cannot be written either
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scanPaths: the reported paths' records as a full scan makes them, summary untouched", async () => {
+  const dir = await tempTree({
+    "a/one.txt": "one",
+    "a/two.txt": "two",
+    "b/deep/three.txt": "three",
+    "c.txt": "c",
+  });
+  const other = await Deno.makeTempDir({ prefix: "filesync-scan-full-" });
+  const store = await LocalStore.open(dir);
+  try {
+    await scanTree(store, { workers: 0 });
+    const before = await store.files.lastScan();
+    await Deno.writeTextFile(`${dir}/a/one.txt`, "one, edited");
+    await Deno.mkdir(`${dir}/e/f`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/e/f/new.txt`, "new");
+    await Deno.remove(`${dir}/b`, { recursive: true });
+    const r = await scanPaths(store, ["a/one.txt", "e", "b"], { workers: 0 });
+    assert.equal(r.hashedFiles, 2, "the edited and the new file");
+    assert.equal(r.removed, 3, "b, b/deep and b/deep/three.txt");
+    assert.deepEqual(await store.files.lastScan(), before, "no summary written");
+    // Every record equals what a full scan of the same tree makes.
+    await new Deno.Command("cp", { args: ["-a", `${dir}/.`, other] }).output();
+    await Deno.remove(`${other}/.filesync`, { recursive: true });
+    await scanOnce(other, 0);
+    const shape = async (d: string) => {
+      const s = await LocalStore.open(d);
+      try {
+        return [...(await s.files.loadAll())].map(([p, rec]) =>
+          `${p} ${rec.kind} ${rec.size} ${toHex(rec.root)}`
+        );
+      } finally {
+        await s.close();
+      }
+    };
+    const mine = [...(await store.files.loadAll())].map(([p, rec]) =>
+      `${p} ${rec.kind} ${rec.size} ${toHex(rec.root)}`
+    );
+    assert.deepEqual(mine, await shape(other));
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(other, { recursive: true });
   }
 });

@@ -271,3 +271,37 @@ Deno.test("engine: why committed changes are not written is reported until they 
     }
   });
 });
+
+Deno.test("engine: the safety-net rescan is spaced by its own cost, not run every rescanMs", async () => {
+  await withNode(async (store) => {
+    for (let d = 0; d < 10; d++) {
+      await Deno.mkdir(`${store.root}/d${d}`);
+      for (let f = 0; f < 40; f++) {
+        await Deno.writeTextFile(`${store.root}/d${d}/f${f}.txt`, `${d}/${f}`);
+      }
+    }
+    const index = new IndexState(store.kv);
+    let applied = 0;
+    const engine = new SyncEngine({
+      store,
+      index,
+      propose: (command) => index.apply(++applied, encodeCommand(command)),
+      nodeId: "A",
+      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+      replicate: () => Promise.resolve(),
+      log: new Logger("error"),
+    }, { watch: false, rescanMs: 20 });
+    try {
+      await engine.start();
+      await until("the first pass", () => Promise.resolve(engine.lastPass.passes >= 1));
+      const first = engine.lastPass.passes;
+      await new Promise((r) => setTimeout(r, 1500));
+      // Every 20 ms would be some 75 passes; a pass over 400 files takes milliseconds, and the
+      // next one waits 100 times as long.
+      const more = engine.lastPass.passes - first;
+      assert.ok(more >= 1 && more < 15, `passes in 1.5 s: ${more}`);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
