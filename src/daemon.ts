@@ -788,7 +788,12 @@ export class Daemon {
     try {
       await this.raft.readBarrier();
     } catch (e) {
-      throw new Error(`no quorum: a majority of voters did not answer (${(e as Error).message})`);
+      // A barrier that timed out or was dropped: no majority answered. Other failures (Raft
+      // stopped by a storage error, say) are reported as they are.
+      const noQuorum = e instanceof RaftError &&
+        (e.code === "Timeout" || e.code === "ProposalDropped");
+      if (!noQuorum) throw e;
+      throw new Error(`no quorum: a majority of voters did not answer (${e.message})`);
     }
     const r = await this.#engine!.syncNow();
     return {

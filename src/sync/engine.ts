@@ -123,8 +123,11 @@ export interface PassResult {
  * The safety-net rescan (every file stat'ed, every record read and planned) is spaced at least
  * this many times its own duration: with 20,000 files a rescan and its planning took about
  * 1.7 CPU-seconds, so every 10 s an idle node used 17 % of a core; now at most about 1 %.
+ * The duration is taken from rescans that read no file content (hashing new files is not the
+ * rescan's own cost), and the spacing stops at RESCAN_MAX_MS.
  */
 const RESCAN_DUTY = 100;
+const RESCAN_MAX_MS = 5 * 60_000;
 /** A reason changes wait is warned about again after this long, if it still holds. */
 const WAIT_WARN_INTERVAL_MS = 60_000;
 
@@ -239,6 +242,8 @@ export function writePhases(records: IndexRecord[]): {
 export class SyncEngine {
   #watcher: Watcher | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** The retry of changes still waiting (see #retrySoon). */
+  #retry: ReturnType<typeof setTimeout> | undefined;
   /** How long the last full rescan and its planning took, ms (spaces the next one). */
   #rescanCostMs = 0;
   #running: Promise<PassResult> | null = null;
@@ -359,10 +364,13 @@ export class SyncEngine {
             pendingUp: Math.max(1, this.#last.pendingUp),
             waitingUp: (e as Error).message,
           };
+          // The pass may have failed before it rescheduled the rescan: it stays due.
+          this.#rescanSoon();
         }
         this.#passes++;
         this.#lastPassEnd = Date.now();
       } while (this.#again && !this.#stopped);
+      this.#retrySoon();
       return this.#last;
     } finally {
       this.#running = null;
@@ -373,8 +381,21 @@ export class SyncEngine {
   #rescanSoon(): void {
     clearTimeout(this.#timer);
     if (this.#stopped) return;
-    const delay = Math.max(this.opts.rescanMs ?? 10_000, RESCAN_DUTY * this.#rescanCostMs);
-    this.#timer = setTimeout(() => this.request(), delay);
+    const base = this.opts.rescanMs ?? 10_000;
+    const spaced = Math.min(RESCAN_DUTY * this.#rescanCostMs, RESCAN_MAX_MS);
+    this.#timer = setTimeout(() => this.request(), Math.max(base, spaced));
+  }
+
+  /**
+   * Changes still waiting (no majority, a failed fetch, a full disk) are tried again rescanMs
+   * after the last pass, without a rescan: the rescan, spaced out on a large tree, was their
+   * retry before.
+   */
+  #retrySoon(): void {
+    clearTimeout(this.#retry);
+    const { pendingUp, pendingDown } = this.#last;
+    if (this.#stopped || (pendingUp === 0 && pendingDown === 0)) return;
+    this.#retry = setTimeout(() => this.request({ scan: false }), this.opts.rescanMs ?? 10_000);
   }
 
   /** Run a pass now (after any running one) and return its result. */
@@ -399,6 +420,9 @@ export class SyncEngine {
     const started = performance.now();
     this.#endedDuringPass.clear();
     const fullScan = this.#scanWanted;
+    let hashedFiles = 0;
+    // Reasons are this pass's failures: an old one would outlive what it explained.
+    this.#waiting = { up: null, down: null };
     if (this.#scanWanted || this.#changedPaths.size > 0) {
       // Reported paths only, unless something asked for the whole tree.
       const paths = this.#scanWanted ? undefined : [...this.#changedPaths];
@@ -409,6 +433,7 @@ export class SyncEngine {
         ? await scanTree(store, { skip })
         : await scanPaths(store, paths, { skip });
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
+      hashedFiles = scan.hashedFiles;
     }
     const scanned = performance.now();
     const local = await store.files.loadAll();
@@ -435,7 +460,7 @@ export class SyncEngine {
     const planned = performance.now();
     if (fullScan) {
       // The next safety-net rescan is due a while after this one, which stands for it.
-      this.#rescanCostMs = planned - started;
+      if (hashedFiles === 0) this.#rescanCostMs = planned - started;
       this.#rescanSoon();
     }
     // Each path is written at most once per pass and nothing rescans meanwhile, so the
@@ -904,6 +929,7 @@ export class SyncEngine {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#retry);
     await this.#watcher?.close();
     await this.#running?.catch(() => {});
     await Promise.all([...this.#inflight.values()].map((w) => w.done));

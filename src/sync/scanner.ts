@@ -184,6 +184,19 @@ async function scanCore(
     ? walkTree(store.root, problems)
     : walkPaths(store.root, only, problems);
   for await (const e of walk) entries.push(e);
+  // Entries walked outside the listed paths (their directories) are compared with their own
+  // records too (a file that became a directory has its chunk locations forgotten); those
+  // records are only looked at, never taken for removed.
+  const outside = new Map<string, LocalFileRecord>();
+  if (!summary) {
+    const listed = new Set(only!);
+    for (const e of entries) {
+      if (previous.has(e.path) || underAny(e.path, listed)) continue;
+      const rec = await store.files.get(e.path);
+      if (rec) outside.set(e.path, rec);
+    }
+  }
+  const previousOf = (path: string) => previous.get(path) ?? outside.get(path);
 
   // The tree nodes this scan makes, durable before any KV entry of it that refers to them.
   const kept = new KeptObjects(store.packs);
@@ -199,7 +212,7 @@ async function scanCore(
   }
   const toHash: WalkEntry[] = [];
   for (const e of entries) {
-    const prev = previous.get(e.path);
+    const prev = previousOf(e.path);
     if (options.skip?.(e.path)) {
       if (prev) records.set(e.path, prev);
       continue;
@@ -254,7 +267,7 @@ async function scanCore(
       // 256 MiB file rewrote 3,400 locations and forgot as many, about half the scan's time).
       // Without the old chunk map (too large, or unreadable), the old locations are dropped
       // before any new one is queued, so a chunk kept by the edit keeps its (new) location.
-      const prev = previous.get(e.path);
+      const prev = previousOf(e.path);
       const oldList = prev && prev.kind === "file" ? await chunkList(prev.root, store.packs) : null;
       const old = oldList === null ? null : offsetsByHash(oldList);
       // The old list guides re-chunking a large file (an edit costs little more than its

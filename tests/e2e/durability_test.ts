@@ -102,7 +102,8 @@ Deno.test({
       };
       const before = await moved();
       const ticks0 = await Promise.all(nodes.map((n) => cpuTicks(n.pid)));
-      // Several rescans (every second) and explicit sync passes over the unchanged tree.
+      // Several rescans (every second, or 100 times a rescan's own cost if that is longer) and
+      // explicit sync passes over the unchanged tree.
       await new Promise((r) => setTimeout(r, 5_000));
       const ticks1 = await Promise.all(nodes.map((n) => cpuTicks(n.pid)));
       for (const d of [a, b, c]) await runCli(["status", d, "--wait", "--timeout", "30"]);

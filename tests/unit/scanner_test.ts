@@ -429,3 +429,25 @@ Deno.test("scanPaths: the reported paths' records as a full scan makes them, sum
     await Deno.remove(other, { recursive: true });
   }
 });
+
+Deno.test("scanPaths: a file turned into a directory, only its new child reported, drops the file's chunk locations", async () => {
+  const content = bytesOf(41, 10_000); // under the minimum chunk size: one chunk
+  const dir = await tempTree({ "ab": content, "other.txt": "x" });
+  const store = await LocalStore.open(dir);
+  try {
+    await scanTree(store, { workers: 0 });
+    const hash = sha256(content);
+    assert.equal((await store.locator.lookup(hash))?.path, "ab");
+    await Deno.remove(`${dir}/ab`);
+    await Deno.mkdir(`${dir}/ab`);
+    await Deno.writeTextFile(`${dir}/ab/c`, "child");
+    await scanPaths(store, ["ab/c"], { workers: 0 });
+    assert.equal((await store.files.get("ab"))?.kind, "dir");
+    assert.equal((await store.files.get("ab/c"))?.kind, "file");
+    assert.equal(await store.locator.lookup(hash), null, "no location left in the old file");
+    assert.equal((await store.files.get("other.txt"))?.kind, "file", "other records stay");
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -305,3 +305,44 @@ Deno.test("engine: the safety-net rescan is spaced by its own cost, not run ever
     }
   });
 });
+
+Deno.test("engine: a pass that fails keeps the safety-net rescan going", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    let lists = 0;
+    let failures = 1;
+    // The committed index cannot be read once, in the first rescan the timer starts (after the
+    // pass at start): that pass fails before it plans, with no rescan left scheduled.
+    const flaky = new Proxy(index, {
+      get(target, prop, receiver) {
+        if (prop === "list" && ++lists === 2) {
+          failures--;
+          return () => {
+            throw new Error("simulated read failure");
+          };
+        }
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    let applied = 0;
+    const engine = new SyncEngine({
+      store,
+      index: flaky,
+      propose: (command) => index.apply(++applied, encodeCommand(command)),
+      nodeId: "A",
+      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+      replicate: () => Promise.resolve(),
+      log: new Logger("error"),
+    }, { watch: false, rescanMs: 30 });
+    try {
+      await engine.start();
+      await until("the failed pass", () => Promise.resolve(failures === 0));
+      // No watcher: only a rescan can find this file.
+      await Deno.writeTextFile(`${store.root}/late.txt`, "found by a rescan");
+      await until("the rescan to commit it", async () => (await index.get("late.txt")) !== null);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
