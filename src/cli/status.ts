@@ -1,7 +1,12 @@
 /** `filesync status <dir> [--json]`: what the running node of a directory knows. */
 import type { NodeStatus } from "../daemon.ts";
 import { DATA_DIR_NAME } from "../store/mod.ts";
-import { callControl, NotRunningError, type SyncNowResult } from "../sync/mod.ts";
+import {
+  callControl,
+  ControlTimeoutError,
+  NotRunningError,
+  type SyncNowResult,
+} from "../sync/mod.ts";
 import { CliError, requireDirectory } from "./errors.ts";
 import { formatBytes, printJson } from "./format.ts";
 
@@ -50,7 +55,10 @@ async function waitInSync(dataDir: string, timeoutMs: number, json?: boolean): P
   let failure: string | null = null;
   while (Date.now() < deadline) {
     try {
-      last = await callControl<SyncNowResult>(dataDir, "POST", "/sync");
+      // A pass can take long (a large push waits for a majority): the call may take up to the
+      // time left, and one that outlasts it is not taken for a node that is gone.
+      const left = Math.max(1000, deadline - Date.now());
+      last = await callControl<SyncNowResult>(dataDir, "POST", "/sync", undefined, left);
       failure = null;
       if (last.inSync) {
         if (json) printJson(last);
@@ -58,9 +66,11 @@ async function waitInSync(dataDir: string, timeoutMs: number, json?: boolean): P
       }
     } catch (e) {
       if (e instanceof NotRunningError) throw e;
-      // No quorum (a sync run starts by catching up with the leader) or a pass that failed:
-      // try again until the deadline.
-      failure = (e as Error).message;
+      // No quorum (a sync run starts by catching up with the leader), a pass that failed, or
+      // one still running at the deadline: try again until the deadline.
+      failure = e instanceof ControlTimeoutError
+        ? "a sync pass was still running"
+        : (e as Error).message;
     }
     await new Promise((r) => setTimeout(r, 200));
   }

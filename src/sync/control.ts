@@ -51,6 +51,11 @@ export class NotRunningError extends Error {
   override name = "NotRunningError";
 }
 
+/** The node took longer than the call allowed (it is running, and busy: a long sync pass). */
+export class ControlTimeoutError extends Error {
+  override name = "ControlTimeoutError";
+}
+
 function tokenMatches(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
   let diff = 0;
@@ -153,7 +158,13 @@ export async function callControl<T>(
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(timeoutMs),
     });
-  } catch {
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "TimeoutError") {
+      throw new ControlTimeoutError(
+        `the filesync serve for this directory (pid ${endpoint.pid}) did not answer within ` +
+          `${Math.round(timeoutMs / 1000)} s`,
+      );
+    }
     throw new NotRunningError(
       `the filesync serve for this directory (pid ${endpoint.pid}) does not answer`,
     );

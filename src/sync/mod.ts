@@ -20,6 +20,7 @@ export { type LogFormat, Logger, type LogLevel, parseLogLevel } from "./log.ts";
 export {
   callControl,
   type ControlServer,
+  ControlTimeoutError,
   NotRunningError,
   startControlServer,
   type SyncNowResult,
