@@ -68,9 +68,10 @@ async function waitInSync(dataDir: string, timeoutMs: number, json?: boolean): P
       if (e instanceof NotRunningError) throw e;
       // No quorum (a sync run starts by catching up with the leader), a pass that failed, or
       // one still running at the deadline: try again until the deadline.
-      failure = e instanceof ControlTimeoutError
-        ? "a sync pass was still running"
-        : (e as Error).message;
+      // A call cut short by the deadline tells less than an earlier answer: that one stays.
+      if (e instanceof ControlTimeoutError) {
+        failure ??= "the node was still catching up with the cluster or running a sync pass";
+      } else failure = (e as Error).message;
     }
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -55,7 +55,8 @@ Deno.test({
       nodes[2].kill("SIGSTOP");
       await Deno.writeFile(`${a}/alone.bin`, seededBytes(22, 200_000));
       // No peer can confirm the objects (nor the proposal): the change stays pending.
-      const r = await runCli(["status", a, "--wait", "--timeout", "3"]);
+      // Long enough for the node's own read of the committed index to give up (5 s).
+      const r = await runCli(["status", a, "--wait", "--timeout", "8"]);
       assert.notEqual(r.code, 0);
       // It says why: the data is not durable on a majority.
       assert.match(r.stderr, /: 1 local changes not committed.*(quorum|majority)/);
