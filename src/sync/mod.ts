@@ -87,7 +87,13 @@ export { type ExpectedEntry, type WatchBatch, Watcher, type WatcherOptions } fro
 export { ensureObjects, type FetchObjects, planRestore } from "./restore.ts";
 export { objectsOfOps } from "./replicate.ts";
 export { ClientGateway, type GatewayDeps, resolveVersion, VersionError } from "./gateway.ts";
-export { type EngineDeps, type PassResult, type RemoteObjects, SyncEngine } from "./engine.ts";
+export {
+  type EngineDeps,
+  type EngineOptions,
+  type PassResult,
+  type RemoteObjects,
+  SyncEngine,
+} from "./engine.ts";
 export {
   type CommittedEntry,
   KindChangeError,

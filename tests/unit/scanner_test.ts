@@ -32,6 +32,20 @@ async function scanOnce(dir: string, workers = 2) {
   }
 }
 
+/** The tree of `dir` copied into `other` without its index, and scanned there from scratch. */
+async function scanFreshCopy(dir: string, other: string) {
+  await new Deno.Command("cp", { args: ["-a", `${dir}/.`, other] }).output();
+  await Deno.remove(`${other}/.filesync`, { recursive: true });
+  return await scanOnce(other, 0);
+}
+
+/** Every file record of a store as "path kind size root" (inodes and mtimes left out). */
+async function recordShapes(store: LocalStore): Promise<string[]> {
+  return [...(await store.files.loadAll())].map(([p, rec]) =>
+    `${p} ${rec.kind} ${rec.size} ${toHex(rec.root)}`
+  );
+}
+
 async function indexedPaths(dir: string): Promise<string[]> {
   const store = await LocalStore.open(dir);
   try {
@@ -330,9 +344,7 @@ Deno.test("scan: a partial scan of reported paths gives the full scan's records,
     assert.equal(r.hashedFiles, 2, "only the edited and the new file are read");
     assert.equal(r.removed, 3, "b, b/deep and b/deep/three.txt");
     // The same tree scanned from scratch elsewhere has the same root and the same records.
-    await new Deno.Command("cp", { args: ["-a", `${dir}/.`, other] }).output();
-    await Deno.remove(`${other}/.filesync`, { recursive: true });
-    const full = await scanOnce(other, 0);
+    const full = await scanFreshCopy(dir, other);
     assert.equal(toHex(r.root), toHex(full.root));
     assert.deepEqual(await indexedPaths(dir), await indexedPaths(other));
     // A partial scan keeps the last full scan's start (the racy-file rule counts from it).
@@ -406,23 +418,13 @@ Deno.test("scanPaths: the reported paths' records as a full scan makes them, sum
     assert.equal(r.removed, 3, "b, b/deep and b/deep/three.txt");
     assert.deepEqual(await store.files.lastScan(), before, "no summary written");
     // Every record equals what a full scan of the same tree makes.
-    await new Deno.Command("cp", { args: ["-a", `${dir}/.`, other] }).output();
-    await Deno.remove(`${other}/.filesync`, { recursive: true });
-    await scanOnce(other, 0);
-    const shape = async (d: string) => {
-      const s = await LocalStore.open(d);
-      try {
-        return [...(await s.files.loadAll())].map(([p, rec]) =>
-          `${p} ${rec.kind} ${rec.size} ${toHex(rec.root)}`
-        );
-      } finally {
-        await s.close();
-      }
-    };
-    const mine = [...(await store.files.loadAll())].map(([p, rec]) =>
-      `${p} ${rec.kind} ${rec.size} ${toHex(rec.root)}`
-    );
-    assert.deepEqual(mine, await shape(other));
+    await scanFreshCopy(dir, other);
+    const fresh = await LocalStore.open(other);
+    try {
+      assert.deepEqual(await recordShapes(store), await recordShapes(fresh));
+    } finally {
+      await fresh.close();
+    }
   } finally {
     await store.close();
     await Deno.remove(dir, { recursive: true });

@@ -9,7 +9,14 @@ import { type Hash, hashKey, sha256, toHex } from "../../src/chunk/mod.ts";
 import { type Command, encodeCommand, type FileOp, IndexState } from "../../src/fsm/mod.ts";
 import type { IndexRecord } from "../../src/fsm/mod.ts";
 import { walkFileChunks } from "../../src/merkle/mod.ts";
-import { Logger, type RemoteObjects, SyncEngine } from "../../src/sync/mod.ts";
+import type { LocalStore } from "../../src/store/mod.ts";
+import {
+  type EngineDeps,
+  type EngineOptions,
+  Logger,
+  type RemoteObjects,
+  SyncEngine,
+} from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
 import { type FakeRemote, withNode } from "../helpers/fake_remote.ts";
 
@@ -61,6 +68,29 @@ async function until(what: string, check: () => Promise<boolean>, ms = 20_000): 
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * The engine of node A alone: its proposals are applied to `index` at once, its pushes succeed,
+ * it fetches nothing and watches nothing; `deps` and `opts` replace any of that.
+ */
+function loneEngine(
+  store: LocalStore,
+  index: IndexState,
+  deps: Partial<EngineDeps> = {},
+  opts: EngineOptions = {},
+): SyncEngine {
+  let applied = 0;
+  return new SyncEngine({
+    store,
+    index,
+    propose: (command) => index.apply(++applied, encodeCommand(command)),
+    nodeId: "A",
+    remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+    replicate: () => Promise.resolve(),
+    log: new Logger("error"),
+    ...deps,
+  }, { watch: false, rescanMs: 3_600_000, ...opts });
 }
 
 async function readOrNull(path: string): Promise<Uint8Array | null> {
@@ -201,21 +231,15 @@ Deno.test("engine: files moved in land before a large file next to their folders
 Deno.test("engine: why local changes wait is reported, warned about once, and cleared", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
-    let applied = 0;
     let full = true;
     const lines: string[] = [];
-    const engine = new SyncEngine({
-      store,
-      index,
-      propose: (command) => index.apply(++applied, encodeCommand(command)),
-      nodeId: "A",
-      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
+    const engine = loneEngine(store, index, {
       replicate: () =>
         full
           ? Promise.reject(new Error("data not durable on a majority: B's disk is full"))
           : Promise.resolve(),
       log: new Logger("warn", "json", (line) => lines.push(line)),
-    }, { watch: false, rescanMs: 3_600_000 });
+    });
     try {
       await Deno.writeFile(`${store.root}/a.bin`, seededBytes(31, 5000));
       for (let i = 0; i < 3; i++) {
@@ -280,17 +304,7 @@ Deno.test("engine: the safety-net rescan is spaced by its own cost, not run ever
         await Deno.writeTextFile(`${store.root}/d${d}/f${f}.txt`, `${d}/${f}`);
       }
     }
-    const index = new IndexState(store.kv);
-    let applied = 0;
-    const engine = new SyncEngine({
-      store,
-      index,
-      propose: (command) => index.apply(++applied, encodeCommand(command)),
-      nodeId: "A",
-      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
-      replicate: () => Promise.resolve(),
-      log: new Logger("error"),
-    }, { watch: false, rescanMs: 20 });
+    const engine = loneEngine(store, new IndexState(store.kv), {}, { rescanMs: 20 });
     try {
       await engine.start();
       await until("the first pass", () => Promise.resolve(engine.lastPass.passes >= 1));
@@ -325,16 +339,8 @@ Deno.test("engine: a pass that fails keeps the safety-net rescan going", async (
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
-    let applied = 0;
-    const engine = new SyncEngine({
-      store,
-      index: flaky,
-      propose: (command) => index.apply(++applied, encodeCommand(command)),
-      nodeId: "A",
-      remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
-      replicate: () => Promise.resolve(),
-      log: new Logger("error"),
-    }, { watch: false, rescanMs: 30 });
+    // Proposals go to the real index; the engine reads through the flaky one.
+    const engine = loneEngine(store, index, { index: flaky }, { rescanMs: 30 });
     try {
       await engine.start();
       await until("the failed pass", () => Promise.resolve(failures === 0));
