@@ -59,6 +59,7 @@ import {
   Logger,
   makeInvite,
   objectsOfOps,
+  type PassResult,
   planRestore,
   resolveInvite,
   resolveVersion,
@@ -184,6 +185,17 @@ export interface NodeStatus {
   };
   /** Why the Raft node stopped by itself (storage failure, broken invariant), if it did. */
   raftError: string | null;
+}
+
+/**
+ * Why changes wait, for status: a pass's reasons, shown only while something waits that way (a
+ * pass in progress updates its counts before its reasons).
+ */
+function waitingReasons(p: PassResult): { waitingUp: string | null; waitingDown: string | null } {
+  return {
+    waitingUp: p.pendingUp > 0 ? p.waitingUp ?? null : null,
+    waitingDown: p.pendingDown > 0 ? p.waitingDown ?? null : null,
+  };
 }
 
 const JOIN_COMMIT_KEY = "joinCommit";
@@ -800,8 +812,7 @@ export class Daemon {
       inSync: r.pendingUp === 0 && r.pendingDown === 0 && r.conflicts === 0 && r.uploaded === 0,
       pendingUp: r.pendingUp,
       pendingDown: r.pendingDown,
-      waitingUp: r.pendingUp > 0 ? r.waitingUp ?? null : null,
-      waitingDown: r.pendingDown > 0 ? r.waitingDown ?? null : null,
+      ...waitingReasons(r),
     };
   }
 
@@ -1089,8 +1100,7 @@ export class Daemon {
           fetchedBytes: this.#fetchedBytes,
           receivedBytes: this.#receivedBytes,
           servedBytes: this.#servedBytes,
-          waitingUp: p && p.pendingUp > 0 ? p.waitingUp ?? null : null,
-          waitingDown: p && p.pendingDown > 0 ? p.waitingDown ?? null : null,
+          ...(p ? waitingReasons(p) : { waitingUp: null, waitingDown: null }),
         };
       })(),
     };
