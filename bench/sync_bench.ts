@@ -20,6 +20,9 @@ import { NodeProcess, tempDirs, waitFor } from "../tests/helpers/cluster.ts";
 import { runCli } from "../tests/helpers/cli.ts";
 import { ANCHOR, arg, contentHash, fileHash, generateWorkload, sh, shape } from "./workload.ts";
 
+// Timings of nodes as users run them: no test-only consistency checks.
+NodeProcess.checkViews = false;
+
 const LARGE_MIB = Number(arg("large-mib", "256"));
 const TRIALS = Number(arg("trials", "30"));
 

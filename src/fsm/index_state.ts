@@ -182,6 +182,8 @@ export class IndexState {
   #histReady = false;
   /** No apply of this instance stopped half-way; false at start, so the first apply undoes. */
   #clean = false;
+  /** See `generation`. */
+  #generation = 0;
 
   constructor(
     private readonly kv: Deno.Kv,
@@ -318,6 +320,35 @@ export class IndexState {
     return (await this.kv.get(this.#used(inviteId))).value !== null;
   }
 
+  /**
+   * Bumped whenever records may have changed other than as `changedPaths` lists them (a
+   * snapshot restored, history or tombstones pruned, an unfinished apply undone): a reader
+   * that keeps records between reads must then read them all again. Per instance, in memory.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /**
+   * The paths of the versions after `after` up to `upTo` (the entries applied in between), in
+   * version order, each once; null if there are more than `limit` path versions. With
+   * `generation` unchanged meanwhile, these are exactly the paths whose record (as read at
+   * `upTo`) may differ from what it was at `after`.
+   */
+  async changedPaths(after: number, upTo: number, limit = Infinity): Promise<string[] | null> {
+    const out = new Set<string>();
+    const iter = this.kv.list(
+      { start: this.#ver(after + 1, ""), end: this.#ver(upTo + 1, "") },
+      Number.isFinite(limit) ? { limit: limit + 1, batchSize: 1000 } : { batchSize: 1000 },
+    );
+    let versions = 0;
+    for await (const e of iter) {
+      if (++versions > limit) return null;
+      out.add(e.key[e.key.length - 1] as string);
+    }
+    return [...out];
+  }
+
   /** Index of the last applied entry (0 before the first). */
   async applied(): Promise<number> {
     return (await this.kv.get<number>(this.#appliedKey)).value ?? 0;
@@ -361,7 +392,8 @@ export class IndexState {
     const selector: Deno.KvListSelector = prefix
       ? { start: this.#rec(`${prefix}/`), end: this.#rec(`${prefix}0`) }
       : { prefix: [...this.prefix, "rec"] };
-    for await (const e of this.kv.list<StoredRecord>(selector)) {
+    // Whole-index listings are the common case (a sync pass's full reload): fewer round trips.
+    for await (const e of this.kv.list<StoredRecord>(selector, { batchSize: 1000 })) {
       yield toRecord(e.key[e.key.length - 1] as string, e.value);
     }
   }
@@ -667,6 +699,7 @@ export class IndexState {
       else written.set(path, [version]);
     }
     if (written.size === 0) return 0;
+    this.#generation++;
     const byFold = new Map<string, string[]>();
     for (const path of written.keys()) {
       const fold = caseFold(path);
@@ -790,6 +823,7 @@ export class IndexState {
     await batches.add({ key: this.#horizonKey, value: horizon });
     await batches.add({ key: this.#appliedKey, value: index });
     await batches.flush();
+    if (pruned > 0) this.#generation++; // a pruned tombstone leaves no "ver" key behind
     return { ok: true, version: index, pruned, ...(batchesRemoved > 0 ? { batchesRemoved } : {}) };
   }
 
@@ -1145,6 +1179,7 @@ export class IndexState {
    */
   async restore(data: Uint8Array): Promise<void> {
     const snap = decodeSnapshot(data);
+    this.#generation++;
     await this.kv.delete(this.#appliedKey);
     const batches = this.#batches();
     for (
@@ -1207,6 +1242,7 @@ export class IndexState {
     await this.kv.set(this.#appliedKey, snap.applied);
     this.#histReady = true;
     this.#clean = true;
+    this.#generation++;
   }
 }
 

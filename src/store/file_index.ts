@@ -7,6 +7,8 @@ import type { KvBatch } from "./kv_batch.ts";
 import {
   FILE_PREFIX,
   fileKey,
+  keysBelow,
+  LIST_ALL_BATCH,
   type LocalFileRecord,
   metaKey,
   parseLocalFileRecord,
@@ -36,7 +38,9 @@ export class FileIndex {
 
   /** Every record, in key order. */
   async *list(): AsyncGenerator<[string, LocalFileRecord]> {
-    for await (const entry of this.kv.list({ prefix: FILE_PREFIX })) {
+    for await (
+      const entry of this.kv.list({ prefix: FILE_PREFIX }, { batchSize: LIST_ALL_BATCH })
+    ) {
       yield [entry.key[1] as string, parseLocalFileRecord(entry.value)];
     }
   }
@@ -57,9 +61,7 @@ export class FileIndex {
     for (const path of new Set(paths)) {
       const own = await this.get(path);
       if (own) out.set(path, own);
-      // Keys sort by UTF-8 bytes: everything under "p/" lies in ["p/", "p0"), "0" following "/".
-      const below = this.kv.list({ start: fileKey(`${path}/`), end: fileKey(`${path}0`) });
-      for await (const entry of below) {
+      for await (const entry of this.kv.list(keysBelow(FILE_PREFIX, path))) {
         out.set(entry.key[1] as string, parseLocalFileRecord(entry.value));
       }
     }

@@ -39,6 +39,8 @@ export {
 export {
   type ChunkLocation,
   type EntryKind,
+  keysBelow,
+  LIST_ALL_BATCH,
   type LocalFileRecord,
   metaKey,
   type ObjectLocation,

@@ -61,6 +61,20 @@ export const objectKey = (hash: Hash): Deno.KvKey => ["obj", hash];
 export const chunkLocationKey = (hash: Hash): Deno.KvKey => ["loc", hash];
 export const fileKey = (path: string): Deno.KvKey => ["file", path];
 export const FILE_PREFIX: Deno.KvKey = ["file"];
+
+/**
+ * The keys `[...prefix, p]` of every path p below `path` (not `path` itself). Keys sort by
+ * UTF-8 bytes, so everything under "p/" lies in ["p/", "p0"): "0" is the byte after "/".
+ */
+export function keysBelow(prefix: Deno.KvKey, path: string): Deno.KvListSelector {
+  return { start: [...prefix, `${path}/`], end: [...prefix, `${path}0`] };
+}
+
+/**
+ * Entries per round trip when a whole prefix is listed: Deno KV's default of 100 made loading
+ * 20,000 records take half again as long as with 1,000.
+ */
+export const LIST_ALL_BATCH = 1000;
 export const snapshotKey = (id: string): Deno.KvKey => ["snap", id];
 export const SNAPSHOT_PREFIX: Deno.KvKey = ["snap"];
 export const metaKey = (name: string): Deno.KvKey => ["meta", name];

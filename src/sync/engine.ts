@@ -17,7 +17,14 @@
  * rescan as a safety net for missed events.
  */
 import type { Hash } from "../chunk/mod.ts";
-import type { ApplyResult, Command, FileOp, IndexRecord, IndexState } from "../fsm/mod.ts";
+import {
+  ancestors,
+  type ApplyResult,
+  type Command,
+  type FileOp,
+  type IndexRecord,
+  type IndexState,
+} from "../fsm/mod.ts";
 import type { NodeSource } from "../merkle/mod.ts";
 import { KvBatch, type LocalFileRecord, type LocalStore } from "../store/mod.ts";
 import { PartialChunks, type Stripe, stripeFor } from "./partial_chunks.ts";
@@ -30,6 +37,7 @@ import {
   sweepTempFiles,
   WriteGroup,
 } from "./materializer.ts";
+import { compareWithStore, PlanViews, type Views } from "./plan_views.ts";
 import { reconcile, type SyncPlan } from "./reconcile.ts";
 import { objectsOfOps } from "./replicate.ts";
 import {
@@ -98,6 +106,11 @@ export interface EngineOptions {
   rescanMs?: number;
   /** Watch the directory for changes (default true). */
   watch?: boolean;
+  /**
+   * Check every pass's views against a whole read of the store and log an error where they
+   * differ (then plan from the whole read). For tests: it costs what the views save.
+   */
+  checkViews?: boolean;
 }
 
 /** What one pass did. */
@@ -263,6 +276,8 @@ export class SyncEngine {
     pendingDownBytes: 0,
   };
   #synced: SyncedState;
+  /** What passes plan from, kept between them (see plan_views.ts). */
+  #views: PlanViews;
   #passes = 0;
   #lastPassEnd = 0;
   /** Directories deleted elsewhere and kept here (not empty), warned about once each. */
@@ -301,6 +316,7 @@ export class SyncEngine {
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
+    this.#views = new PlanViews(deps.store.files, this.#synced, deps.index);
   }
 
   /** Remove temp files a crash left, start watching and the periodic rescan, run a pass. */
@@ -416,7 +432,7 @@ export class SyncEngine {
   }
 
   async #pass(): Promise<PassResult> {
-    const { store, index, log } = this.deps;
+    const { store, log } = this.deps;
     const started = performance.now();
     this.#endedDuringPass.clear();
     const fullScan = this.#scanWanted;
@@ -432,14 +448,17 @@ export class SyncEngine {
       const scan = paths === undefined
         ? await scanTree(store, { skip })
         : await scanPaths(store, paths, { skip });
+      // The scan wrote the records of these paths, what lies below them and their directories.
+      if (paths === undefined || ("whole" in scan && scan.whole)) this.#views.touchAll();
+      else {
+        this.#views.touch(paths, "tree");
+        this.#views.touch(paths.flatMap(ancestors), "own");
+      }
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
       hashedFiles = scan.hashedFiles;
     }
     const scanned = performance.now();
-    const local = await store.files.loadAll();
-    const synced = await this.#synced.loadAll();
-    const committed = new Map<string, IndexRecord>();
-    for await (const r of index.list({ tombstones: true })) committed.set(r.path, r);
+    const { local, synced, committed } = await this.#loadViews();
     const plan = reconcile(local, synced, committed);
     // Paths a background write still owns, or whose write ended while this pass read its
     // views, wait for the next pass.
@@ -457,6 +476,14 @@ export class SyncEngine {
     plan.uploadWaves = plan.uploadWaves
       .map((wave) => wave.filter((op) => !opPaths(op).some(busy)))
       .filter((wave) => wave.length > 0);
+    // What this pass writes (records of files written, adopted or uploaded) the next one reads
+    // again. Conflict copies and refusals ask for a full scan, which reads everything.
+    this.#views.touch([
+      ...plan.materialize.map((r) => r.path),
+      ...plan.conflicts.map((c) => c.path),
+      ...plan.adopt,
+      ...plan.uploadWaves.flat().flatMap(opPaths),
+    ], "own");
     const planned = performance.now();
     if (fullScan) {
       // The next safety-net rescan is due a while after this one, which stands for it.
@@ -645,6 +672,7 @@ export class SyncEngine {
         else this.#largeRunning--;
         this.#inflight.delete(rec.path);
         this.#endedDuringPass.add(rec.path);
+        this.#views.touch([rec.path], "own");
         // A newer version may have been committed meanwhile: plan again. An edit made here
         // during the write makes the materializer refuse (it looks at the old file again just
         // before the rename), which asks for a full scan: plan then too. A write that failed for
@@ -659,8 +687,28 @@ export class SyncEngine {
     return done;
   }
 
+  /**
+   * The views to plan from. With `checkViews`, compared with a whole read first: a difference
+   * is logged as an error, and the whole read is used.
+   */
+  async #loadViews(): Promise<Views> {
+    const views = await this.#views.load();
+    if (!this.opts.checkViews) return views;
+    const { store, index } = this.deps;
+    const found = await compareWithStore(views, store.files, this.#synced, index);
+    // A background write that ended meanwhile wrote its records after the load: not a miss.
+    const missed = found.filter((d) =>
+      !this.#inflight.has(d.path) && !this.#endedDuringPass.has(d.path)
+    );
+    if (missed.length === 0) return views;
+    const { view, path, problem } = missed[0];
+    this.deps.log.error("plan views out of step", { view, path, problem, more: missed.length - 1 });
+    this.#views.touchAll();
+    return await this.#views.load();
+  }
+
   /** Record synced state for paths whose disk content already equals the committed entry. */
-  async #adopt(plan: SyncPlan, committed: Map<string, IndexRecord>): Promise<void> {
+  async #adopt(plan: SyncPlan, committed: ReadonlyMap<string, IndexRecord>): Promise<void> {
     if (plan.adopt.length === 0) return;
     const batch = new KvBatch(this.deps.store.kv);
     for (const path of plan.adopt) await this.#synced.adopt(batch, path, committed.get(path));

@@ -35,6 +35,7 @@ export {
   type SyncedRecord,
   SyncedState,
 } from "./synced_state.ts";
+export { compareWithStore, PlanViews, type ViewDifference, type Views } from "./plan_views.ts";
 export {
   type Conflict,
   reconcile,

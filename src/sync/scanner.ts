@@ -132,10 +132,15 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
 }
 
 /** What scanPaths did: scanTree's result without the directory root and the counts. */
-export type PathsScanResult = Pick<
-  ScanResult,
-  "hashedFiles" | "hashedBytes" | "removed" | "problems" | "durationMs"
->;
+export type PathsScanResult =
+  & Pick<ScanResult, "hashedFiles" | "hashedBytes" | "removed" | "problems" | "durationMs">
+  & {
+    /**
+     * The whole tree was scanned (a listed path could not be scanned alone): any record may
+     * have changed, not only those of the listed paths, their subtrees and their directories.
+     */
+    whole: boolean;
+  };
 
 /**
  * Bring the index up to date for these paths and what lies below them (what a watcher
@@ -149,12 +154,12 @@ export async function scanPaths(
   paths: readonly string[],
   options: Omit<ScanOptions, "paths"> = {},
 ): Promise<PathsScanResult> {
-  const { hashedFiles, hashedBytes, removed, problems, durationMs } = await scanCore(
+  const { hashedFiles, hashedBytes, removed, problems, durationMs, root } = await scanCore(
     store,
     { ...options, paths },
     false,
   );
-  return { hashedFiles, hashedBytes, removed, problems, durationMs };
+  return { hashedFiles, hashedBytes, removed, problems, durationMs, whole: root !== null };
 }
 
 /** A scan; `withSummary` false skips the tree and summary of a scan of listed paths. */

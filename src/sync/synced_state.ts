@@ -11,7 +11,14 @@
 import { assertHash, type Hash } from "../chunk/mod.ts";
 import type { FileOp, IndexRecord } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
-import { type EntryKind, type KvBatch, type LocalFileRecord, SchemaError } from "../store/mod.ts";
+import {
+  type EntryKind,
+  keysBelow,
+  type KvBatch,
+  LIST_ALL_BATCH,
+  type LocalFileRecord,
+  SchemaError,
+} from "../store/mod.ts";
 
 /** What this node's disk held at `path` when it last matched a committed version. */
 export interface SyncedRecord {
@@ -166,9 +173,24 @@ export class SyncedState {
 
   /** Every record, in key order. */
   async *list(): AsyncGenerator<[string, SyncedRecord]> {
-    for await (const entry of this.kv.list({ prefix: SYNCED_PREFIX })) {
+    for await (
+      const entry of this.kv.list({ prefix: SYNCED_PREFIX }, { batchSize: LIST_ALL_BATCH })
+    ) {
       yield [entry.key[1] as string, parseSyncedRecord(entry.value)];
     }
+  }
+
+  /** The records of these paths and of everything below them (a path may name a directory). */
+  async loadUnder(paths: readonly string[]): Promise<Map<string, SyncedRecord>> {
+    const out = new Map<string, SyncedRecord>();
+    for (const path of new Set(paths)) {
+      const own = await this.get(path);
+      if (own) out.set(path, own);
+      for await (const entry of this.kv.list(keysBelow(SYNCED_PREFIX, path))) {
+        out.set(entry.key[1] as string, parseSyncedRecord(entry.value));
+      }
+    }
+    return out;
   }
 
   /** All records in a Map (what reconcile() takes). */

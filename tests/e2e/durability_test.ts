@@ -117,3 +117,27 @@ Deno.test({
     }, { prefix: "filesync-durable-", extra: ["--rescan", "1"] });
   },
 });
+
+Deno.test({
+  ...TEST,
+  name: "gc: a node that was pushed chunks collects garbage; one that only fetched does not",
+  async fn() {
+    await withCluster(async ([a, b, c], nodes) => {
+      // C is stopped while A commits: B alone receives the push, C fetches once it is back.
+      nodes[2].kill("SIGSTOP");
+      await Deno.writeFile(`${a}/pushed.bin`, seededBytes(24, 600_000));
+      await waitConverged([a, b], 60_000);
+      nodes[2].kill("SIGCONT");
+      await waitConverged([a, b, c], 60_000);
+      const [sb, sc] = [await nodes[1].status(), await nodes[2].status()];
+      assert.ok(sb.sync.receivedBytes > 0, `B received ${sb.sync.receivedBytes}`);
+      assert.equal(sc.sync.receivedBytes, 0);
+      assert.ok(sc.sync.fetchedBytes > 0, `C fetched ${sc.sync.fetchedBytes}`);
+      // Collection runs every second when there is a reason: B has one, C none (fetched
+      // chunks went into its file; a run would walk everything and find nothing).
+      await waitFor("B to collect garbage", () => Promise.resolve(/gc pass/.test(nodes[1].stderr)));
+      await new Promise((r) => setTimeout(r, 3_000));
+      assert.doesNotMatch(nodes[2].stderr, /gc pass/);
+    }, { prefix: "filesync-gc-", extra: ["--gc-interval", "1", "--log-level", "debug"] });
+  },
+});

@@ -10,6 +10,12 @@ const LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1";
 
 /** A running node process. */
 export class NodeProcess {
+  /**
+   * Nodes check every pass's kept views against a whole read of their store and log an error
+   * on a difference, which stop() turns into a failure (see src/sync/plan_views.ts). Benches
+   * turn it off: the check costs what the kept views save.
+   */
+  static checkViews = true;
   #child: Deno.ChildProcess;
   #stdout = "";
   #stderr = "";
@@ -21,7 +27,7 @@ export class NodeProcess {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", FILESYNC_CHECK_VIEWS: NodeProcess.checkViews ? "1" : "0" },
     }).spawn();
     this.#done = this.#child.status;
     this.#pump(this.#child.stdout, (t) => this.#stdout += t);
@@ -80,15 +86,23 @@ export class NodeProcess {
     } catch { /* already gone */ }
   }
 
-  /** Stop and wait for exit; SIGKILL after a grace period. */
+  /**
+   * Stop and wait for exit; SIGKILL after a grace period. Throws, once the process is gone, if
+   * it logged that its kept plan views had missed a change.
+   */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
     this.kill(signal);
     const t = setTimeout(() => this.kill("SIGKILL"), 10_000);
+    let status: Deno.CommandStatus;
     try {
-      return await this.#done;
+      status = await this.#done;
     } finally {
       clearTimeout(t);
     }
+    await new Promise((r) => setTimeout(r, 20)); // let the pipes drain
+    const missed = this.#stderr.split("\n").find((l) => l.includes("plan views out of step"));
+    if (missed) throw new Error(`${this.dir}: ${missed}`);
+    return status;
   }
 }
 

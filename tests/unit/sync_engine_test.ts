@@ -323,19 +323,19 @@ Deno.test("engine: the safety-net rescan is spaced by its own cost, not run ever
 Deno.test("engine: a pass that fails keeps the safety-net rescan going", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
-    let lists = 0;
+    let reads = 0;
     let failures = 1;
     // The committed index cannot be read once, in the first rescan the timer starts (after the
     // pass at start): that pass fails before it plans, with no rescan left scheduled.
     const flaky = new Proxy(index, {
-      get(target, prop, receiver) {
-        if (prop === "list" && ++lists === 2) {
+      get(target, prop) {
+        if (prop === "applied" && ++reads === 2) {
           failures--;
           return () => {
             throw new Error("simulated read failure");
           };
         }
-        const v = Reflect.get(target, prop, receiver);
+        const v = Reflect.get(target, prop, target);
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
