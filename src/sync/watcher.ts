@@ -236,9 +236,16 @@ export class Watcher {
     }
   }
 
+  /**
+   * Drop expired announcements. They are kept in the order they were made (expect() re-inserts
+   * a path it already holds), all with the same lifetime, so the expired ones come first: the
+   * sweep stops at the first live one. (It used to look at every entry, on every expect(): with
+   * thousands of files written at once, 13 % of the writer's main thread.)
+   */
   #purgeExpected(now: number): void {
     for (const [path, e] of this.#expected) {
-      if (e.until <= now) this.#expected.delete(path);
+      if (e.until > now) break;
+      this.#expected.delete(path);
     }
   }
 
