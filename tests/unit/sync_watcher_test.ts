@@ -172,6 +172,25 @@ Deno.test("watcher: memory is bounded (overflow batch, capped announcements)", a
   });
 });
 
+Deno.test("watcher: announcements expire, re-announced ones live on", async () => {
+  // Lifetimes and waits far apart: a slow machine may oversleep by up to a second.
+  await withWatcher({ expectTtlMs: 2_000 }, async (_dir, _batches, w) => {
+    w.expect("a", { kind: "absent" });
+    w.expect("b", { kind: "absent" });
+    await sleep(1_200);
+    w.expect("a", { kind: "absent" }); // "a" again: now the newest
+    w.expect("c", { kind: "absent" });
+    await sleep(1_000);
+    // "b" expired; "a" (re-announced) and "c" are within their lifetime. The sweep stops at
+    // the first live entry, so it must find "b" in front of them.
+    w.expect("d", { kind: "absent" });
+    assert.equal(w.expectedCount, 3);
+    await sleep(2_100);
+    w.expect("e", { kind: "absent" });
+    assert.equal(w.expectedCount, 1);
+  });
+});
+
 Deno.test("watcher: close() is clean, idempotent, and stops batches", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "fs-watch-close-" }));
   const batches: WatchBatch[] = [];
