@@ -105,6 +105,8 @@ const PUSH_FAILURE_MEMORY_MS = 30_000;
 const PROMOTE_ANYWAY_MS = 60_000;
 /** Pack objects claimed to a pusher are kept from GC this long (its commit lands by then), ms. */
 const CLAIM_KEEP_MS = 60 * 60_000;
+/** A GC walk of the retained trees that could not finish is tried again after this long, ms. */
+const UNREFERENCED_RETRY_MS = 10 * 60_000;
 /** Most claims remembered (the oldest are forgotten first; bounds memory against floods). */
 const MAX_CLAIMS = 1 << 20;
 /** Longest a restore waits for a majority to hold the old bytes, ms. */
@@ -240,12 +242,13 @@ export class Daemon {
   /** Pack objects a pusher was told we hold, and when: GC keeps them for CLAIM_KEEP_MS. */
   readonly #claimed = new Map<string, number>();
   /**
-   * A prune dropped versions, or a restore fetched old chunks into the packs: collect garbage
-   * at the next GC tick even if nothing was pushed here.
+   * When garbage collection runs the unreferenced rule next, ms since the epoch (Infinity:
+   * nothing calls for it). A prune, a restore or an installed snapshot make it due at once;
+   * pushes a grace period later (see #collectGarbage).
    */
-  #collectSoon = false;
-  /** When garbage collection last ran the unreferenced rule, ms since the epoch. */
-  #unreferencedAt = 0;
+  #unreferencedDueAt = Infinity;
+  /** Counts the calls of #collectUnreferencedSoon (one during a run makes it run again). */
+  #unreferencedAsked = 0;
   #retention: RetentionPolicy = DEFAULT_RETENTION;
 
   private constructor(
@@ -334,7 +337,7 @@ export class Daemon {
             if (TRACE_APPLY) log.debug("applied", { index: e.index, ok: r.ok });
             // A newly committed change: let the sync engine bring the disk up to date.
             if (r.ok) ref.daemon?.requestSync();
-            if (r.ok && (r.pruned ?? 0) > 0 && ref.daemon) ref.daemon.#collectSoon = true;
+            if (r.ok && (r.pruned ?? 0) > 0 && ref.daemon) ref.daemon.#collectUnreferencedSoon();
             return r;
           },
           snapshot: () => index.snapshot(),
@@ -343,6 +346,8 @@ export class Daemon {
             // or past it, so restoring would only throw work away.
             if ((await index.applied()) >= decodeSnapshot(data).applied) return;
             await index.restore(data);
+            // The prunes it stands for were never applied here: their garbage is collected now.
+            if (ref.daemon) ref.daemon.#collectUnreferencedSoon();
           },
         },
       });
@@ -632,18 +637,29 @@ export class Daemon {
    * them, a node that had fetched a tree of 20,000 small files spent 8.8 s on a run that found
    * nothing, and ran again after every later fetch.)
    */
+  /** Something may have left garbage only the unreferenced rule finds: run it at the next tick. */
+  #collectUnreferencedSoon(): void {
+    this.#unreferencedAsked++;
+    this.#unreferencedDueAt = 0;
+  }
+
   async #collectGarbage(): Promise<void> {
     const received = this.#receivedBytes;
     if (this.#collecting || this.#engine?.lastPass.busy) return;
-    if (received === this.#receivedAtGc && !this.#collectSoon) return;
-    // The unreferenced rule walks every retained version's tree (5 of 8 s with 20,000 files).
-    // Pushes alone make it worth running only once a grace period has passed since it last
-    // ran: objects younger than that stay whatever refers to them (see liveness.ts).
+    const now = Date.now();
+    const pushed = received !== this.#receivedAtGc;
+    // The unreferenced rule walks every retained version's tree (5 of 8 s with 20,000 files),
+    // so pushes alone do not run it. Pushed objects that were never committed are garbage only
+    // by that rule, and only once older than the grace period: the first push since it last
+    // ran makes it due a grace period later (each push's leftovers go within two).
+    if (pushed && this.#unreferencedDueAt === Infinity) {
+      this.#unreferencedDueAt = now + DEFAULT_GC_GRACE_MS;
+    }
+    const unreferenced = now >= this.#unreferencedDueAt;
+    if (!pushed && !unreferenced) return;
     const started = performance.now();
-    const unreferenced = this.#collectSoon ||
-      Date.now() - this.#unreferencedAt >= DEFAULT_GC_GRACE_MS;
+    const asked = this.#unreferencedAsked;
     this.#collecting = true;
-    this.#collectSoon = false;
     try {
       const stats = await this.store.collectGarbage({
         retainedRoots: unreferenced ? () => this.index.retainedRoots() : undefined,
@@ -652,7 +668,13 @@ export class Daemon {
         nodes: this.#nodesFromPeers(),
       });
       this.#receivedAtGc = received;
-      if (unreferenced) this.#unreferencedAt = Date.now();
+      if (unreferenced) {
+        // A walk that could not finish (a peer holding some retained nodes is away) collected
+        // nothing by that rule: it is tried again a while later.
+        this.#unreferencedDueAt = stats.unreferencedSkipped === null
+          ? (asked === this.#unreferencedAsked ? Infinity : 0)
+          : Date.now() + UNREFERENCED_RETRY_MS;
+      }
       this.log.debug("gc pass", {
         ms: Math.round(performance.now() - started),
         unreferenced,
@@ -670,6 +692,7 @@ export class Daemon {
         });
       }
     } catch (e) {
+      if (unreferenced) this.#unreferencedDueAt = Date.now() + UNREFERENCED_RETRY_MS;
       if (!this.#stopped) {
         this.log.warn("garbage collection failed", { error: (e as Error).message });
       }
@@ -957,8 +980,6 @@ export class Daemon {
       roots,
       (hashes, deliver) => this.#fetchFromPeers(hashes, deliver),
     );
-    // Once the restored files are written, the chunks fetched for them are duplicates.
-    this.#collectSoon = true;
     const objects = await objectsOfOps(ops, this.store.packs);
     // Bounded, so the caller (filesync restore) hears a clear failure rather than nothing.
     if (objects.length > 0) {
@@ -967,6 +988,10 @@ export class Daemon {
       });
     }
     const r = await this.propose({ origin: this.host.peerId, ops, time: Date.now() });
+    // Whatever the outcome, the fetched chunks are duplicates once the restored files are
+    // written, or garbage if nothing commits them. Applying the entry asked for a sync pass
+    // already, and GC waits while the engine is busy, so it runs after the files are written.
+    this.#collectUnreferencedSoon();
     if (!r.ok) throw new Error(`${r.path}: ${r.message}`);
     this.log.info("restored", { path, from, version: r.version, ops: ops.length });
     return { path, from, version: r.version, ops: ops.length };

@@ -445,14 +445,21 @@ export class SyncEngine {
       this.#scanWanted = false;
       this.#changedPaths.clear();
       const skip = (p: string) => this.#inflight.has(p);
-      const scan = paths === undefined
-        ? await scanTree(store, { skip })
-        : await scanPaths(store, paths, { skip });
-      // The scan wrote the records of these paths, what lies below them and their directories.
-      if (paths === undefined || ("whole" in scan && scan.whole)) this.#views.touchAll();
-      else {
-        this.#views.touch(paths, "tree");
-        this.#views.touch(paths.flatMap(ancestors), "own");
+      // The scan writes the records of these paths, what lies below them and their directories
+      // (of the whole tree if it falls back to a full scan), even if it fails half-way.
+      let whole = paths === undefined;
+      let scan;
+      try {
+        scan = paths === undefined
+          ? await scanTree(store, { skip })
+          : await scanPaths(store, paths, { skip });
+        if ("whole" in scan && scan.whole) whole = true;
+      } finally {
+        if (whole || scan === undefined) this.#views.touchAll();
+        else {
+          this.#views.touch(paths!, "tree");
+          this.#views.touch(paths!.flatMap(ancestors), "own");
+        }
       }
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
       hashedFiles = scan.hashedFiles;

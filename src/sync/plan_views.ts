@@ -33,6 +33,8 @@ export interface Views {
   committed: ReadonlyMap<string, IndexRecord>;
   /** The applied index the committed view is as of. */
   at: number;
+  /** The index generation it was read at (see IndexState.generation). */
+  generation: number;
 }
 
 /** How much of a touched path is read again: its own records, or also all below it. */
@@ -83,27 +85,46 @@ export class PlanViews {
     return Math.max(WHOLE_READ_MIN, Math.floor(size * WHOLE_READ_SHARE));
   }
 
-  /** Any local or synced record may have changed (a full rescan): the next load reads all. */
+  /**
+   * Anything may have changed (a full rescan; a check found the views out of step): the next
+   * load reads every view whole, the committed one included.
+   */
   touchAll(): void {
     this.#whole = true;
     this.#touched.clear();
+    this.#committed = null;
   }
 
-  /** The views as the store holds them now. */
+  /**
+   * The views as the store holds them now. A load that fails leaves every view to be read
+   * whole next time: it may have stopped half-way through bringing one up to date.
+   */
   async load(): Promise<Views> {
-    await this.#loadCommitted();
-    if (this.#whole || this.#local === null || this.#synced === null) {
-      // Cleared first: touches made while the reads run are kept for the next load.
-      this.#whole = false;
-      this.#touched.clear();
-      this.#local = await this.files.loadAll();
-      this.#synced = await this.syncedState.loadAll();
-    } else if (this.#touched.size > 0) {
-      const touched = this.#touched;
-      this.#touched = new Map();
-      await this.#reload(touched, this.#local, this.#synced);
+    try {
+      await this.#loadCommitted();
+      if (this.#whole || this.#local === null || this.#synced === null) {
+        // Cleared first: touches made while the reads run are kept for the next load.
+        this.#whole = false;
+        this.#touched.clear();
+        this.#local = await this.files.loadAll();
+        this.#synced = await this.syncedState.loadAll();
+      } else if (this.#touched.size > 0) {
+        const touched = this.#touched;
+        this.#touched = new Map();
+        await this.#reload(touched, this.#local, this.#synced);
+      }
+    } catch (e) {
+      this.#local = this.#synced = null;
+      this.touchAll();
+      throw e;
     }
-    return { local: this.#local, synced: this.#synced, committed: this.#committed!, at: this.#at };
+    return {
+      local: this.#local,
+      synced: this.#synced,
+      committed: this.#committed!,
+      at: this.#at,
+      generation: this.#generation,
+    };
   }
 
   /** Bring the committed view to the applied index: changed paths only, unless told not to. */
@@ -111,7 +132,9 @@ export class PlanViews {
     // Generation first: a restore that starts after it is seen by the next load.
     const generation = this.index.generation;
     const applied = await this.index.applied();
-    const changed = this.#committed !== null && generation === this.#generation
+    // A restore may have set the applied index back (it clears it first): read whole then.
+    const changed = this.#committed !== null && generation === this.#generation &&
+        applied >= this.#at
       ? await this.index.changedPaths(this.#at, applied, this.#wholeReadBeyond())
       : null;
     if (changed === null) {
@@ -136,13 +159,18 @@ export class PlanViews {
     synced: Map<string, SyncedRecord>,
   ): Promise<void> {
     // Records kept below a touched directory may be gone from the store: forget them all
-    // first, in one sweep, and read back what is still there.
+    // first, in one sweep, and read back what is still there. A path no view holds is swept
+    // too: records below a directory whose own record is missing (its event was lost) exist.
     const trees = [...touched].filter(([path, reach]) =>
-      reach === "tree" && (local.get(path)?.kind === "dir" || synced.get(path)?.kind === "dir")
+      reach === "tree" && local.get(path)?.kind !== "file" && synced.get(path)?.kind !== "file"
     ).map(([path]) => path);
     if (trees.length > 0) {
+      // A watcher batch touches a few paths: prefix tests beat building every key's ancestors.
+      const prefixes = trees.map((t) => `${t}/`);
       const below = new Set(trees);
-      const isBelow = (path: string) => ancestors(path).some((a) => below.has(a));
+      const isBelow = prefixes.length <= 8
+        ? (path: string) => prefixes.some((p) => path.startsWith(p))
+        : (path: string) => ancestors(path).some((a) => below.has(a));
       for (const path of local.keys()) if (isBelow(path)) local.delete(path);
       for (const path of synced.keys()) if (isBelow(path)) synced.delete(path);
     }
@@ -181,10 +209,12 @@ export async function compareWithStore(
 ): Promise<ViewDifference[]> {
   const committed = new Map<string, IndexRecord>();
   for await (const r of index.list({ tombstones: true, at: views.at })) committed.set(r.path, r);
+  // A prune or restore since the load changed records at or below views.at: not a miss.
+  const comparable = index.generation === views.generation;
   return [
     ...differences("local", views.local, await files.loadAll()),
     ...differences("synced", views.synced, await syncedState.loadAll()),
-    ...differences("committed", views.committed, committed),
+    ...(comparable ? differences("committed", views.committed, committed) : []),
   ];
 }
 

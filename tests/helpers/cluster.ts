@@ -249,17 +249,23 @@ export async function withCluster(
 ): Promise<void> {
   const dirs = await tempDirs(3, opts.prefix ?? "filesync-cluster-");
   let nodes: NodeProcess[] = [];
+  let failed = false;
   try {
     nodes = await startCluster(dirs, opts.extra);
     await fn(dirs, nodes);
   } catch (e) {
+    failed = true;
     for (const n of nodes) {
       console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-40).join("\n")}`);
     }
     throw e;
   } finally {
     for (const n of nodes) n.kill("SIGCONT");
-    await Promise.all(nodes.map((n) => n.stop()));
+    const stops = await Promise.allSettled(nodes.map((n) => n.stop()));
     for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+    // A node's own complaint (see stop()) fails the test, unless it failed already: that
+    // error says more.
+    const complaint = stops.find((s) => s.status === "rejected");
+    if (complaint && !failed) throw (complaint as PromiseRejectedResult).reason;
   }
 }

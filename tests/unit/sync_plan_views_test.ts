@@ -189,3 +189,53 @@ Deno.test("plan views: touched paths are read again, a touched directory with ev
     assert.deepEqual(await compare(), []);
   });
 });
+
+Deno.test("plan views: a load that fails leaves every view to be read whole", async () => {
+  await withStore(async (store) => {
+    const index = new IndexState(store.kv);
+    const synced = new SyncedState(store.kv);
+    let failNext = false;
+    // The file index fails once, half-way through a load (after the committed view is read).
+    const files = new Proxy(store.files, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target);
+        if (typeof v !== "function") return v;
+        return (...args: unknown[]) => {
+          if (failNext && (prop === "get" || prop === "loadUnder" || prop === "loadAll")) {
+            failNext = false;
+            throw new Error("simulated read failure");
+          }
+          return v.apply(target, args);
+        };
+      },
+    });
+    const views = new PlanViews(files, synced, index);
+    const compare = async () =>
+      await compareWithStore(await views.load(), store.files, synced, index);
+
+    await writeRecords(store, { x: localRecord("file", 1), y: localRecord("file", 2) });
+    assert.deepEqual(await compare(), []);
+    await writeRecords(store, { x: null, z: localRecord("file", 3) });
+    views.touch(["x", "z"], "own");
+    failNext = true;
+    await assert.rejects(views.load(), /simulated/);
+    // The touches were taken by the failed load: only a whole read can be right now.
+    assert.deepEqual(await compare(), []);
+  });
+});
+
+Deno.test("plan views: a touched tree is swept even where its own record is missing", async () => {
+  await withStore(async (store) => {
+    const index = new IndexState(store.kv);
+    const synced = new SyncedState(store.kv);
+    const views = new PlanViews(store.files, synced, index);
+    const compare = async () =>
+      await compareWithStore(await views.load(), store.files, synced, index);
+    // Records below "A" but none for "A" itself (its own event was missed by a scan).
+    await writeRecords(store, { "A/B": localRecord("dir", 1), "A/B/c": localRecord("file", 2) });
+    assert.deepEqual(await compare(), []);
+    await writeRecords(store, { "A/B": null, "A/B/c": null });
+    views.touch(["A"], "tree");
+    assert.deepEqual(await compare(), []);
+  });
+});
