@@ -7,8 +7,8 @@ import type { KvBatch } from "./kv_batch.ts";
 import {
   FILE_PREFIX,
   fileKey,
-  keysBelow,
   LIST_ALL_BATCH,
+  loadRecordsUnder,
   type LocalFileRecord,
   metaKey,
   parseLocalFileRecord,
@@ -56,16 +56,8 @@ export class FileIndex {
    * The records of these paths and of everything below them (a path may name a directory).
    * Reads only those: a scan of a few reported paths need not read a whole tree's records.
    */
-  async loadUnder(paths: readonly string[]): Promise<Map<string, LocalFileRecord>> {
-    const out = new Map<string, LocalFileRecord>();
-    for (const path of new Set(paths)) {
-      const own = await this.get(path);
-      if (own) out.set(path, own);
-      for await (const entry of this.kv.list(keysBelow(FILE_PREFIX, path))) {
-        out.set(entry.key[1] as string, parseLocalFileRecord(entry.value));
-      }
-    }
-    return out;
+  loadUnder(paths: readonly string[]): Promise<Map<string, LocalFileRecord>> {
+    return loadRecordsUnder(this.kv, FILE_PREFIX, paths, parseLocalFileRecord);
   }
 
   /** Queue a record. */

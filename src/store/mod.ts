@@ -41,6 +41,7 @@ export {
   type EntryKind,
   keysBelow,
   LIST_ALL_BATCH,
+  loadRecordsUnder,
   type LocalFileRecord,
   metaKey,
   type ObjectLocation,

@@ -71,6 +71,27 @@ export function keysBelow(prefix: Deno.KvKey, path: string): Deno.KvListSelector
 }
 
 /**
+ * The records `[...prefix, p]` of these paths and of every path below them, parsed: what a
+ * caller that touched a few paths reads again (a path may name a directory).
+ */
+export async function loadRecordsUnder<T>(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  paths: readonly string[],
+  parse: (value: unknown) => T,
+): Promise<Map<string, T>> {
+  const out = new Map<string, T>();
+  for (const path of new Set(paths)) {
+    const own = await kv.get([...prefix, path]);
+    if (own.value !== null) out.set(path, parse(own.value));
+    for await (const entry of kv.list(keysBelow(prefix, path))) {
+      out.set(entry.key[prefix.length] as string, parse(entry.value));
+    }
+  }
+  return out;
+}
+
+/**
  * Entries per round trip when a whole prefix is listed: Deno KV's default of 100 made loading
  * 20,000 records take half again as long as with 1,000.
  */

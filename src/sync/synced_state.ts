@@ -13,9 +13,9 @@ import type { FileOp, IndexRecord } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
 import {
   type EntryKind,
-  keysBelow,
   type KvBatch,
   LIST_ALL_BATCH,
+  loadRecordsUnder,
   type LocalFileRecord,
   SchemaError,
 } from "../store/mod.ts";
@@ -181,16 +181,8 @@ export class SyncedState {
   }
 
   /** The records of these paths and of everything below them (a path may name a directory). */
-  async loadUnder(paths: readonly string[]): Promise<Map<string, SyncedRecord>> {
-    const out = new Map<string, SyncedRecord>();
-    for (const path of new Set(paths)) {
-      const own = await this.get(path);
-      if (own) out.set(path, own);
-      for await (const entry of this.kv.list(keysBelow(SYNCED_PREFIX, path))) {
-        out.set(entry.key[1] as string, parseSyncedRecord(entry.value));
-      }
-    }
-    return out;
+  loadUnder(paths: readonly string[]): Promise<Map<string, SyncedRecord>> {
+    return loadRecordsUnder(this.kv, SYNCED_PREFIX, paths, parseSyncedRecord);
   }
 
   /** All records in a Map (what reconcile() takes). */

@@ -249,23 +249,23 @@ export async function withCluster(
 ): Promise<void> {
   const dirs = await tempDirs(3, opts.prefix ?? "filesync-cluster-");
   let nodes: NodeProcess[] = [];
-  let failed = false;
+  const stopAll = async () => {
+    for (const n of nodes) n.kill("SIGCONT");
+    const stops = await Promise.allSettled(nodes.map((n) => n.stop()));
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+    return stops.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  };
   try {
     nodes = await startCluster(dirs, opts.extra);
     await fn(dirs, nodes);
   } catch (e) {
-    failed = true;
     for (const n of nodes) {
       console.error(`--- log of ${n.dir}:\n${n.stderr.split("\n").slice(-40).join("\n")}`);
     }
+    await stopAll(); // the test's own error says more than a node's complaint
     throw e;
-  } finally {
-    for (const n of nodes) n.kill("SIGCONT");
-    const stops = await Promise.allSettled(nodes.map((n) => n.stop()));
-    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
-    // A node's own complaint (see stop()) fails the test, unless it failed already: that
-    // error says more.
-    const complaint = stops.find((s) => s.status === "rejected");
-    if (complaint && !failed) throw (complaint as PromiseRejectedResult).reason;
   }
+  // A node's own complaint (see stop()) fails the test once everything is cleaned up.
+  const complaint = await stopAll();
+  if (complaint) throw complaint.reason;
 }

@@ -7,8 +7,14 @@
 import assert from "node:assert/strict";
 import { sha256 } from "../../src/chunk/mod.ts";
 import { encodeCommand, type FileOp, IndexState } from "../../src/fsm/mod.ts";
-import { KvBatch, type LocalFileRecord, LocalStore } from "../../src/store/mod.ts";
-import { compareWithStore, PlanViews, type SyncedRecord, SyncedState } from "../../src/sync/mod.ts";
+import { type FileIndex, KvBatch, type LocalFileRecord, LocalStore } from "../../src/store/mod.ts";
+import {
+  compareWithStore,
+  PlanViews,
+  type SyncedRecord,
+  SyncedState,
+  type ViewDifference,
+} from "../../src/sync/mod.ts";
 
 async function withStore(fn: (store: LocalStore) => Promise<void>) {
   const dir = await Deno.makeTempDir({ prefix: "filesync-views-" });
@@ -19,6 +25,30 @@ async function withStore(fn: (store: LocalStore) => Promise<void>) {
     await store.close().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+interface ViewsCase {
+  store: LocalStore;
+  index: IndexState;
+  synced: SyncedState;
+  views: PlanViews;
+  /** Load the views and list where they differ from a whole read. */
+  compare: () => Promise<ViewDifference[]>;
+}
+
+/** PlanViews over a fresh store; `files` may wrap the store's file index. */
+async function withViews(
+  fn: (c: ViewsCase) => Promise<void>,
+  files: (real: FileIndex) => FileIndex = (real) => real,
+): Promise<void> {
+  await withStore(async (store) => {
+    const index = new IndexState(store.kv);
+    const synced = new SyncedState(store.kv);
+    const views = new PlanViews(files(store.files), synced, index);
+    const compare = async () =>
+      await compareWithStore(await views.load(), store.files, synced, index);
+    await fn({ store, index, synced, views, compare });
+  });
 }
 
 function put(path: string, base = 0, n = 1): FileOp {
@@ -88,12 +118,8 @@ async function writeRecords(
 }
 
 Deno.test("plan views: the committed view follows applied entries; a restored snapshot is read whole", async () => {
-  await withStore(async (store) => {
-    const index = new IndexState(store.kv);
-    const synced = new SyncedState(store.kv);
-    const views = new PlanViews(store.files, synced, index);
-    const check = async () =>
-      assert.deepEqual(await compareWithStore(await views.load(), store.files, synced, index), []);
+  await withViews(async ({ index, views, compare }) => {
+    const check = async () => assert.deepEqual(await compare(), []);
 
     const v1 = await commit(index, [mkdir("d"), put("d/a"), put("b")]);
     await check();
@@ -134,13 +160,7 @@ Deno.test("plan views: the committed view follows applied entries; a restored sn
 });
 
 Deno.test("plan views: touched paths are read again, a touched directory with everything below", async () => {
-  await withStore(async (store) => {
-    const index = new IndexState(store.kv);
-    const synced = new SyncedState(store.kv);
-    const views = new PlanViews(store.files, synced, index);
-    const compare = async () =>
-      await compareWithStore(await views.load(), store.files, synced, index);
-
+  await withViews(async ({ store, views, compare }) => {
     await writeRecords(store, {
       d: localRecord("dir", 0),
       "d/x": localRecord("file", 1),
@@ -191,12 +211,10 @@ Deno.test("plan views: touched paths are read again, a touched directory with ev
 });
 
 Deno.test("plan views: a load that fails leaves every view to be read whole", async () => {
-  await withStore(async (store) => {
-    const index = new IndexState(store.kv);
-    const synced = new SyncedState(store.kv);
-    let failNext = false;
-    // The file index fails once, half-way through a load (after the committed view is read).
-    const files = new Proxy(store.files, {
+  let failNext = false;
+  // The file index fails once, half-way through a load (after the committed view is read).
+  const failingOnce = (real: FileIndex) =>
+    new Proxy(real, {
       get(target, prop) {
         const v = Reflect.get(target, prop, target);
         if (typeof v !== "function") return v;
@@ -209,10 +227,7 @@ Deno.test("plan views: a load that fails leaves every view to be read whole", as
         };
       },
     });
-    const views = new PlanViews(files, synced, index);
-    const compare = async () =>
-      await compareWithStore(await views.load(), store.files, synced, index);
-
+  await withViews(async ({ store, views, compare }) => {
     await writeRecords(store, { x: localRecord("file", 1), y: localRecord("file", 2) });
     assert.deepEqual(await compare(), []);
     await writeRecords(store, { x: null, z: localRecord("file", 3) });
@@ -221,16 +236,11 @@ Deno.test("plan views: a load that fails leaves every view to be read whole", as
     await assert.rejects(views.load(), /simulated/);
     // The touches were taken by the failed load: only a whole read can be right now.
     assert.deepEqual(await compare(), []);
-  });
+  }, failingOnce);
 });
 
 Deno.test("plan views: a touched tree is swept even where its own record is missing", async () => {
-  await withStore(async (store) => {
-    const index = new IndexState(store.kv);
-    const synced = new SyncedState(store.kv);
-    const views = new PlanViews(store.files, synced, index);
-    const compare = async () =>
-      await compareWithStore(await views.load(), store.files, synced, index);
+  await withViews(async ({ store, views, compare }) => {
     // Records below "A" but none for "A" itself (its own event was missed by a scan).
     await writeRecords(store, { "A/B": localRecord("dir", 1), "A/B/c": localRecord("file", 2) });
     assert.deepEqual(await compare(), []);
