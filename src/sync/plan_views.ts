@@ -100,8 +100,10 @@ export class PlanViews {
    * whole next time: it may have stopped half-way through bringing one up to date.
    */
   async load(): Promise<Views> {
+    // Kept here, not read back from the fields: a touchAll() while the rest loads drops them.
+    let committed: Views["committed"];
     try {
-      await this.#loadCommitted();
+      committed = await this.#loadCommitted();
       if (this.#whole || this.#local === null || this.#synced === null) {
         // Cleared first: touches made while the reads run are kept for the next load.
         this.#whole = false;
@@ -121,14 +123,14 @@ export class PlanViews {
     return {
       local: this.#local,
       synced: this.#synced,
-      committed: this.#committed!,
+      committed,
       at: this.#at,
       generation: this.#generation,
     };
   }
 
   /** Bring the committed view to the applied index: changed paths only, unless told not to. */
-  async #loadCommitted(): Promise<void> {
+  async #loadCommitted(): Promise<Map<string, IndexRecord>> {
     // Generation first: a restore that starts after it is seen by the next load.
     const generation = this.index.generation;
     const applied = await this.index.applied();
@@ -137,19 +139,21 @@ export class PlanViews {
         applied >= this.#at
       ? await this.index.changedPaths(this.#at, applied, this.#wholeReadBeyond())
       : null;
-    if (changed === null) {
-      const all = new Map<string, IndexRecord>();
-      for await (const r of this.index.list({ tombstones: true, at: applied })) all.set(r.path, r);
-      this.#committed = all;
+    let view = this.#committed;
+    if (changed === null || view === null) {
+      view = new Map<string, IndexRecord>();
+      for await (const r of this.index.list({ tombstones: true, at: applied })) view.set(r.path, r);
     } else {
       for (const path of changed) {
         const rec = await this.index.get(path, { at: applied });
-        if (rec) this.#committed!.set(path, rec);
-        else this.#committed!.delete(path);
+        if (rec) view.set(path, rec);
+        else view.delete(path);
       }
     }
+    this.#committed = view;
     this.#at = applied;
     this.#generation = generation;
+    return view;
   }
 
   /** Read the touched paths' local and synced records again (and below them, for "tree"). */
