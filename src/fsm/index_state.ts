@@ -51,7 +51,7 @@ import {
 } from "./codec.ts";
 import { type CommitLimits, KV_LIMITS, KvBatches, type Mutation } from "./kv_batch.ts";
 import { ancestors, caseFold, indexPathProblem } from "./paths.ts";
-import { KV_GET_MANY, mapLimit } from "../util/mod.ts";
+import { KV_GET_MANY, LIST_ALL_BATCH, mapLimit } from "../util/mod.ts";
 
 /** KV reads in flight at once while a command's entries are read up front (see #prime). */
 const PRIME_READS_AT_ONCE = 16;
@@ -339,7 +339,9 @@ export class IndexState {
     const out = new Set<string>();
     const iter = this.kv.list(
       { start: this.#ver(after + 1, ""), end: this.#ver(upTo + 1, "") },
-      Number.isFinite(limit) ? { limit: limit + 1, batchSize: 1000 } : { batchSize: 1000 },
+      Number.isFinite(limit)
+        ? { limit: limit + 1, batchSize: LIST_ALL_BATCH }
+        : { batchSize: LIST_ALL_BATCH },
     );
     let versions = 0;
     for await (const e of iter) {
@@ -393,7 +395,7 @@ export class IndexState {
       ? { start: this.#rec(`${prefix}/`), end: this.#rec(`${prefix}0`) }
       : { prefix: [...this.prefix, "rec"] };
     // Whole-index listings are the common case (a sync pass's full reload): fewer round trips.
-    for await (const e of this.kv.list<StoredRecord>(selector, { batchSize: 1000 })) {
+    for await (const e of this.kv.list<StoredRecord>(selector, { batchSize: LIST_ALL_BATCH })) {
       yield toRecord(e.key[e.key.length - 1] as string, e.value);
     }
   }

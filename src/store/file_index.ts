@@ -7,13 +7,13 @@ import type { KvBatch } from "./kv_batch.ts";
 import {
   FILE_PREFIX,
   fileKey,
-  LIST_ALL_BATCH,
   loadRecordsUnder,
   type LocalFileRecord,
   metaKey,
   parseLocalFileRecord,
 } from "./schema.ts";
 import type { Hash } from "../chunk/hash.ts";
+import { LIST_ALL_BATCH } from "../util/mod.ts";
 
 /** The last completed scan's summary. */
 export interface ScanSummary {

@@ -39,8 +39,6 @@ export {
 export {
   type ChunkLocation,
   type EntryKind,
-  keysBelow,
-  LIST_ALL_BATCH,
   loadRecordsUnder,
   type LocalFileRecord,
   metaKey,

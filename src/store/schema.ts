@@ -90,12 +90,6 @@ export async function loadRecordsUnder<T>(
   }
   return out;
 }
-
-/**
- * Entries per round trip when a whole prefix is listed: Deno KV's default of 100 made loading
- * 20,000 records take half again as long as with 1,000.
- */
-export const LIST_ALL_BATCH = 1000;
 export const snapshotKey = (id: string): Deno.KvKey => ["snap", id];
 export const SNAPSHOT_PREFIX: Deno.KvKey = ["snap"];
 export const metaKey = (name: string): Deno.KvKey => ["meta", name];

@@ -447,15 +447,16 @@ export class SyncEngine {
       const skip = (p: string) => this.#inflight.has(p);
       // The scan writes the records of these paths, what lies below them and their directories
       // (of the whole tree if it falls back to a full scan), even if it fails half-way.
-      let whole = paths === undefined;
+      let whole = true;
       let scan;
       try {
-        scan = paths === undefined
-          ? await scanTree(store, { skip })
-          : await scanPaths(store, paths, { skip });
-        if ("whole" in scan && scan.whole) whole = true;
+        if (paths === undefined) scan = await scanTree(store, { skip });
+        else {
+          scan = await scanPaths(store, paths, { skip });
+          whole = scan.whole;
+        }
       } finally {
-        if (whole || scan === undefined) this.#views.touchAll();
+        if (whole) this.#views.touchAll();
         else {
           this.#views.touch(paths!, "tree");
           this.#views.touch(paths!.flatMap(ancestors), "own");
@@ -484,13 +485,9 @@ export class SyncEngine {
       .map((wave) => wave.filter((op) => !opPaths(op).some(busy)))
       .filter((wave) => wave.length > 0);
     // What this pass writes (records of files written, adopted or uploaded) the next one reads
-    // again. Conflict copies and refusals ask for a full scan, which reads everything.
-    this.#views.touch([
-      ...plan.materialize.map((r) => r.path),
-      ...plan.conflicts.map((c) => c.path),
-      ...plan.adopt,
-      ...plan.uploadWaves.flat().flatMap(opPaths),
-    ], "own");
+    // again (paths left to a background write too: harmless). Conflict copies and refusals ask
+    // for a full scan, which reads everything.
+    this.#views.touch([...plannedPaths, ...plan.adopt], "own");
     const planned = performance.now();
     if (fullScan) {
       // The next safety-net rescan is due a while after this one, which stands for it.

@@ -11,10 +11,10 @@
 import { assertHash, type Hash } from "../chunk/mod.ts";
 import type { FileOp, IndexRecord } from "../fsm/mod.ts";
 import { EMPTY_FILE_ROOT } from "../merkle/mod.ts";
+import { LIST_ALL_BATCH } from "../util/mod.ts";
 import {
   type EntryKind,
   type KvBatch,
-  LIST_ALL_BATCH,
   loadRecordsUnder,
   type LocalFileRecord,
   SchemaError,
