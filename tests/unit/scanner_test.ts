@@ -305,12 +305,25 @@ Deno.test("scan: after an overwrite, an insert and a truncation the tree is righ
   }
 });
 
+/** The tree both partial-scan comparisons start from. */
+const PARTIAL_SCAN_TREE = {
+  "a/one.txt": "one",
+  "a/two.txt": "two",
+  "b/deep/three.txt": "three",
+  "c.txt": "c",
+};
+
+/** Their shared changes: an edit, a new directory with a file, a removed directory. */
+async function editPartialScanTree(dir: string): Promise<void> {
+  await Deno.writeTextFile(`${dir}/a/one.txt`, "one, edited");
+  await Deno.mkdir(`${dir}/e/f`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/e/f/new.txt`, "new");
+  await Deno.remove(`${dir}/b`, { recursive: true });
+}
+
 Deno.test("scan: a partial scan of reported paths gives the full scan's records, reading only them", async () => {
   const dir = await tempTree({
-    "a/one.txt": "one",
-    "a/two.txt": "two",
-    "b/deep/three.txt": "three",
-    "c.txt": "c",
+    ...PARTIAL_SCAN_TREE,
     ".filesyncignore": "*.log\n",
     "d/.filesyncignore": "secret/\n",
   });
@@ -319,12 +332,9 @@ Deno.test("scan: a partial scan of reported paths gives the full scan's records,
   try {
     await scanTree(store, { workers: 0 });
     const before = await store.files.lastScan();
-    // Changes: an edit, a new directory with a file, a removed directory, an ignored file, a
-    // file under an ignored directory, and a path reported twice (as itself and its parent).
-    await Deno.writeTextFile(`${dir}/a/one.txt`, "one, edited");
-    await Deno.mkdir(`${dir}/e/f`, { recursive: true });
-    await Deno.writeTextFile(`${dir}/e/f/new.txt`, "new");
-    await Deno.remove(`${dir}/b`, { recursive: true });
+    // Changes: the shared ones, an ignored file, a file under an ignored directory, and a path
+    // reported twice (as itself and its parent).
+    await editPartialScanTree(dir);
     await Deno.writeTextFile(`${dir}/x.log`, "ignored");
     await Deno.mkdir(`${dir}/d/secret`, { recursive: true });
     await Deno.writeTextFile(`${dir}/d/secret/k.txt`, "ignored too");
@@ -398,21 +408,13 @@ Deno.test("scan: when the index cannot be written the scan fails with the error,
 });
 
 Deno.test("scanPaths: the reported paths' records as a full scan makes them, summary untouched", async () => {
-  const dir = await tempTree({
-    "a/one.txt": "one",
-    "a/two.txt": "two",
-    "b/deep/three.txt": "three",
-    "c.txt": "c",
-  });
+  const dir = await tempTree(PARTIAL_SCAN_TREE);
   const other = await Deno.makeTempDir({ prefix: "filesync-scan-full-" });
   const store = await LocalStore.open(dir);
   try {
     await scanTree(store, { workers: 0 });
     const before = await store.files.lastScan();
-    await Deno.writeTextFile(`${dir}/a/one.txt`, "one, edited");
-    await Deno.mkdir(`${dir}/e/f`, { recursive: true });
-    await Deno.writeTextFile(`${dir}/e/f/new.txt`, "new");
-    await Deno.remove(`${dir}/b`, { recursive: true });
+    await editPartialScanTree(dir);
     const r = await scanPaths(store, ["a/one.txt", "e", "b"], { workers: 0 });
     assert.equal(r.hashedFiles, 2, "the edited and the new file");
     assert.equal(r.removed, 3, "b, b/deep and b/deep/three.txt");
