@@ -414,15 +414,18 @@ export class SyncEngine {
     this.#retry = setTimeout(() => this.request({ scan: false }), this.opts.rescanMs ?? 10_000);
   }
 
-  /** Run a pass now (after any running one) and return its result. */
+  /**
+   * Run a scanning pass that starts after this call and return the result of the last pass
+   * run. A pass running now may have read the tree before the call, so the one after it counts;
+   * callers arriving during one pass share the next. Passes never overlap: the engine plans
+   * from views that one pass at a time brings up to date.
+   */
   async syncNow(): Promise<PassResult> {
-    this.#scanWanted = true;
-    if (this.#running) {
-      this.#again = true;
-      await this.#running;
-    }
-    this.#running = this.#loop();
-    return await this.#running;
+    // While a loop runs it is inside a pass (it ends synchronously after its last one).
+    const target = this.#passes + (this.#running ? 2 : 1);
+    this.request();
+    while (this.#passes < target && this.#running) await this.#running;
+    return this.#last;
   }
 
   /** The last pass's result, for status. */

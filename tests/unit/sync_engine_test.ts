@@ -228,6 +228,37 @@ Deno.test("engine: files moved in land before a large file next to their folders
   });
 });
 
+Deno.test("engine: syncNow calls made during a pass share the next pass, never run passes at once", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => release = resolve);
+    let replicating = 0;
+    const engine = loneEngine(store, index, {
+      replicate: async () => {
+        replicating++;
+        await gate;
+      },
+    });
+    try {
+      await Deno.writeFile(`${store.root}/a.bin`, seededBytes(34, 5000));
+      const first = engine.syncNow();
+      await until("the first pass to push", () => Promise.resolve(replicating === 1));
+      // Callers arriving while a pass runs (a status --wait polled again after its own timeout,
+      // say) each need a pass that started after them: one more serves them all. Each used to
+      // start its own pass loop once the running one ended, and those ran at the same time.
+      const later = [engine.syncNow(), engine.syncNow(), engine.syncNow()];
+      release();
+      assert.equal((await first).pendingUp, 0);
+      for (const r of await Promise.all(later)) assert.equal(r.pendingUp, 0);
+      assert.equal(engine.lastPass.passes, 2);
+      assert.equal((await index.get("a.bin"))?.size, 5000);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 Deno.test("engine: why local changes wait is reported, warned about once, and cleared", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
