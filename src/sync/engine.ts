@@ -48,7 +48,8 @@ import {
   type PrefetchShare,
 } from "./prefetch.ts";
 import { scanPaths, scanTree } from "./scanner.ts";
-import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
+import { opPaths, syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
+import { PendingProposals } from "./pending_proposals.ts";
 import { type WatchBatch, Watcher } from "./watcher.ts";
 import type { Logger } from "./log.ts";
 
@@ -198,11 +199,6 @@ function uploadBatches(wave: FileOp[]): FileOp[][] {
   return out;
 }
 
-/** The paths an op touches. */
-function opPaths(op: FileOp): string[] {
-  return op.op === "rename" ? [op.from, op.to] : [op.path];
-}
-
 /** Split small files into prefetch batches bounded in count and bytes (memory). */
 function* prefetchBatches(records: IndexRecord[]): Generator<IndexRecord[]> {
   let batch: IndexRecord[] = [];
@@ -276,6 +272,8 @@ export class SyncEngine {
     pendingDownBytes: 0,
   };
   #synced: SyncedState;
+  /** Proposals whose outcome is not recorded yet (see pending_proposals.ts). */
+  #pending: PendingProposals;
   /** What passes plan from, kept between them (see plan_views.ts). */
   #views: PlanViews;
   #passes = 0;
@@ -316,6 +314,7 @@ export class SyncEngine {
 
   constructor(private readonly deps: EngineDeps, private readonly opts: EngineOptions = {}) {
     this.#synced = new SyncedState(deps.store.kv);
+    this.#pending = new PendingProposals(deps.store.kv);
     this.#views = new PlanViews(deps.store.files, this.#synced, deps.index);
   }
 
@@ -469,6 +468,18 @@ export class SyncEngine {
       hashedFiles = scan.hashedFiles;
     }
     const scanned = performance.now();
+    // This node's own proposals that committed unheard of (timed out, or it died first) are
+    // recorded as synced before planning, so they do not pass for someone else's change.
+    const recovered = await this.#pending.recover(
+      this.deps.index,
+      this.#synced,
+      this.deps.nodeId,
+      new KvBatch(store.kv),
+    );
+    if (recovered.length > 0) {
+      log.debug("own commits recovered", { paths: recovered.length });
+      this.#views.touch(recovered, "own");
+    }
     const { local, synced, committed } = await this.#loadViews();
     const plan = reconcile(local, synced, committed);
     // Paths a background write still owns, or whose write ended while this pass read its
@@ -879,21 +890,31 @@ export class SyncEngine {
     durable = false,
   ): Promise<boolean> {
     if (!durable && !(await this.#makeDurable(ops, committed))) return false;
+    // Recorded first: if the proposal commits unheard of, the next pass still knows it as ours.
+    const seq = await this.#pending.record(
+      ops,
+      local,
+      await this.deps.index.applied(),
+      new KvBatch(this.deps.store.kv),
+    );
     let result: ApplyResult;
     try {
       result = await this.deps.propose({ origin: this.deps.nodeId, ops });
     } catch (e) {
+      // The outcome is unknown: the pending records stay.
       this.#waitUp((e as Error).message);
       return false;
     }
+    const batch = new KvBatch(this.deps.store.kv);
+    await this.#pending.settle(ops, seq, batch);
     if (!result.ok) {
+      await batch.flush();
       if (ops.length === 1) {
         this.deps.log.info("proposal refused", { path: result.path, code: result.code });
         this.#again = true;
       }
       return false;
     }
-    const batch = new KvBatch(this.deps.store.kv);
     for (const op of ops) {
       for (const { path, rec } of syncedAfterUpload(op, result.version, local)) {
         if (rec) await this.#synced.put(batch, path, rec);
