@@ -48,7 +48,7 @@ import {
   type PrefetchShare,
 } from "./prefetch.ts";
 import { scanPaths, scanTree } from "./scanner.ts";
-import { opPaths, syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
+import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
 import { PendingProposals } from "./pending_proposals.ts";
 import { type WatchBatch, Watcher } from "./watcher.ts";
 import type { Logger } from "./log.ts";
@@ -197,6 +197,11 @@ function uploadBatches(wave: FileOp[]): FileOp[][] {
   }
   if (batch.length > 0) out.push(batch);
   return out;
+}
+
+/** The paths an op touches. */
+function opPaths(op: FileOp): string[] {
+  return op.op === "rename" ? [op.from, op.to] : [op.path];
 }
 
 /** Split small files into prefetch batches bounded in count and bytes (memory). */
@@ -891,7 +896,7 @@ export class SyncEngine {
   ): Promise<boolean> {
     if (!durable && !(await this.#makeDurable(ops, committed))) return false;
     // Recorded first: if the proposal commits unheard of, the next pass still knows it as ours.
-    const seq = await this.#pending.record(
+    await this.#pending.record(
       ops,
       local,
       await this.deps.index.applied(),
@@ -906,7 +911,7 @@ export class SyncEngine {
       return false;
     }
     const batch = new KvBatch(this.deps.store.kv);
-    await this.#pending.settle(ops, seq, batch);
+    await this.#pending.settle(ops, local, batch);
     if (!result.ok) {
       await batch.flush();
       if (ops.length === 1) {

@@ -13,26 +13,30 @@
  * the synced state is brought up to it (`recover`), and the local change since is planned as
  * the local change it is.
  *
- * A path may have several pending proposals (each new plan proposes again while an earlier
- * outcome is unknown), so records are keyed by path and a sequence number.
+ * A path may have several pending proposals with different contents (each new plan proposes
+ * again while an earlier outcome is unknown: the user kept editing while cut off), so records
+ * are keyed by path and content. Proposing the same content again replaces its record (only
+ * the latest `after` matters: had the earlier proposal committed before the later one was made,
+ * the pass that made it would have recovered it first), so a long partition does not pile up
+ * one record per retry.
  */
-import { hashEquals } from "../chunk/mod.ts";
+import { hashEquals, toHex } from "../chunk/mod.ts";
 import type { FileOp, IndexRecord } from "../fsm/mod.ts";
 import { type KvBatch, type LocalFileRecord, SchemaError } from "../store/mod.ts";
 import {
-  opPaths,
   parseSyncedRecord,
   syncedAfterUpload,
   type SyncedRecord,
   type SyncedState,
 } from "./synced_state.ts";
 
-/** KV key prefix of the pending records: ["proposing", path, seq]. */
+/** KV key prefix of the pending records: ["proposing", path, content]. */
 export const PENDING_PREFIX: Deno.KvKey = ["proposing"];
 
 /** One pending proposal's effect on one path. */
 interface Pending {
-  seq: number;
+  /** The content part of its key (see contentKey). */
+  content: string;
   /** The applied index when it was proposed: only a later version can be its outcome. */
   after: number;
   /**
@@ -48,15 +52,21 @@ export interface CommittedReader {
   get(path: string, options?: { at?: number }): Promise<IndexRecord | null>;
 }
 
-function parsePending(seq: unknown, value: unknown): Pending {
+/** What a proposal makes of a path, as a key: removal, or kind, mode and content. */
+function contentKey(rec: SyncedRecord | null): string {
+  if (rec === null) return "removed";
+  return `${rec.kind} ${rec.mode} ${toHex(rec.root)} ${rec.target ?? ""}`;
+}
+
+function parsePending(content: unknown, value: unknown): Pending {
   const v = value as { after?: unknown; rec?: unknown } | null;
   if (
-    typeof seq !== "number" || typeof v !== "object" || v === null ||
+    typeof content !== "string" || typeof v !== "object" || v === null ||
     typeof v.after !== "number" || v.rec === undefined
   ) {
     throw new SchemaError("pending proposal: malformed record");
   }
-  return { seq, after: v.after, rec: v.rec === null ? null : parseSyncedRecord(v.rec) };
+  return { content, after: v.after, rec: v.rec === null ? null : parseSyncedRecord(v.rec) };
 }
 
 /** Whether a committed entry is what a pending proposal would have made of its path. */
@@ -67,37 +77,46 @@ function isOutcomeOf(c: IndexRecord, p: Pending): boolean {
   return hashEquals(c.root, p.rec.root);
 }
 
+/** The synced records a proposal of `ops` implies, path by path (version: at least after + 1). */
+function effects(
+  ops: readonly FileOp[],
+  local: ReadonlyMap<string, LocalFileRecord>,
+  after: number,
+): { path: string; rec: SyncedRecord | null }[] {
+  return ops.flatMap((op) => syncedAfterUpload(op, after + 1, local));
+}
+
 /** The pending proposals of one node (its own KV). */
 export class PendingProposals {
-  /** Increasing across restarts as long as the clock does not run back by much. */
-  #seq = Date.now() * 1000;
-
   constructor(private readonly kv: Deno.Kv) {}
 
   /**
-   * Record, durably, what `ops` would make of their paths; call before proposing them. Returns
-   * the proposal's sequence number for `settle`.
+   * Record, durably, what `ops` would make of their paths; call before proposing them, with
+   * `local` the view they were planned from and `after` the applied index now.
    */
   async record(
     ops: readonly FileOp[],
     local: ReadonlyMap<string, LocalFileRecord>,
     after: number,
     batch: KvBatch,
-  ): Promise<number> {
-    const seq = ++this.#seq;
-    for (const op of ops) {
-      for (const { path, rec } of syncedAfterUpload(op, after + 1, local)) {
-        await batch.set([...PENDING_PREFIX, path, seq], { after, rec });
-      }
+  ): Promise<void> {
+    for (const { path, rec } of effects(ops, local, after)) {
+      await batch.set([...PENDING_PREFIX, path, contentKey(rec)], { after, rec });
     }
     await batch.flush();
-    return seq;
   }
 
-  /** Queue the removal of a proposal's records: its outcome is now known and recorded. */
-  async settle(ops: readonly FileOp[], seq: number, batch: KvBatch): Promise<void> {
-    for (const op of ops) {
-      for (const path of opPaths(op)) await batch.delete([...PENDING_PREFIX, path, seq]);
+  /**
+   * Queue the removal of a proposal's records (same arguments as `record`): its outcome is
+   * now known, and recorded by the caller.
+   */
+  async settle(
+    ops: readonly FileOp[],
+    local: ReadonlyMap<string, LocalFileRecord>,
+    batch: KvBatch,
+  ): Promise<void> {
+    for (const { path, rec } of effects(ops, local, 0)) {
+      await batch.delete([...PENDING_PREFIX, path, contentKey(rec)]);
     }
   }
 
@@ -107,7 +126,12 @@ export class PendingProposals {
    * would have recorded it had it heard of the commit. Records that can no longer come true
    * are dropped. Returns the paths whose synced record changed.
    */
-  async recover(index: CommittedReader, synced: SyncedState, self: string, batch: KvBatch) {
+  async recover(
+    index: CommittedReader,
+    synced: SyncedState,
+    self: string,
+    batch: KvBatch,
+  ): Promise<string[]> {
     const byPath = new Map<string, Pending[]>();
     for await (const e of this.kv.list({ prefix: PENDING_PREFIX })) {
       const path = e.key[1] as string;
@@ -121,29 +145,19 @@ export class PendingProposals {
     for (const [path, pending] of byPath) {
       const c = await index.get(path, { at });
       if (!c) continue; // nothing committed at the path yet: any of them may still be
-      const ours = c.origin === self
-        ? pending.filter((p) => p.after < c.version && isOutcomeOf(c, p))
-        : [];
-      if (ours.length > 0) {
-        const seq = Math.max(...ours.map((p) => p.seq));
+      const older = pending.filter((p) => p.after < c.version);
+      const ours = c.origin === self && older.some((p) => isOutcomeOf(c, p));
+      if (ours) {
         const s = await synced.get(path);
         if (!s || s.version < c.version) {
           await synced.adopt(batch, path, c);
           changed.push(path);
         }
-        // Proposed before the one that committed: based on an older version, they cannot
-        // commit any more (compare-and-swap).
-        for (const p of pending) {
-          if (p.seq <= seq) await batch.delete([...PENDING_PREFIX, path, p.seq]);
-        }
-        continue;
       }
-      // A live entry someone else committed after a proposal: the proposal's base is gone, so
-      // it can never apply (a removal's base too; only a create on a deleted path could).
-      if (c.origin !== self && !c.deleted) {
-        for (const p of pending) {
-          if (p.after < c.version) await batch.delete([...PENDING_PREFIX, path, p.seq]);
-        }
+      // Proposed before this version, the others were based on an older one: they can no
+      // longer pass their compare-and-swap (only a create on a path deleted since could).
+      if (ours || (c.origin !== self && !c.deleted)) {
+        for (const p of older) await batch.delete([...PENDING_PREFIX, path, p.content]);
       }
     }
     await batch.flush();

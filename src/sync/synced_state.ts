@@ -161,11 +161,6 @@ export function syncedAfterUpload(
   }
 }
 
-/** The paths an op touches. */
-export function opPaths(op: FileOp): string[] {
-  return op.op === "rename" ? [op.from, op.to] : [op.path];
-}
-
 /** Read and write access to the synced records in a node's KV. */
 export class SyncedState {
   constructor(private readonly kv: Deno.Kv) {}
