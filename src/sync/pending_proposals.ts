@@ -58,15 +58,21 @@ function contentKey(rec: SyncedRecord | null): string {
   return `${rec.kind} ${rec.mode} ${toHex(rec.root)} ${rec.target ?? ""}`;
 }
 
-function parsePending(content: unknown, value: unknown): Pending {
+/** A stored record, or null if it is not one this code wrote. */
+function parsePending(content: unknown, value: unknown): Pending | null {
   const v = value as { after?: unknown; rec?: unknown } | null;
   if (
     typeof content !== "string" || typeof v !== "object" || v === null ||
     typeof v.after !== "number" || v.rec === undefined
   ) {
-    throw new SchemaError("pending proposal: malformed record");
+    return null;
   }
-  return { content, after: v.after, rec: v.rec === null ? null : parseSyncedRecord(v.rec) };
+  try {
+    return { content, after: v.after, rec: v.rec === null ? null : parseSyncedRecord(v.rec) };
+  } catch (e) {
+    if (e instanceof SchemaError) return null;
+    throw e;
+  }
 }
 
 /** Whether a committed entry is what a pending proposal would have made of its path. */
@@ -134,13 +140,17 @@ export class PendingProposals {
   ): Promise<string[]> {
     const byPath = new Map<string, Pending[]>();
     for await (const e of this.kv.list({ prefix: PENDING_PREFIX })) {
-      const path = e.key[1] as string;
-      const list = byPath.get(path) ?? [];
-      list.push(parsePending(e.key[2], e.value));
-      byPath.set(path, list);
+      const path = e.key[1];
+      const pending = typeof path === "string" ? parsePending(e.key[2], e.value) : null;
+      // A record this code cannot read only costs what it was for: dropped, not fatal.
+      if (pending === null) await batch.delete(e.key);
+      else byPath.set(path as string, [...byPath.get(path as string) ?? [], pending]);
     }
     const changed: string[] = [];
-    if (byPath.size === 0) return changed;
+    if (byPath.size === 0) {
+      await batch.flush();
+      return changed;
+    }
     const at = await index.applied();
     for (const [path, pending] of byPath) {
       const c = await index.get(path, { at });
