@@ -11,14 +11,15 @@
  * the peers in the current Raft configuration (plus joiners in their handshake).
  */
 import { peerIdFromString } from "@libp2p/peer-id";
-import { loadOrCreateIdentity } from "./net/mod.ts";
 import {
   CLIENT_PROTOCOL,
   createHost,
+  DEFAULT_LISTEN,
   type FetchOptions,
   type Host,
   joinCluster,
   JoinRefusal,
+  loadOrCreateIdentity,
   type MemberInfo,
   type MessageChannel,
   ObjectFetcher,
@@ -26,6 +27,7 @@ import {
   type ObjectSink,
   openMessageChannel,
   parseInvite,
+  pinFreePorts,
   serveJoin,
   serveObjects,
   serveSession,
@@ -202,6 +204,23 @@ function waitingReasons(p: PassResult): { waitingUp: string | null; waitingDown:
 }
 
 const JOIN_COMMIT_KEY = "joinCommit";
+/** Meta key: the listen addresses asked for with a port 0, and the ports bound for them. */
+const PINNED_LISTEN_KEY = "pinnedListen";
+
+/** The addresses bound last time for this same request with a port 0, or null. */
+async function loadPinnedListen(kv: Deno.Kv, requested: string[]): Promise<string[] | null> {
+  const saved = (await kv.get<{ requested: string[]; pinned: string[] }>(
+    metaKey(PINNED_LISTEN_KEY),
+  )).value;
+  if (!saved || JSON.stringify(saved.requested) !== JSON.stringify(requested)) return null;
+  return Array.isArray(saved.pinned) ? saved.pinned : null;
+}
+
+/** Remember the ports bound for a request with a port 0 (nothing to keep otherwise). */
+async function savePinnedListen(kv: Deno.Kv, requested: string[], bound: string[]) {
+  const pinned = pinFreePorts(requested, bound);
+  if (pinned) await kv.set(metaKey(PINNED_LISTEN_KEY), { requested, pinned });
+}
 const TRACE_APPLY = Deno.env.get("FILESYNC_TRACE_RAFT") === "1";
 /** Check every sync pass's kept views against a whole read (tests; see plan_views.ts). */
 const CHECK_VIEWS = Deno.env.get("FILESYNC_CHECK_VIEWS") === "1";
@@ -281,14 +300,23 @@ export class Daemon {
       const ref: { daemon: Daemon | null } = { daemon: null };
       const early = new Set<string>();
       const identity = await loadOrCreateIdentity(`${store.dataDir}/identity.key`);
-      const host = await createHost({
-        identityPath: `${store.dataDir}/identity.key`,
-        listen: opts.listen,
-        enableTcp: opts.enableTcp,
-        isAllowedPeer: (peer) => ref.daemon ? ref.daemon.#allowed(peer) : early.has(peer),
-        logger: log.asNetLogger(),
-      });
+      const requested = opts.listen ?? DEFAULT_LISTEN;
+      const hostOn = (listen: string[]) =>
+        createHost({
+          identityPath: `${store.dataDir}/identity.key`,
+          listen,
+          enableTcp: opts.enableTcp,
+          isAllowedPeer: (peer) => ref.daemon ? ref.daemon.#allowed(peer) : early.has(peer),
+          logger: log.asNetLogger(),
+        });
+      // Asked for any free port: the one bound last time, if it is still free (see
+      // listen_ports.ts), so the address the other members know stays right.
+      const pinned = await loadPinnedListen(store.kv, requested);
+      const host = pinned
+        ? await hostOn(pinned).catch(() => hostOn(requested))
+        : await hostOn(requested);
       cleanups.push(() => host.stop());
+      await savePinnedListen(store.kv, requested, host.addrs());
       if (host.peerId !== identity.peerId) throw new Error("identity mismatch");
 
       let cluster = existing;

@@ -15,6 +15,7 @@ export {
   type QuicTuning,
 } from "./host.ts";
 export { type Identity, loadOrCreateIdentity } from "./identity.ts";
+export { pinFreePorts } from "./listen_ports.ts";
 export { type AdmissionLimits, DEFAULT_ADMISSION_LIMITS, PeerGate } from "./gate.ts";
 export type { RateLimit } from "./rate_limit.ts";
 export { consoleLogger, memoryLogger, type NetLogger } from "./log.ts";

@@ -915,7 +915,11 @@ export class SyncEngine {
     if (!result.ok) {
       await batch.flush();
       if (ops.length === 1) {
-        this.deps.log.info("proposal refused", { path: result.path, code: result.code });
+        this.deps.log.info("proposal refused", {
+          path: result.path,
+          code: result.code,
+          reason: result.message,
+        });
         this.#again = true;
       }
       return false;

@@ -108,9 +108,11 @@ Deno.test({
         assert.ok(s.commit >= committed, "entries committed before the kill are still there");
         assert.equal(s.members.length, 3);
       }
-      // The killed node restarts from its own storage and catches up.
+      // The killed node restarts from its own storage and catches up, on the port it had
+      // (it was started with port 0): the address the others know stays right.
       const back = await NodeProcess.start(leader.dir);
       nodes = [...survivors, back];
+      assert.deepEqual((await back.status()).addrs, s0.addrs);
       const target = (await survivors[0].status()).commit;
       await waitFor(
         "restarted node catches up",
