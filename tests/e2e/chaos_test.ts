@@ -15,7 +15,9 @@
  *   written to a shared file.
  *
  * `CHAOS_SEEDS=5,6,7` picks the seeds (default 1 and 2) and `CHAOS_ROUNDS` the rounds per seed
- * (default 8); a failure names its seed, which replays the same choices (timing still varies).
+ * (default 8); a failure names its seed, which replays the same choices (timing still varies),
+ * and leaves each node's whole log behind (in `CHAOS_LOG_DIR`, where every run's logs go if it
+ * is set).
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -172,6 +174,16 @@ function pause(rng: Rng, ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, rng.int(0, ms)));
 }
 
+/** Write each node's whole log (every process it ran) into `dir` (a new temp dir if none). */
+async function saveLogs(seed: number, runs: NodeProcess[][], dir?: string): Promise<string> {
+  const logDir = dir ?? await Deno.makeTempDir({ prefix: "chaos-logs-" });
+  for (let i = 0; i < runs.length; i++) {
+    const text = runs[i].map((n, k) => `=== run ${k}\n${n.stderr}`).join("\n");
+    await Deno.writeTextFile(`${logDir}/seed${seed}-node${i}.log`, text);
+  }
+  return logDir;
+}
+
 async function runChaos(seed: number): Promise<void> {
   const rng = new Rng(seed);
   const log: string[] = [];
@@ -260,15 +272,12 @@ async function runChaos(seed: number): Promise<void> {
         }
       }
     } catch (e) {
-      const logDir = Deno.env.get("CHAOS_LOG_DIR") ??
-        Deno.makeTempDirSync({ prefix: "chaos-logs-" });
-      for (let i = 0; i < runs.length; i++) {
-        const text = runs[i].map((n, k) => `=== run ${k}\n${n.stderr}`).join("\n");
-        await Deno.writeTextFile(`${logDir}/seed${seed}-node${i}.log`, text);
-      }
+      const logDir = await saveLogs(seed, runs, Deno.env.get("CHAOS_LOG_DIR"));
       console.error(`chaos seed ${seed} (node logs in ${logDir}), what it did:\n${log.join("\n")}`);
       throw e;
     }
+    const keep = Deno.env.get("CHAOS_LOG_DIR");
+    if (keep) await saveLogs(seed, runs, keep);
   }, { prefix: `filesync-chaos-${seed}-` });
 }
 
