@@ -9,7 +9,8 @@
  * disk-backed log fast.
  *
  * Proposals are wrapped in a small envelope naming the proposing node and a sequence number, so
- * the proposer recognises its own entries when they are applied, wherever the leader was.
+ * the proposer recognises its own entries when they are applied, wherever the leader was (and
+ * never takes an entry of its previous incarnation for a new one: numbers start from the clock).
  */
 import { bootstrapState, RaftCore, type RaftStatus } from "./core.ts";
 import { configEquals, decodeConfChange } from "./config.ts";
@@ -135,7 +136,12 @@ export class RaftNode {
   #ticks = 0;
   #unsent: PendingProposal[] = [];
   #proposals = new Map<number, Waiter<unknown> & { p: PendingProposal }>();
-  #seq = 0;
+  /**
+   * Proposal numbers start from the clock in microseconds: an entry the previous incarnation of
+   * this node proposed may be applied after a restart, and had its number been reused, its
+   * result would have resolved (or refused) a new proposal instead of that proposal's own.
+   */
+  #seq = Date.now() * 1000;
   #confWaiters: (Waiter<void> & { cc: ConfChange; submitted: boolean })[] = [];
   #reads = new Map<string, Waiter<void> & { r: PendingRead }>();
   #readSeq = 0;

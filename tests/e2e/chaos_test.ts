@@ -30,6 +30,8 @@ const TEST = { sanitizeResources: false, sanitizeOps: false };
 
 const SEEDS = (Deno.env.get("CHAOS_SEEDS") ?? "1,2").split(",").map(Number);
 const ROUNDS = Number(Deno.env.get("CHAOS_ROUNDS") ?? 8);
+/** `CHAOS_DEBUG=1`: nodes log at debug level (Raft and sync pass details in the saved logs). */
+const NODE_ARGS = Deno.env.get("CHAOS_DEBUG") ? ["--log-level", "debug"] : [];
 
 /** How the tree digest names a file's content: the first 8 bytes of its SHA-256, in hex. */
 function shortHash(bytes: Uint8Array): string {
@@ -221,7 +223,7 @@ async function runChaos(seed: number): Promise<void> {
           if (fault === "cut off") { for (const i of others) nodes[i].kill("SIGCONT"); }
           else if (fault === "stop") nodes[target].kill("SIGCONT");
           else if (fault === "kill") {
-            nodes[target] = await NodeProcess.start(dirs[target]);
+            nodes[target] = await NodeProcess.start(dirs[target], NODE_ARGS);
             runs[target].push(nodes[target]);
           }
         }
@@ -278,7 +280,7 @@ async function runChaos(seed: number): Promise<void> {
     }
     const keep = Deno.env.get("CHAOS_LOG_DIR");
     if (keep) await saveLogs(seed, runs, keep);
-  }, { prefix: `filesync-chaos-${seed}-` });
+  }, { prefix: `filesync-chaos-${seed}-`, extra: NODE_ARGS });
 }
 
 for (const seed of SEEDS) {

@@ -12,6 +12,7 @@ import {
   RaftNode,
   type RaftStorage,
   type StateMachine,
+  unwrapProposal,
 } from "../../src/raft/mod.ts";
 
 class Counter implements StateMachine {
@@ -142,6 +143,36 @@ Deno.test("raft node: restart from Deno KV resumes the log, term and state", asy
     kv.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("raft node: a restarted node never reuses a proposal number of its previous run", async () => {
+  // An entry the previous run proposed can be applied after the restart; with the same number
+  // it would resolve the new run's proposal with its own result (seen as a wrongly refused
+  // proposal in the chaos test).
+  const storage = new MemoryStorage();
+  const seqs: number[] = [];
+  for (let run = 0; run < 2; run++) {
+    const sm = new Counter();
+    const node = await RaftNode.start({
+      id: "a",
+      storage,
+      transport: new InMemoryNetwork().transport("a"),
+      stateMachine: sm,
+      bootstrap: ["a"],
+      tickMs: 20,
+      requestTimeoutMs: 3000,
+    });
+    try {
+      await waitFor("a leader", () => node.isLeader());
+      await node.propose(num(1));
+    } finally {
+      await node.stop();
+    }
+    const { entries } = await storage.load();
+    const mine = entries.filter((e) => e.data.length > 0 && e.type === 0);
+    seqs.push(unwrapProposal(mine.at(-1)!.data).seq);
+  }
+  assert.ok(seqs[1] > seqs[0], `proposal numbers ${seqs.join(", ")}`);
 });
 
 Deno.test("raft node: a learner joins, is promoted, and then votes", async () => {
