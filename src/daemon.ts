@@ -380,6 +380,11 @@ export class Daemon {
         },
       });
       cleanups.push(() => raft.stop());
+      // A restarted member knows its peers from the stored configuration: admit them at once,
+      // not only once the daemon exists (their connections were refused until then).
+      for (const p of [...raft.status().config.voters, ...raft.status().config.learners]) {
+        early.add(p);
+      }
       // The only voter (a new cluster's first node, or a restarted one-node cluster) cannot lose
       // an election: campaign now rather than after a 1-2 s election timeout, during which its
       // first scan's uploads and any join would wait.
@@ -399,6 +404,8 @@ export class Daemon {
       cleanups.push(() => control.close());
       const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
       for (const m of joinedMembers) self.#members.add(m.peerId);
+      // Before the engine starts: its first pushes need the members (the gate asks this set).
+      self.#refreshMembers();
       ref.daemon = self;
       await self.#serveProtocols();
       self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
