@@ -110,6 +110,7 @@ Deno.test({
       }
       // The killed node restarts from its own storage and catches up, on the port it had
       // (it was started with port 0): the address the others know stays right.
+      await Deno.writeTextFile(`${leader.dir}/written-while-down.txt`, "pushed at start\n");
       const back = await NodeProcess.start(leader.dir);
       nodes = [...survivors, back];
       assert.deepEqual((await back.status()).addrs, s0.addrs);
@@ -118,6 +119,13 @@ Deno.test({
         "restarted node catches up",
         async () => (await back.status()).applied >= target,
       );
+      // It admits the members it knows from the start: its first push (of the file written
+      // while it was down) is not refused by its own gate.
+      await waitFor("the file written while down to commit", async () => {
+        return (await back.status()).sync.pendingUp === 0 &&
+          back.stderr.includes("written-while-down.txt");
+      });
+      assert.ok(!back.stderr.includes("blocked by gater"), back.stderr);
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
       for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
