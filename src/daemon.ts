@@ -411,6 +411,8 @@ export class Daemon {
       self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
       self.#retention = { ...DEFAULT_RETENTION, ...opts.retention };
       self.#startBackgroundTasks();
+      // Before the engine's first pushes: a restarted node's host knows no address yet.
+      await self.#learnAddresses();
       self.#startEngine(opts.rescanMs);
       log.info("serving", {
         dir: store.root,
@@ -1047,18 +1049,24 @@ export class Daemon {
     if (removed.length > 0) this.host.revalidate().catch(() => {});
   }
 
-  /** Publish our addresses, learn others', and promote ourselves once caught up. */
-  async #maintainMembership(): Promise<void> {
-    if (this.#stopped) return;
-    const st = this.raft.status();
-    // Addresses first (a restarted node knows its peers only from its replicated address
-    // book), then connections, so a node whose own address changed can reach the others.
+  /** Give the host every member's addresses from the replicated address book; returns it. */
+  async #learnAddresses(): Promise<Map<string, string[]>> {
     const book = await this.index.peers();
     for (const [peer, addrs] of book) {
       if (peer !== this.host.peerId && addrs.length > 0) {
         await this.host.rememberPeer(peer, addrs).catch(() => {});
       }
     }
+    return book;
+  }
+
+  /** Publish our addresses, learn others', and promote ourselves once caught up. */
+  async #maintainMembership(): Promise<void> {
+    if (this.#stopped) return;
+    const st = this.raft.status();
+    // Addresses first (a restarted node knows its peers only from its replicated address
+    // book), then connections, so a node whose own address changed can reach the others.
+    const book = await this.#learnAddresses();
     const configured = [...st.config.voters, ...st.config.learners];
     await this.#connectMembers(configured.length > 0 ? configured : [...this.#members]);
     if (st.lead === "") return;

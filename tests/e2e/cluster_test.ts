@@ -119,13 +119,14 @@ Deno.test({
         "restarted node catches up",
         async () => (await back.status()).applied >= target,
       );
-      // It admits the members it knows from the start: its first push (of the file written
-      // while it was down) is not refused by its own gate.
+      // It admits the members it knows, and knows their addresses, from the start: its first
+      // push (of the file written while it was down) reaches them at once.
       await waitFor("the file written while down to commit", async () => {
         return (await back.status()).sync.pendingUp === 0 &&
           back.stderr.includes("written-while-down.txt");
       });
       assert.ok(!back.stderr.includes("blocked by gater"), back.stderr);
+      assert.ok(!back.stderr.includes("no valid addresses"), back.stderr);
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
       for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
