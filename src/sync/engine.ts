@@ -418,6 +418,11 @@ export class SyncEngine {
     this.#retry = setTimeout(() => this.request({ scan: false }), this.opts.rescanMs ?? 10_000);
   }
 
+  /** Forget this node's pending proposals of `paths` (before it proposes a restore of them). */
+  async forgetPending(paths: readonly string[]): Promise<void> {
+    await this.#pending.forget(paths, new KvBatch(this.deps.store.kv));
+  }
+
   /**
    * Run a scanning pass that starts after this call and return the result of the last pass
    * run. A pass running now may have read the tree before the call, so the one after it counts;

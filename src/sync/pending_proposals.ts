@@ -127,6 +127,20 @@ export class PendingProposals {
   }
 
   /**
+   * Drop every pending record of these paths: a restore this node proposes writes them with
+   * content that did not come from its disk, and must not be taken for its own upload (which
+   * a pending record of the same content would make it).
+   */
+  async forget(paths: readonly string[], batch: KvBatch): Promise<void> {
+    for (const path of paths) {
+      for await (const e of this.kv.list({ prefix: [...PENDING_PREFIX, path] })) {
+        await batch.delete(e.key);
+      }
+    }
+    await batch.flush();
+  }
+
+  /**
    * Bring the synced state up to every committed entry that is the outcome of a pending
    * proposal (proposed by `self`, newer than the proposal, with its content), as the engine
    * would have recorded it had it heard of the commit. Records that can no longer come true

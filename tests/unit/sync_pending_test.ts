@@ -104,3 +104,16 @@ Deno.test("pending: a record that cannot be read is dropped, not fatal", async (
     assert.deepEqual(await pendingKeys(kv), []);
   });
 });
+
+Deno.test("pending: forgotten paths (a restore of them) are not taken for the node's own upload", async () => {
+  await withKv(async (kv) => {
+    const pending = new PendingProposals(kv);
+    const synced = new SyncedState(kv);
+    await pending.record([put("a", ROOT_A), put("b", ROOT_A)], NO_LOCAL, 4, new KvBatch(kv));
+    await pending.forget(["a"], new KvBatch(kv));
+    // The restore commits the same content at "a", from this node.
+    const index = indexOf([committed("a", 7, "me", ROOT_A), committed("b", 7, "me", ROOT_A)], 7);
+    assert.deepEqual(await pending.recover(index, synced, "me", new KvBatch(kv)), ["b"]);
+    assert.equal(await synced.get("a"), null);
+  });
+});
