@@ -259,49 +259,6 @@ Deno.test("engine: syncNow calls made during a pass share the next pass, never r
   });
 });
 
-Deno.test("engine: its own proposal that committed unheard of is not taken for a remote change", async () => {
-  await withNode(async (store) => {
-    const index = new IndexState(store.kv);
-    let applied = 0;
-    // Cut off: every proposal times out, but stays in the Raft log and commits after healing.
-    let cutOff = true;
-    const held: Command[] = [];
-    const engine = loneEngine(store, index, {
-      propose: async (command) => {
-        if (!cutOff) return await index.apply(++applied, encodeCommand(command));
-        held.push(command);
-        throw new Error(`proposal ${held.length} timed out; outcome unknown`);
-      },
-    });
-    try {
-      await Deno.writeFile(`${store.root}/gone.bin`, seededBytes(35, 5000));
-      await Deno.writeFile(`${store.root}/edited.bin`, seededBytes(36, 6000));
-      assert.equal((await engine.syncNow()).pendingUp, 2);
-      // Still cut off, the user deletes one file and edits the other.
-      await Deno.remove(`${store.root}/gone.bin`);
-      await Deno.writeFile(`${store.root}/edited.bin`, seededBytes(37, 7000));
-      await engine.syncNow();
-      // Healed: the held proposals commit in order (the first one wins, the others lose their
-      // compare-and-swap), and the node hears of them only through the index.
-      for (const command of held) await index.apply(++applied, encodeCommand(command));
-      assert.equal((await index.get("gone.bin"))?.size, 5000);
-      cutOff = false;
-      const r = await engine.syncNow();
-      assert.equal(r.pendingUp, 0);
-      assert.equal(r.conflicts, 0, "the edit taken for a conflict with the node's own commit");
-      assert.equal(await readOrNull(`${store.root}/gone.bin`), null, "the deleted file came back");
-      assert.equal((await index.get("gone.bin"))?.deleted, true);
-      assert.equal((await index.get("edited.bin"))?.size, 7000);
-      assert.deepEqual(
-        [...Deno.readDirSync(store.root)].map((e) => e.name).filter((n) => n !== ".filesync"),
-        ["edited.bin"],
-      );
-    } finally {
-      await engine.stop();
-    }
-  });
-});
-
 Deno.test("engine: why local changes wait is reported, warned about once, and cleared", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
