@@ -1025,7 +1025,7 @@ export class Daemon {
       });
     }
     // Its content comes from history, not from this node's disk (see pending_proposals.ts).
-    await this.#engine?.forgetPending(ops.map((o) => o.op === "rename" ? o.to : o.path));
+    await this.#engine?.forgetPending(ops);
     const r = await this.propose({ origin: this.host.peerId, ops, time: Date.now() });
     // Whatever the outcome, the fetched chunks are duplicates once the restored files are
     // written, or garbage if nothing commits them. Applying the entry asked for a sync pass

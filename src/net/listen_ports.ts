@@ -9,13 +9,17 @@
  */
 import { multiaddr } from "@multiformats/multiaddr";
 
-/** The transport part of a listen address, as "ip4 udp" or "ip6 tcp", and its port. */
-function portOf(addr: string): { kind: string; port: number } | null {
+/** A listen address's transport ("udp" or "tcp"), its family and transport as "ip4 udp", and its port. */
+function portOf(addr: string): { transport: string; kind: string; port: number } | null {
   const parts = multiaddr(addr).getComponents();
   const family = parts.find((p) => p.name === "ip4" || p.name === "ip6");
   const transport = parts.find((p) => p.name === "udp" || p.name === "tcp");
   if (!family || !transport?.value) return null;
-  return { kind: `${family.name} ${transport.name}`, port: Number(transport.value) };
+  return {
+    transport: transport.name,
+    kind: `${family.name} ${transport.name}`,
+    port: Number(transport.value),
+  };
 }
 
 /**
@@ -42,8 +46,7 @@ export function pinFreePorts(
     }
     const port = ports.get(p.kind);
     if (port === undefined) return null;
-    const [transport] = p.kind.split(" ").slice(1);
-    out.push(r.replace(`/${transport}/0`, `/${transport}/${port}`));
+    out.push(r.replace(`/${p.transport}/0`, `/${p.transport}/${port}`));
     pinned = true;
   }
   return pinned ? out : null;

@@ -48,7 +48,7 @@ import {
   type PrefetchShare,
 } from "./prefetch.ts";
 import { scanPaths, scanTree } from "./scanner.ts";
-import { syncedAfterUpload, type SyncedRecord, SyncedState } from "./synced_state.ts";
+import { type SyncedRecord, SyncedState } from "./synced_state.ts";
 import { PendingProposals } from "./pending_proposals.ts";
 import { type WatchBatch, Watcher } from "./watcher.ts";
 import type { Logger } from "./log.ts";
@@ -418,9 +418,9 @@ export class SyncEngine {
     this.#retry = setTimeout(() => this.request({ scan: false }), this.opts.rescanMs ?? 10_000);
   }
 
-  /** Forget this node's pending proposals of `paths` (before it proposes a restore of them). */
-  async forgetPending(paths: readonly string[]): Promise<void> {
-    await this.#pending.forget(paths, new KvBatch(this.deps.store.kv));
+  /** Forget this node's pending proposals of the paths `ops` write (before it proposes them). */
+  async forgetPending(ops: readonly FileOp[]): Promise<void> {
+    await this.#pending.forget(ops.flatMap(opPaths), new KvBatch(this.deps.store.kv));
   }
 
   /**
@@ -930,10 +930,7 @@ export class SyncEngine {
       return false;
     }
     for (const op of ops) {
-      for (const { path, rec } of syncedAfterUpload(op, result.version, local)) {
-        if (rec) await this.#synced.put(batch, path, rec);
-        else await this.#synced.delete(batch, path);
-      }
+      await this.#synced.recordUpload(batch, op, result.version, local);
       this.deps.log.info("committed", {
         op: op.op,
         path: "path" in op ? op.path : `${op.from} -> ${op.to}`,
