@@ -1088,9 +1088,12 @@ export class Daemon {
       // became one before it held the existing data would make the leader push it everything
       // committed meanwhile into its packs, and then copy it all again into files: it fetches
       // the data as a learner first.
+      // Judged by the index the last pass planned from, not by when it ran: once caught up,
+      // the next pass may be a safety-net rescan a minute or more away (its spacing grows
+      // with its cost, which a loaded machine inflates), and promotion waited for it.
       const pass = this.#engine?.lastPass;
       const holdsData = pass !== undefined && !pass.busy && pass.pendingDown === 0 &&
-        pass.at > this.#caughtUpAt;
+        (pass.plannedAt ?? 0) >= needed;
       if (
         this.#caughtUpAt > 0 && (holdsData || Date.now() - this.#caughtUpAt > PROMOTE_ANYWAY_MS)
       ) {

@@ -131,6 +131,11 @@ export interface PassResult {
   waitingUp?: string | null;
   /** Why committed changes are not written yet, likewise (a fetch or the disk failed). */
   waitingDown?: string | null;
+  /**
+   * The applied index of the committed view the pass planned from: with nothing pending down
+   * and no write in flight, the disk holds everything committed up to it.
+   */
+  plannedAt?: number;
 }
 
 /**
@@ -490,7 +495,7 @@ export class SyncEngine {
       log.debug("own commits recovered", { paths: recovered.length });
       this.#views.touch(recovered, "own");
     }
-    const { local, synced, committed } = await this.#loadViews();
+    const { local, synced, committed, at: plannedAt } = await this.#loadViews();
     const plan = reconcile(local, synced, committed);
     // Paths a background write still owns, or whose write ended while this pass read its
     // views, wait for the next pass.
@@ -653,6 +658,7 @@ export class SyncEngine {
       pendingDownBytes,
       waitingUp: this.#waiting.up,
       waitingDown: this.#waiting.down,
+      plannedAt,
     };
   }
 

@@ -1,7 +1,12 @@
 /** Shared pieces of the file index's unit tests (tests/unit/fsm_*_test.ts). */
 import assert from "node:assert/strict";
 import { sha256 } from "../../src/chunk/mod.ts";
-import type { ApplyResult } from "../../src/fsm/mod.ts";
+import {
+  type ApplyResult,
+  type Command,
+  encodeCommand,
+  type IndexState,
+} from "../../src/fsm/mod.ts";
 
 /** A distinct file root per number. */
 export const root = (n: number) => sha256(new Uint8Array([n, n >> 8, n >> 16]));
@@ -56,4 +61,30 @@ export function mutate(good: Uint8Array, rand: () => number): Uint8Array {
   }
   if (rand() < 0.3) bytes = bytes.subarray(0, Math.floor(rand() * bytes.length));
   return bytes;
+}
+
+/**
+ * Commands applied to one index in order, one at a time, as Raft's apply loop does. The sync
+ * engine proposes several commands at once; applied concurrently, one apply would take the
+ * other's half-written entry for the leftovers of a crash and undo it (IndexState.apply is
+ * not reentrant, and needs not be: Raft never calls it so).
+ */
+export class SerialLog {
+  #applied = 0;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly index: IndexState) {}
+
+  /** How many entries were appended (applied, or queued to be). */
+  get length(): number {
+    return this.#applied;
+  }
+
+  /** Append a command and resolve with its result once it is applied. */
+  apply(command: Command): Promise<ApplyResult> {
+    const at = ++this.#applied;
+    const result = this.#tail.then(() => this.index.apply(at, encodeCommand(command)));
+    this.#tail = result.catch(() => {});
+    return result;
+  }
 }

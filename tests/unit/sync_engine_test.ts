@@ -18,6 +18,7 @@ import {
   SyncEngine,
 } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
+import { SerialLog } from "../helpers/fsm.ts";
 import { type FakeRemote, withNode } from "../helpers/fake_remote.ts";
 
 /** Serves the fake remote's objects; objects in `held` wait until release() is called. */
@@ -80,11 +81,11 @@ function loneEngine(
   deps: Partial<EngineDeps> = {},
   opts: EngineOptions = {},
 ): SyncEngine {
-  let applied = 0;
+  const log = new SerialLog(index);
   return new SyncEngine({
     store,
     index,
-    propose: (command) => index.apply(++applied, encodeCommand(command)),
+    propose: (command) => log.apply(command),
     nodeId: "A",
     remote: { fetch: () => Promise.reject(new Error("nothing is fetched here")) },
     replicate: () => Promise.resolve(),
@@ -176,7 +177,7 @@ Deno.test("engine: small files committed after a large one land while it is stil
 Deno.test("engine: files moved in land before a large file next to their folders is pushed", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
-    let applied = 0;
+    const log = new SerialLog(index);
     const committedAt = new Map<string, number>();
     let order = 0;
     // The large file's objects wait to be made durable until released; the others do not.
@@ -187,7 +188,7 @@ Deno.test("engine: files moved in land before a large file next to their folders
       store,
       index,
       propose: async (command) => {
-        const r = await index.apply(++applied, encodeCommand(command));
+        const r = await log.apply(command);
         if (r.ok) {
           for (const op of command.ops) if ("path" in op) committedAt.set(op.path, ++order);
         }
@@ -253,6 +254,49 @@ Deno.test("engine: syncNow calls made during a pass share the next pass, never r
       for (const r of await Promise.all(later)) assert.equal(r.pendingUp, 0);
       assert.equal(engine.lastPass.passes, 2);
       assert.equal((await index.get("a.bin"))?.size, 5000);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+Deno.test("engine: its own proposal that committed unheard of is not taken for a remote change", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    const log = new SerialLog(index);
+    // Cut off: every proposal times out, but stays in the Raft log and commits after healing.
+    let cutOff = true;
+    const held: Command[] = [];
+    const engine = loneEngine(store, index, {
+      propose: async (command) => {
+        if (!cutOff) return await log.apply(command);
+        held.push(command);
+        throw new Error(`proposal ${held.length} timed out; outcome unknown`);
+      },
+    });
+    try {
+      await Deno.writeFile(`${store.root}/gone.bin`, seededBytes(35, 5000));
+      await Deno.writeFile(`${store.root}/edited.bin`, seededBytes(36, 6000));
+      assert.equal((await engine.syncNow()).pendingUp, 2);
+      // Still cut off, the user deletes one file and edits the other.
+      await Deno.remove(`${store.root}/gone.bin`);
+      await Deno.writeFile(`${store.root}/edited.bin`, seededBytes(37, 7000));
+      await engine.syncNow();
+      // Healed: the held proposals commit in order (the first one wins, the others lose their
+      // compare-and-swap), and the node hears of them only through the index.
+      for (const command of held) await log.apply(command);
+      assert.equal((await index.get("gone.bin"))?.size, 5000);
+      cutOff = false;
+      const r = await engine.syncNow();
+      assert.equal(r.pendingUp, 0);
+      assert.equal(r.conflicts, 0, "the edit taken for a conflict with the node's own commit");
+      assert.equal(await readOrNull(`${store.root}/gone.bin`), null, "the deleted file came back");
+      assert.equal((await index.get("gone.bin"))?.deleted, true);
+      assert.equal((await index.get("edited.bin"))?.size, 7000);
+      assert.deepEqual(
+        [...Deno.readDirSync(store.root)].map((e) => e.name).filter((n) => n !== ".filesync"),
+        ["edited.bin"],
+      );
     } finally {
       await engine.stop();
     }
