@@ -85,8 +85,10 @@ function makeObject(blocks: Uint8Array[], i: number): Uint8Array {
   return out;
 }
 
+/** A throwaway identity file, removed with its directory when the process exits. */
 async function tempIdentity(name: string): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: `fs-bench-${name}-` });
+  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
   return `${dir}/identity.key`;
 }
 
