@@ -382,13 +382,11 @@ export class Daemon {
       cleanups.push(() => raft.stop());
       // A restarted member knows its peers from the stored configuration: admit them at once,
       // not only once the daemon exists (their connections were refused until then).
-      for (const p of [...raft.status().config.voters, ...raft.status().config.learners]) {
-        early.add(p);
-      }
+      const { voters, learners } = raft.status().config;
+      for (const p of [...voters, ...learners]) early.add(p);
       // The only voter (a new cluster's first node, or a restarted one-node cluster) cannot lose
       // an election: campaign now rather than after a 1-2 s election timeout, during which its
       // first scan's uploads and any join would wait.
-      const { voters } = raft.status().config;
       if (voters.length === 1 && voters[0] === host.peerId) raft.campaign();
 
       const control = await startControlServer(store.dataDir, {
@@ -1087,10 +1085,9 @@ export class Daemon {
       // A voter is one of the majority every commit's objects must reach first. A node that
       // became one before it held the existing data would make the leader push it everything
       // committed meanwhile into its packs, and then copy it all again into files: it fetches
-      // the data as a learner first.
-      // Judged by the index the last pass planned from, not by when it ran: once caught up,
-      // the next pass may be a safety-net rescan a minute or more away (its spacing grows
-      // with its cost, which a loaded machine inflates), and promotion waited for it.
+      // the data as a learner first. That is judged by the index the last pass planned from,
+      // not by when it ran: once caught up, the next pass may be a safety-net rescan a minute
+      // or more away (its spacing grows with its cost, which a loaded machine inflates).
       const pass = this.#engine?.lastPass;
       const holdsData = pass !== undefined && !pass.busy && pass.pendingDown === 0 &&
         (pass.plannedAt ?? 0) >= needed;

@@ -70,19 +70,14 @@ export function mutate(good: Uint8Array, rand: () => number): Uint8Array {
  * not reentrant, and needs not be: Raft never calls it so).
  */
 export class SerialLog {
-  #applied = 0;
+  #appended = 0;
   #tail: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly index: IndexState) {}
 
-  /** How many entries were appended (applied, or queued to be). */
-  get length(): number {
-    return this.#applied;
-  }
-
   /** Append a command and resolve with its result once it is applied. */
   apply(command: Command): Promise<ApplyResult> {
-    const at = ++this.#applied;
+    const at = ++this.#appended;
     const result = this.#tail.then(() => this.index.apply(at, encodeCommand(command)));
     this.#tail = result.catch(() => {});
     return result;

@@ -101,10 +101,9 @@ async function readOrNull(path: string): Promise<Uint8Array | null> {
 Deno.test("engine: small files committed after a large one land while it is still fetched", async () => {
   await withNode(async (store, remote) => {
     const index = new IndexState(store.kv);
-    let applied = 0;
+    const log = new SerialLog(index);
     const commit = async (ops: FileOp[]) => {
-      const command: Command = { origin: "A", ops, time: Date.now() };
-      const r = await index.apply(++applied, encodeCommand(command));
+      const r = await log.apply({ origin: "A", ops, time: Date.now() });
       assert.ok(r.ok, JSON.stringify(r));
     };
     const gated = new GatedRemote(remote);
