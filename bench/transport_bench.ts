@@ -1,6 +1,7 @@
 /**
  * Transport benchmark: object transfer between two processes over QUIC on 127.0.0.1, side by
- * side with raw libp2p QUIC streams (1 and 8) carrying the same number of bytes.
+ * side with raw libp2p QUIC streams (1 and 8) carrying the same number of bytes, and with the
+ * same fetch over a bulk connection (TLS on TCP, src/net/bulk.ts).
  *
  *   deno task bench:transport [--mib 1024] [--rounds 1] [--chunk-kib 64]
  *       [--streams N] [--window-mib N] [--window N] [--batch N]
@@ -20,6 +21,8 @@ import { parseArgs } from "node:util";
 import { sha256, toHex } from "../src/chunk/hash.ts";
 import { giveBuffer, takeBuffer } from "../src/util/mod.ts";
 import {
+  BulkDialer,
+  BulkServer,
   createHost,
   createInvite,
   type FetchOptions,
@@ -36,6 +39,7 @@ import {
 } from "../src/net/mod.ts";
 
 const RAW_PROTOCOL = "/filesync/bench-raw/1";
+const BULK_RUN = "objects, verified, over a bulk connection (TLS on TCP)";
 const BLOCKS = 64;
 
 const { values: args } = parseArgs({
@@ -115,7 +119,7 @@ async function serve(): Promise<void> {
     logger: { warn: (m) => console.error(`[server] ${m}`) },
     quic,
   });
-  await serveObjects(host, {
+  const objects = await serveObjects(host, {
     has: (h) => Promise.resolve(index.has(toHex(h))),
     get: (h) => {
       const i = index.get(toHex(h));
@@ -123,6 +127,7 @@ async function serve(): Promise<void> {
     },
     release: giveBuffer,
   });
+  await BulkServer.start(host, "127.0.0.1", objects);
   await host.handle(RAW_PROTOCOL, async (stream) => {
     // Request: 8 bytes, the number of bytes to send back.
     let req = new Uint8Array(0);
@@ -211,7 +216,7 @@ function mibps(bytes: number, seconds: number): number {
 /** "raw x1", "raw x8", "objects": for the per-round lines. */
 function short(name: string): string {
   const m = /^raw .*, (\d+) stream/.exec(name);
-  return m !== null ? `raw x${m[1]}` : "objects";
+  return m !== null ? `raw x${m[1]}` : name === BULK_RUN ? "bulk" : "objects";
 }
 
 function median(xs: number[]): number {
@@ -280,22 +285,23 @@ async function client(): Promise<void> {
     );
     console.log(`join handshake (invite -> accepted): ${joinMs.toFixed(1)} ms`);
 
-    const fetcher = new ObjectFetcher(host);
+    const fetchAll = (fetcher: ObjectFetcher) => async () => {
+      let received = 0;
+      const t0 = performance.now();
+      const r = await fetcher.fetch(hashes, [info.peerId], (_h, bytes) => {
+        received += bytes.length;
+      }, fetchOpts);
+      const seconds = (performance.now() - t0) / 1000;
+      if (r.fetched !== objectCount || received !== totalBytes || r.missing.length > 0) {
+        throw new Error(`object transfer incomplete: ${r.fetched}/${objectCount} objects`);
+      }
+      return seconds;
+    };
     const runs: Record<string, () => Promise<number>> = {
       "raw libp2p QUIC, 1 stream": () => rawTransfer(host, info.peerId, 1),
       "raw libp2p QUIC, 8 streams": () => rawTransfer(host, info.peerId, 8),
-      [objectsName]: async () => {
-        let received = 0;
-        const t0 = performance.now();
-        const r = await fetcher.fetch(hashes, [info.peerId], (_h, bytes) => {
-          received += bytes.length;
-        }, fetchOpts);
-        const seconds = (performance.now() - t0) / 1000;
-        if (r.fetched !== objectCount || received !== totalBytes || r.missing.length > 0) {
-          throw new Error(`object transfer incomplete: ${r.fetched}/${objectCount} objects`);
-        }
-        return seconds;
-      },
+      [objectsName]: fetchAll(new ObjectFetcher(host)),
+      [BULK_RUN]: fetchAll(new ObjectFetcher(host, { bulk: new BulkDialer(host) })),
     };
     const names = Object.keys(runs).filter((n) => !(args["skip-raw"] && n.startsWith("raw")));
     const figures = new Map<string, number[]>(names.map((n) => [n, []]));

@@ -12,6 +12,9 @@
  */
 import { peerIdFromString } from "@libp2p/peer-id";
 import {
+  BulkDialer,
+  bulkHostname,
+  BulkServer,
   CLIENT_PROTOCOL,
   createHost,
   DEFAULT_LISTEN,
@@ -126,6 +129,11 @@ export interface DaemonOptions {
   join?: string;
   /** Also listen on and dial TCP. */
   enableTcp?: boolean;
+  /**
+   * Move objects over TLS-on-TCP bulk connections where peers offer them (bulk.ts; default
+   * true); false: over libp2p streams only.
+   */
+  bulk?: boolean;
   logger?: Logger;
   /** Raft tick, ms (election after about 10 ticks without a leader). */
   tickMs?: number;
@@ -240,6 +248,9 @@ export class Daemon {
   #stopped = false;
   #engine: SyncEngine | null = null;
   #fetcher: ObjectFetcher | null = null;
+  /** Dials bulk connections for fetches and pushes; null with DaemonOptions.bulk false. */
+  readonly #bulk: BulkDialer | null;
+  #bulkServer: BulkServer | null = null;
   /** Rotates which voters receive an upload's objects first. */
   #pushRotation = 0;
   /** When a push to a peer last failed: such peers are tried last for a while. */
@@ -279,8 +290,10 @@ export class Daemon {
     private readonly channel: MessageChannel,
     private readonly control: ControlServer,
     readonly log: Logger,
+    bulk: BulkDialer | null,
   ) {
-    this.#pusher = new ObjectPusher(host);
+    this.#bulk = bulk;
+    this.#pusher = new ObjectPusher(host, { bulk: bulk ?? undefined });
   }
 
   /** Open the directory, join or create the cluster, and start serving. */
@@ -400,11 +413,13 @@ export class Daemon {
         labels: () => ref.daemon!.index.labels(),
       });
       cleanups.push(() => control.close());
-      const self = new Daemon(store, host, raft, index, cluster, channel, control, log);
+      const bulk = (opts.bulk ?? true) ? new BulkDialer(host) : null;
+      const self = new Daemon(store, host, raft, index, cluster, channel, control, log, bulk);
       for (const m of joinedMembers) self.#members.add(m.peerId);
       // Before the engine starts: its first pushes need the members (the gate asks this set).
       self.#refreshMembers();
       ref.daemon = self;
+      cleanups.push(() => self.#bulkServer?.close());
       await self.#serveProtocols();
       self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
       self.#retention = { ...DEFAULT_RETENTION, ...opts.retention };
@@ -454,7 +469,7 @@ export class Daemon {
       log: this.log,
     });
     await serveSession(this.host, (peer, method, body) => gateway.handle(peer, method, body));
-    await serveObjects(this.host, {
+    const objectsHandler = await serveObjects(this.host, {
       has: async (h) => {
         if (!(await this.store.holds(h))) return false;
         // A pusher skips what we claim to hold: GC keeps it until its commit can have landed.
@@ -485,6 +500,14 @@ export class Daemon {
         flush: (hashes) => this.store.packs.flush(hashes),
       },
     });
+    if (this.#bulk !== null) {
+      const server = await BulkServer.start(
+        this.host,
+        bulkHostname(this.host.addrs()),
+        objectsHandler,
+      );
+      this.#bulkServer = server;
+    }
   }
 
   /** Admit a one-shot client that proved an invite: it may use objects and sessions. */
@@ -821,7 +844,9 @@ export class Daemon {
   }
 
   #startEngine(rescanMs?: number): void {
-    const fetcher = new ObjectFetcher(this.host);
+    const fetcher = new ObjectFetcher(this.host, {
+      bulk: this.#bulk ?? undefined,
+    });
     this.#fetcher = fetcher;
     this.#engine = new SyncEngine({
       store: this.store,
@@ -1212,6 +1237,7 @@ export class Daemon {
     await this.#engine?.stop().catch(() => {});
     this.#fetcher?.close();
     await this.raft.stop().catch(() => {});
+    await this.#bulkServer?.close().catch(() => {});
     await this.channel.close().catch(() => {});
     await this.host.stop().catch(() => {});
     await this.store.close().catch(() => {});

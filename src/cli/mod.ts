@@ -72,6 +72,10 @@ function buildProgram(result: { code: number }): Command {
     )
     .option("--tcp", "also listen on and dial TCP (fallback transport)")
     .option(
+      "--no-bulk",
+      "move file data over libp2p QUIC only, never over TLS-on-TCP bulk connections",
+    )
+    .option(
       "--rescan <seconds>",
       "full rescan period, a safety net for missed file events",
       positiveInt,

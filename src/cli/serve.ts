@@ -7,6 +7,8 @@ export interface ServeOptions {
   join?: string;
   listen?: string[];
   tcp?: boolean;
+  /** Bulk connections for file data (commander sets false for --no-bulk). */
+  bulk?: boolean;
   /** Safety-net rescan period, s. */
   rescan: number;
   /** Pack garbage collection period, s. */
@@ -27,6 +29,7 @@ export async function serveCommand(dir: string, opts: ServeOptions): Promise<num
     join: opts.join,
     listen: opts.listen,
     enableTcp: opts.tcp,
+    bulk: opts.bulk ?? true,
     logger: log,
     rescanMs: opts.rescan * 1000,
     gcIntervalMs: opts.gcInterval * 1000,

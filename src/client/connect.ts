@@ -5,6 +5,7 @@
  * answer it only on the objects and session protocols, for as long as it keeps working.
  */
 import {
+  BulkDialer,
   CLIENT_PROTOCOL,
   consoleLogger,
   createHost,
@@ -102,14 +103,15 @@ export async function connectCluster(
     const session = await SessionClient.open(host, joined.serverPeer, opts.signal);
     const h = host;
     const admitted = new Set([joined.serverPeer]);
+    const bulk = new BulkDialer(h);
     return {
       host: h,
       invite,
       gateway: joined.serverPeer,
       session,
       members: joined.members,
-      fetcher: new ObjectFetcher(h),
-      pusher: new ObjectPusher(h),
+      fetcher: new ObjectFetcher(h, { bulk }),
+      pusher: new ObjectPusher(h, { bulk }),
       async admitElsewhere(signal?: AbortSignal): Promise<string[]> {
         await Promise.all(joined.members.map(async (m) => {
           if (admitted.has(m.peerId) || m.addrs.length === 0) return;

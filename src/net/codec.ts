@@ -468,3 +468,37 @@ const sessionMessages = new MessageSet<SessionMessage>("session", [
 
 /** Codec of /filesync/session/1. */
 export const sessionCodec = new ProtocolCodec(sessionMessages, SESSION_MAX_BODY + 1024);
+
+// ---------------------------------------------------------------------------------------------
+// Bulk offers: /filesync/bulk/1 (see bulk.ts)
+
+/** Bytes of a bulk ticket. */
+export const BULK_TICKET_LENGTH = 32;
+/** Longest certificate (PEM) in a bulk offer. */
+export const MAX_BULK_CERT = 8 * 1024;
+
+/**
+ * Messages of /filesync/bulk/1: a member or client asks how to reach this node's bulk
+ * listener, and is told its TCP port, its TLS certificate and a ticket that admits the asker.
+ */
+export type BulkMessage =
+  | { type: "offerRequest"; version: number }
+  | { type: "offer"; port: number; cert: string; ticket: Uint8Array }
+  | { type: "noOffer"; reason: string };
+
+const bulkMessages = new MessageSet<BulkMessage>("bulk", [
+  { tag: 80, type: "offerRequest", fields: [["version", uint(1_000)]] },
+  {
+    tag: 81,
+    type: "offer",
+    fields: [
+      ["port", uint(65_535)],
+      ["cert", text(1, MAX_BULK_CERT)],
+      ["ticket", fixedBytes(BULK_TICKET_LENGTH)],
+    ],
+  },
+  { tag: 82, type: "noOffer", fields: [["reason", text(0, 256)]] },
+]);
+
+/** Codec of /filesync/bulk/1. */
+export const bulkCodec = new ProtocolCodec(bulkMessages, 16 * 1024);

@@ -19,7 +19,12 @@
  * with bench/transport_bench.ts, where CPU is the limit: both processes share two cores).
  */
 import { concatBytes } from "../wire/mod.ts";
-import type { Stream } from "@libp2p/interface";
+import {
+  ConnStream,
+  type MessageStream,
+  type StreamCloseEvent,
+  type StreamMessageEvent,
+} from "./conn_stream.ts";
 import type { ProtocolCodec } from "./codec.ts";
 import { FrameDecoder } from "./frame.ts";
 
@@ -62,10 +67,14 @@ function giveSendBuffer(buf: Uint8Array): void {
  * was sent while the stream was idle. True for @chainsafe/libp2p-quic streams: each native
  * write takes everything queued (alone, or copied together with earlier bytes), the native
  * side copies the bytes into quinn's send buffer before the write resolves, and 'drain' is
- * dispatched when it resolved. Other transports (yamux over TCP) may keep referencing a sent
+ * dispatched when it resolved; and for ConnStream (bulk connections). Other transports (yamux
+ * over TCP) may keep referencing a sent
  * buffer after 'drain', so their send buffers are never reused.
  */
-function reusesSentBuffers(stream: Stream): boolean {
+function reusesSentBuffers(stream: MessageStream): boolean {
+  // A ConnStream dispatches 'drain' once every queued write resolved, and its connections
+  // resolve a write once they hold no reference to its bytes.
+  if (stream instanceof ConnStream) return true;
   // A maximum message size would make libp2p split one queued buffer over several writes.
   return stream.constructor.name === "QuicStream" &&
     (stream as { maxMessageSize?: number }).maxMessageSize === undefined;
@@ -98,7 +107,7 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
   #sent: Uint8Array | null = null;
 
   constructor(
-    readonly stream: Stream,
+    readonly stream: MessageStream,
     private readonly readCodec: ProtocolCodec<In>,
     private readonly writeCodec: ProtocolCodec<Out>,
     options: FramedStreamOptions = {},
@@ -112,7 +121,7 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
     // frame arriving in full while we are paused.
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, readCodec.maxFrame + 65536);
     stream.addEventListener("message", (evt) => {
-      const data = evt.data;
+      const data = (evt as StreamMessageEvent).data as Uint8Array | Iterable<Uint8Array>;
       if (data instanceof Uint8Array) this.#decoder.push(data);
       else for (const buf of data) this.#decoder.push(buf);
       if (!this.#paused && this.#decoder.bufferedBytes > this.#readHighWater) {
@@ -131,7 +140,8 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
       // Registered after libp2p's own drain listener, so the stream is idle again here.
       stream.addEventListener("drain", () => this.#onDrain());
     }
-    stream.addEventListener("close", (evt) => {
+    stream.addEventListener("close", (event) => {
+      const evt = event as StreamCloseEvent;
       this.#ended = true;
       this.#fill = null;
       this.#sent = null;
@@ -381,7 +391,7 @@ export class FramedStream<In extends { type: string }, Out extends { type: strin
  * promise is created once and never reset, so after the first drain it resolves at once, and a
  * "wait until drained" loop spins on microtasks forever, starving the very I/O it waits for.
  */
-export function waitForDrain(stream: Stream, signal?: AbortSignal): Promise<void> {
+export function waitForDrain(stream: MessageStream, signal?: AbortSignal): Promise<void> {
   if (!stream.writableNeedsDrain) return Promise.resolve();
   if (stream.status !== "open") {
     return Promise.reject(new StreamEndedError(`stream is ${stream.status}`));

@@ -16,6 +16,8 @@ export {
 } from "./host.ts";
 export { type Identity, loadOrCreateIdentity } from "./identity.ts";
 export { pinFreePorts } from "./listen_ports.ts";
+export { BULK_PROTOCOL, BulkDialer, bulkHostname, BulkServer, makeTlsIdentity } from "./bulk.ts";
+export { ConnStream, type MessageStream } from "./conn_stream.ts";
 export { type AdmissionLimits, DEFAULT_ADMISSION_LIMITS, PeerGate } from "./gate.ts";
 export type { RateLimit } from "./rate_limit.ts";
 export { consoleLogger, memoryLogger, type NetLogger } from "./log.ts";
@@ -30,6 +32,9 @@ export {
   WireEncodeError,
 } from "./errors.ts";
 export {
+  BULK_TICKET_LENGTH,
+  bulkCodec,
+  type BulkMessage,
   joinRequestCodec,
   joinResponseCodec,
   MAX_OBJECT_SIZE,

@@ -32,6 +32,7 @@ import { deadline } from "./deadline.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 import { OBJECTS_PROTOCOL } from "./objects_server.ts";
+import type { BulkDialer } from "./bulk.ts";
 import { StreamPool } from "./stream_pool.ts";
 
 /** Called with each verified object; the fetch waits for it (backpressure to the store). */
@@ -145,9 +146,11 @@ export class ObjectFetcher {
 
   constructor(
     private readonly host: Host,
-    private readonly opts: { avoidMs?: number } = {},
+    private readonly opts: { avoidMs?: number; bulk?: BulkDialer } = {},
   ) {
+    const bulk = opts.bulk;
     this.streams = new StreamPool(host, OBJECTS_PROTOCOL, objectsCodec, {
+      dial: bulk ? (peer, signal) => bulk.open(peer, signal) : undefined,
       // The window bounds what a well-behaved peer sends ahead (give or take one batch of
       // objects larger than average); pause, and let libp2p reset a peer that ignores the
       // pause, only beyond that.

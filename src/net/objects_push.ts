@@ -27,6 +27,7 @@ import {
 import { deadline } from "./deadline.ts";
 import { PushError, WireDecodeError } from "./errors.ts";
 import { FramedStream, StreamEndedError } from "./framed_stream.ts";
+import type { BulkDialer } from "./bulk.ts";
 import type { Host } from "./host.ts";
 import { OBJECTS_PROTOCOL, PUSH_WINDOW_LIMIT } from "./objects_server.ts";
 
@@ -81,7 +82,8 @@ const OPEN_TIMEOUT_MS = 10_000;
 
 /** Pushes objects to members and waits until they hold them durably. */
 export class ObjectPusher {
-  constructor(private readonly host: Host) {}
+  /** `bulk`: push over TLS-on-TCP bulk connections where peers offer them (bulk.ts). */
+  constructor(private readonly host: Host, private readonly opts: { bulk?: BulkDialer } = {}) {}
 
   /**
    * Make `peerId` hold every object of `hashes` durably: send those it lacks (bytes from
@@ -100,7 +102,7 @@ export class ObjectPusher {
     if (peerId === this.host.peerId) {
       throw new PushError(peerId, "unreachable", "cannot push objects to this node itself");
     }
-    const fs = await openStream(this.host, peerId, opts);
+    const fs = await openStream(this.host, peerId, opts, this.opts.bulk);
     return await new PushRun(fs, peerId, opts).run(unique, read);
   }
 }
@@ -123,12 +125,18 @@ function distinct(hashes: Hash[]): Hash[] {
 }
 
 /** Open the push stream, within the stall limit and the caller's signal. */
-async function openStream(host: Host, peerId: string, opts: PushOptions): Promise<ObjectsStream> {
+async function openStream(
+  host: Host,
+  peerId: string,
+  opts: PushOptions,
+  bulk: BulkDialer | undefined,
+): Promise<ObjectsStream> {
   const ms = Math.min(opts.stallMs ?? 30_000, OPEN_TIMEOUT_MS);
   const timer = deadline(ms);
   const signal = withTimer(opts.signal, timer.signal);
   try {
-    const stream = await host.openStream(peerId, OBJECTS_PROTOCOL, { signal });
+    const stream = (await bulk?.open(peerId, signal)) ??
+      await host.openStream(peerId, OBJECTS_PROTOCOL, { signal });
     return new FramedStream(stream, objectsCodec, objectsCodec, { readHighWater: READ_HIGH_WATER });
   } catch (err) {
     if (opts.signal?.aborted) {

@@ -24,6 +24,7 @@ import {
   type ObjectsMessage,
 } from "./codec.ts";
 import { WireDecodeError } from "./errors.ts";
+import type { MessageStream } from "./conn_stream.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 
@@ -124,17 +125,36 @@ interface Session {
   touched: Hash[];
 }
 
-/** Serve objects from `provider` to members (and take pushed ones into `opts.receiver`). */
+/**
+ * Serve objects from `provider` to members (and take pushed ones into `opts.receiver`), on
+ * libp2p streams; returns the handler of one stream, for bulk connections (bulk.ts) too.
+ */
 export async function serveObjects(
   host: Host,
   provider: ObjectProvider,
   opts: ObjectServerOptions = {},
-): Promise<void> {
+): Promise<(stream: MessageStream, peer: string) => Promise<void>> {
+  const handler = objectsStreamHandler(host, provider, opts);
+  await host.handle(OBJECTS_PROTOCOL, handler, {
+    membersOnly: true,
+    allowClients: true,
+    maxInboundStreams: opts.maxStreams ?? 64,
+    maxOutboundStreams: 64,
+  });
+  return handler;
+}
+
+/** Answers the requests of one objects stream until the client ends it. */
+function objectsStreamHandler(
+  host: Host,
+  provider: ObjectProvider,
+  opts: ObjectServerOptions,
+): (stream: MessageStream, peer: string) => Promise<void> {
   const prefetch = Math.max(1, opts.prefetch ?? 4);
   const writeHighWater = opts.writeHighWater ?? 2 * 1024 * 1024;
   const sendBuffer = opts.sendBuffer ?? 1024 * 1024;
   const receiver = opts.receiver ?? null;
-  await host.handle(OBJECTS_PROTOCOL, async (stream, peer) => {
+  return async (stream, peer) => {
     const fs: ObjectsStream = new FramedStream(stream, objectsCodec, objectsCodec, {
       writeHighWater,
       sendBuffer,
@@ -182,12 +202,7 @@ export async function serveObjects(
       }
       fs.abort(err as Error);
     }
-  }, {
-    membersOnly: true,
-    allowClients: true,
-    maxInboundStreams: opts.maxStreams ?? 64,
-    maxOutboundStreams: 64,
-  });
+  };
 }
 
 /**

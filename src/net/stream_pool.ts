@@ -12,6 +12,7 @@
  * blaming the peer.
  */
 import type { ProtocolCodec } from "./codec.ts";
+import type { MessageStream } from "./conn_stream.ts";
 import { FramedStream } from "./framed_stream.ts";
 import type { Host } from "./host.ts";
 
@@ -30,6 +31,11 @@ export interface StreamPoolOptions {
   idleMs?: number;
   /** Unread bytes buffered per stream before it is paused. */
   readHighWater?: number;
+  /**
+   * A faster way to a peer than a libp2p stream (a bulk connection, see bulk.ts); null when
+   * there is none now, and a libp2p stream is opened instead.
+   */
+  dial?: (peer: string, signal?: AbortSignal) => Promise<MessageStream | null>;
 }
 
 interface Idle<M extends { type: string }> {
@@ -65,7 +71,8 @@ export class StreamPool<M extends { type: string }> {
       }
       fs.abort(new Error("closed while idle"));
     }
-    const stream = await this.host.openStream(peer, this.protocol, { signal });
+    const stream = (await this.opts.dial?.(peer, signal)) ??
+      await this.host.openStream(peer, this.protocol, { signal });
     const fs = new FramedStream<M, M>(stream, this.codec, this.codec, {
       readHighWater: this.opts.readHighWater,
     });

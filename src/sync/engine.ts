@@ -225,6 +225,29 @@ function* prefetchBatches(records: IndexRecord[]): Generator<IndexRecord[]> {
   if (batch.length > 0) yield batch;
 }
 
+/**
+ * `records` reordered to take one file from each directory in turn (order within a directory
+ * kept). Files written at once then mostly sit in different directories: creating a file and
+ * renaming it into place lock its directory, and so does looking up a name that is not there
+ * yet, so eight writes into one directory queued on that lock, main-thread lookups included
+ * (file creation costs up to 0.8 ms of kernel time on this machine's /tmp).
+ */
+export function spreadOverDirectories<T extends { path: string }>(records: T[]): T[] {
+  const byDir = new Map<string, T[]>();
+  for (const r of records) {
+    const dir = r.path.slice(0, Math.max(0, r.path.lastIndexOf("/")));
+    let list = byDir.get(dir);
+    if (list === undefined) byDir.set(dir, list = []);
+    list.push(r);
+  }
+  const lists = [...byDir.values()];
+  const out: T[] = [];
+  for (let i = 0; out.length < records.length; i++) {
+    for (const list of lists) if (i < list.length) out.push(list[i]);
+  }
+  return out;
+}
+
 /** A short, file-name-safe name for this node in conflict copies. */
 function shortNodeName(nodeId: string): string {
   return nodeId.slice(-8);
@@ -575,9 +598,11 @@ export class SyncEngine {
     // Many small files are bound by round trips and fsyncs, not bandwidth: their objects are
     // fetched ahead a batch at a time and they are written several at once; larger files go
     // alongside, fewer at once.
-    const small = phases.concurrent.filter(isPrefetchable);
+    const small = spreadOverDirectories(phases.concurrent.filter(isPrefetchable));
     const large = phases.concurrent.filter(writtenInBackground);
-    const others = phases.concurrent.filter((r) => !isPrefetchable(r) && !writtenInBackground(r));
+    const others = spreadOverDirectories(
+      phases.concurrent.filter((r) => !isPrefetchable(r) && !writtenInBackground(r)),
+    );
     // A tombstone of this pass may be the old path of a renamed large file, whose chunks the
     // new path reads from it: then this pass waits for its large files before deleting.
     let largeFailed = 0;

@@ -93,6 +93,7 @@ export {
   type EngineOptions,
   type PassResult,
   type RemoteObjects,
+  spreadOverDirectories,
   SyncEngine,
 } from "./engine.ts";
 export {

@@ -7,25 +7,19 @@
  * libp2p leaves short timers behind after stop (address-manager debounce), so the op and
  * resource sanitizers are off; every host is stopped in a finally block.
  */
-import { giveBuffer, takeBuffer } from "../../src/util/mod.ts";
 import assert from "node:assert/strict";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { type Hash, sha256, toHex } from "../../src/chunk/hash.ts";
+import { sha256, toHex } from "../../src/chunk/hash.ts";
 import { encodeObjectFrame } from "../../src/net/codec.ts";
 import {
-  type AdmissionLimits,
-  createHost,
   createInvite,
   FramedStream,
-  type Host,
   type Invite,
   joinCluster,
   JoinError,
   type JoinRequest,
-  memoryLogger,
   MessageChannel,
   ObjectFetcher,
-  type ObjectProvider,
   OBJECTS_PROTOCOL,
   objectsCodec,
   openMessageChannel,
@@ -34,110 +28,15 @@ import {
   serveJoin,
   serveObjects,
 } from "../../src/net/mod.ts";
-import { refused } from "../helpers/net.ts";
-
-const LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1"];
-
-interface TestHost {
-  host: Host;
-  members: Set<string>;
-  log: ReturnType<typeof memoryLogger>;
-}
-
-/** Hosts with their own member sets (each host always counts itself). */
-async function hosts(n: number, admission: Partial<AdmissionLimits> = {}) {
-  const dir = await Deno.makeTempDir({ prefix: "net-e2e-" });
-  const made: TestHost[] = [];
-  for (let i = 0; i < n; i++) {
-    const members = new Set<string>();
-    const log = memoryLogger();
-    const host = await createHost({
-      identityPath: `${dir}/${i}/.filesync/identity.key`,
-      listen: LISTEN,
-      isAllowedPeer: (p) => members.has(p),
-      admission,
-      logger: log,
-    });
-    members.add(host.peerId);
-    made.push({ host, members, log });
-  }
-  return {
-    list: made,
-    /** Make every host a member of every other's set, and teach them each other's addresses. */
-    async mesh(...group: TestHost[]) {
-      for (const a of group) {
-        for (const b of group) {
-          a.members.add(b.host.peerId);
-          if (a !== b) await a.host.rememberPeer(b.host.peerId, b.host.addrs());
-        }
-      }
-    },
-    async [Symbol.asyncDispose]() {
-      await Promise.all(made.map((h) => h.host.stop().catch(() => {})));
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-/** Poll a condition a bounded number of times (no wall-clock assertion). */
-async function eventually(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.fail(`never happened: ${what}`);
-}
-
-function randomObjects(count: number, size = 4096): Map<string, Uint8Array> {
-  const m = new Map<string, Uint8Array>();
-  for (let i = 0; i < count; i++) {
-    const data = crypto.getRandomValues(new Uint8Array(size + i));
-    m.set(toHex(sha256(data)), data);
-  }
-  return m;
-}
-
-function provider(
-  store: Map<string, Uint8Array>,
-  opts: {
-    corrupt?: boolean;
-    delayMs?: number;
-    calls?: string[];
-    /** Serve copies in pooled buffers, counting those the server gives back. */
-    pooled?: { released: number };
-  } = {},
-): ObjectProvider {
-  const pooled = opts.pooled;
-  return {
-    has: (h) => Promise.resolve(store.has(toHex(h))),
-    ...(pooled
-      ? {
-        release: (bytes: Uint8Array) => {
-          pooled.released++;
-          giveBuffer(bytes);
-        },
-      }
-      : {}),
-    get: async (h: Hash) => {
-      opts.calls?.push(toHex(h));
-      if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
-      const d = store.get(toHex(h));
-      if (d === undefined) return null;
-      if (pooled) {
-        const copy = takeBuffer(d.length);
-        copy.set(d);
-        return copy;
-      }
-      if (!opts.corrupt) return d;
-      const bad = d.slice();
-      bad[0] ^= 0xff;
-      return bad;
-    },
-  };
-}
-
-const hashesOf = (m: Map<string, Uint8Array>) =>
-  [...m.keys()].map((hex) => Uint8Array.from(hex.match(/../g)!.map((b) => parseInt(b, 16))));
+import {
+  eventually,
+  hashesOf,
+  hosts,
+  provider,
+  randomObjects,
+  refused,
+  type TestHost,
+} from "../helpers/net.ts";
 
 function serveInvite(server: TestHost, invite: Invite, admitted: JoinRequest[], opts: {
   resolve?: (id: string) => { secret: Uint8Array; expiresAt: number | null } | null;

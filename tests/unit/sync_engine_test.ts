@@ -15,6 +15,7 @@ import {
   type EngineOptions,
   Logger,
   type RemoteObjects,
+  spreadOverDirectories,
   SyncEngine,
 } from "../../src/sync/mod.ts";
 import { seededBytes } from "../helpers/bytes.ts";
@@ -425,4 +426,11 @@ Deno.test("engine: a pass that fails keeps the safety-net rescan going", async (
       await engine.stop();
     }
   });
+});
+
+Deno.test("engine: files written at once are spread over directories, each directory in order", () => {
+  const paths = ["a/1", "a/2", "a/3", "b/1", "top", "a/b/1", "b/2", "other"];
+  const spread = spreadOverDirectories(paths.map((path) => ({ path }))).map((r) => r.path);
+  assert.deepEqual(spread, ["a/1", "b/1", "top", "a/b/1", "a/2", "b/2", "other", "a/3"]);
+  assert.deepEqual(spreadOverDirectories([]), []);
 });
