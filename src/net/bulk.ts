@@ -20,6 +20,7 @@
 import * as x509 from "@peculiar/x509";
 import tls from "node:tls";
 import { toHex } from "../chunk/mod.ts";
+import { concatBytes } from "../wire/mod.ts";
 import { BULK_TICKET_LENGTH, bulkCodec, type BulkMessage } from "./codec.ts";
 import { type ByteConn, denoByteConn, nodeSocketByteConn } from "./byte_conn.ts";
 import { ConnStream, type MessageStream } from "./conn_stream.ts";
@@ -117,14 +118,7 @@ async function readFirst(conn: ByteConn, n: number): Promise<Uint8Array | null> 
     parts.push(chunk);
     got += chunk.length;
   }
-  if (got !== n) return null;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return got === n ? concatBytes(parts) : null;
 }
 
 /** Race a step of a handshake against a timeout, which closes `conn` (ending the step). */

@@ -19,6 +19,7 @@ import {
   makeTlsIdentity,
   ObjectFetcher,
   ObjectPusher,
+  type ObjectServerOptions,
   serveObjects,
 } from "../../src/net/mod.ts";
 import { hashesOf, hosts, provider, randomObjects, type TestHost } from "../helpers/net.ts";
@@ -26,9 +27,13 @@ import { hashesOf, hosts, provider, randomObjects, type TestHost } from "../help
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const BULK_NAME = "filesync.invalid";
 
-/** `server` serves `store` over libp2p and over a bulk listener on 127.0.0.1. */
-async function serveBoth(server: TestHost, store: Map<string, Uint8Array>): Promise<BulkServer> {
-  const handler = await serveObjects(server.host, provider(store));
+/** `server` serves `store` over libp2p and over a bulk listener on 127.0.0.1 (`options` to both). */
+async function serveBoth(
+  server: TestHost,
+  store: Map<string, Uint8Array>,
+  options?: ObjectServerOptions,
+): Promise<BulkServer> {
+  const handler = await serveObjects(server.host, provider(store), options);
   return await BulkServer.start(server.host, "127.0.0.1", handler);
 }
 
@@ -210,7 +215,7 @@ Deno.test({
     await h.mesh(pusher, receiver);
     const held = new Map<string, Uint8Array>();
     const flushed = new Set<string>();
-    const handler = await serveObjects(receiver.host, provider(held), {
+    const bulk = await serveBoth(receiver, held, {
       receiver: {
         store: (hash, bytes) => {
           held.set(toHex(hash), bytes.slice());
@@ -222,7 +227,6 @@ Deno.test({
         },
       },
     });
-    const bulk = await BulkServer.start(receiver.host, "127.0.0.1", handler);
     try {
       const store = randomObjects(80, 10_000);
       const push = new ObjectPusher(pusher.host, { bulk: new BulkDialer(pusher.host) });
