@@ -1,5 +1,5 @@
 /** `filesync invite <dir> [--ttl 1h] [--once]`: print a new invite from the running node. */
-import { callControl } from "../sync/mod.ts";
+import { callControl } from "../sync/control.ts";
 import { CliError, requireDirectory } from "./errors.ts";
 import { DATA_DIR_NAME } from "../store/mod.ts";
 

@@ -4,16 +4,9 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { reportError } from "./errors.ts";
-import { inspectCommand } from "./inspect.ts";
-import { scanCommand } from "./scan.ts";
-import { snapshotCreateCommand, snapshotDiffCommand, snapshotListCommand } from "./snapshot.ts";
-import { serveCommand } from "./serve.ts";
-import { inviteCommand } from "./invite.ts";
-import { statusCommand } from "./status.ts";
-import { removeMemberCommand } from "./members.ts";
-import { pullCommand, pushCommand } from "./oneshot.ts";
-import { logCommand, restoreCommand } from "./history.ts";
-import { parseLogLevel } from "../sync/mod.ts";
+// Each command's module is imported when it runs: `invite` and `status` then load no libp2p
+// (0.2 s of every start), which cron jobs and the join step of a new node wait for.
+import { parseLogLevel } from "../sync/log.ts";
 
 export const VERSION = "0.1.0";
 
@@ -51,7 +44,7 @@ function buildProgram(result: { code: number }): Command {
       nonNegativeInt,
     )
     .action(async (dir: string, opts) => {
-      result.code = await scanCommand(dir, opts);
+      result.code = await (await import("./scan.ts")).scanCommand(dir, opts);
     });
 
   program.command("inspect")
@@ -59,7 +52,7 @@ function buildProgram(result: { code: number }): Command {
     .argument("<file>", "file to inspect")
     .option("--json", "print JSON")
     .action(async (file: string, opts) => {
-      result.code = await inspectCommand(file, opts);
+      result.code = await (await import("./inspect.ts")).inspectCommand(file, opts);
     });
 
   program.command("serve")
@@ -106,7 +99,7 @@ function buildProgram(result: { code: number }): Command {
       return v;
     }, "text")
     .action(async (dir: string, opts) => {
-      result.code = await serveCommand(dir, opts);
+      result.code = await (await import("./serve.ts")).serveCommand(dir, opts);
     });
 
   program.command("invite")
@@ -115,7 +108,7 @@ function buildProgram(result: { code: number }): Command {
     .option("--ttl <duration>", "lifetime, e.g. 30m, 1h, 7d (default: no expiry)")
     .option("--once", "the invite admits one node only")
     .action(async (dir: string, opts) => {
-      result.code = await inviteCommand(dir, opts);
+      result.code = await (await import("./invite.ts")).inviteCommand(dir, opts);
     });
 
   program.command("status")
@@ -125,7 +118,7 @@ function buildProgram(result: { code: number }): Command {
     .option("--wait", "wait until the directory matches the committed index (exit 0) or time out")
     .option("--timeout <seconds>", "how long --wait waits (default 60)", positiveInt)
     .action(async (dir: string, opts) => {
-      result.code = await statusCommand(dir, opts);
+      result.code = await (await import("./status.ts")).statusCommand(dir, opts);
     });
 
   program.command("remove")
@@ -133,7 +126,7 @@ function buildProgram(result: { code: number }): Command {
     .argument("<dir>", "directory of a running member")
     .argument("<peer-id>", "peer id of the member to remove (see filesync status)")
     .action(async (dir: string, peer: string) => {
-      result.code = await removeMemberCommand(dir, peer);
+      result.code = await (await import("./members.ts")).removeMemberCommand(dir, peer);
     });
 
   program.command("push")
@@ -148,7 +141,7 @@ function buildProgram(result: { code: number }): Command {
     .option("--timeout <seconds>", "give up after this long (exit 3)", positiveInt, 120)
     .option("--json", "print a machine-readable summary")
     .action(async (dir: string, opts) => {
-      result.code = await pushCommand(dir, opts);
+      result.code = await (await import("./oneshot.ts")).pushCommand(dir, opts);
     });
 
   program.command("pull")
@@ -163,7 +156,7 @@ function buildProgram(result: { code: number }): Command {
     .option("--timeout <seconds>", "give up after this long (exit 3)", positiveInt, 120)
     .option("--json", "print a machine-readable summary")
     .action(async (dir: string, opts) => {
-      result.code = await pullCommand(dir, opts);
+      result.code = await (await import("./oneshot.ts")).pullCommand(dir, opts);
     });
 
   program.command("log")
@@ -172,7 +165,7 @@ function buildProgram(result: { code: number }): Command {
     .argument("<path>", "path relative to the synced directory")
     .option("--json", "print JSON")
     .action(async (dir: string, path: string, opts) => {
-      result.code = await logCommand(dir, path, opts);
+      result.code = await (await import("./history.ts")).logCommand(dir, path, opts);
     });
 
   program.command("restore")
@@ -182,7 +175,7 @@ function buildProgram(result: { code: number }): Command {
     .requiredOption("--at <version>", "a version number, snapshot label or time (ISO 8601)")
     .option("--json", "print JSON")
     .action(async (dir: string, path: string, opts) => {
-      result.code = await restoreCommand(dir, path, opts);
+      result.code = await (await import("./history.ts")).restoreCommand(dir, path, opts);
     });
 
   const snapshot = program.command("snapshot").description("named snapshots of a directory");
@@ -192,14 +185,14 @@ function buildProgram(result: { code: number }): Command {
     .argument("[label]", "a unique name for the snapshot")
     .option("--json", "print JSON")
     .action(async (dir: string, label: string | undefined, opts) => {
-      result.code = await snapshotCreateCommand(dir, label, opts);
+      result.code = await (await import("./snapshot.ts")).snapshotCreateCommand(dir, label, opts);
     });
   snapshot.command("list")
     .description("list snapshots, oldest first")
     .argument("<dir>")
     .option("--json", "print JSON")
     .action(async (dir: string, opts) => {
-      result.code = await snapshotListCommand(dir, opts);
+      result.code = await (await import("./snapshot.ts")).snapshotListCommand(dir, opts);
     });
   snapshot.command("diff")
     .description("paths added, removed and changed between two snapshots (label or id)")
@@ -208,7 +201,7 @@ function buildProgram(result: { code: number }): Command {
     .argument("<b>")
     .option("--json", "print JSON")
     .action(async (dir: string, a: string, b: string, opts) => {
-      result.code = await snapshotDiffCommand(dir, a, b, opts);
+      result.code = await (await import("./snapshot.ts")).snapshotDiffCommand(dir, a, b, opts);
     });
 
   return program;

@@ -6,7 +6,7 @@ import {
   ControlTimeoutError,
   NotRunningError,
   type SyncNowResult,
-} from "../sync/mod.ts";
+} from "../sync/control.ts";
 import { CliError, requireDirectory } from "./errors.ts";
 import { formatBytes, printJson } from "./format.ts";
 

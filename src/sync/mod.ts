@@ -103,3 +103,4 @@ export {
   type TreePlan,
   type WantedEntry,
 } from "./tree_plan.ts";
+export { type BatchSteps, writeBatches } from "./batch_writer.ts";
