@@ -48,7 +48,7 @@ import {
   type PrefetchShare,
 } from "./prefetch.ts";
 import { writeBatches } from "./batch_writer.ts";
-import { scanPaths, scanTree } from "./scanner.ts";
+import { type BackgroundScan, scanPaths, scanTree } from "./scanner.ts";
 import { type SyncedRecord, SyncedState } from "./synced_state.ts";
 import { PendingProposals } from "./pending_proposals.ts";
 import { type WatchBatch, Watcher } from "./watcher.ts";
@@ -113,6 +113,11 @@ export interface EngineOptions {
    * differ (then plan from the whole read). For tests: it costs what the views save.
    */
   checkViews?: boolean;
+  /**
+   * New or changed files from this size are hashed in the background when a scan has other
+   * files to hash (default 64 MiB; see ScanOptions.backgroundBytes).
+   */
+  backgroundHashBytes?: number;
 }
 
 /** What one pass did. */
@@ -332,6 +337,17 @@ export class SyncEngine {
    * paths alone, and each one's end asks for a pass.
    */
   #inflight = new Map<string, { size: number; done: Promise<void> }>();
+  /**
+   * Huge files a scan hashes in the background (see ScanOptions.backgroundBytes), by path,
+   * with their size: the first scan of a folder with a 256 MiB file beside a thousand small
+   * ones commits the small ones while the large one is hashed. Passes leave these paths alone
+   * until their records are written, then a pass is asked for.
+   */
+  #hashing = new Map<string, number>();
+  /** Paths being hashed that a file event named meanwhile: scanned again once hashed. */
+  #hashingEvents = new Set<string>();
+  /** The background hashing runs, for stop(). */
+  #backgroundScans = new Set<Promise<void>>();
   /** Batches of small files fetched so far (names their shared chunks, see #prefetchShare). */
   #prefetches = 0;
   /**
@@ -479,7 +495,7 @@ export class SyncEngine {
 
   /** The last pass's result, for status. */
   get lastPass(): PassResult & { passes: number; at: number; busy: boolean } {
-    const busy = !!this.#running || this.#inflight.size > 0;
+    const busy = !!this.#running || this.#inflight.size > 0 || this.#hashing.size > 0;
     return { ...this.#last, passes: this.#passes, at: this.#lastPassEnd, busy };
   }
 
@@ -496,15 +512,17 @@ export class SyncEngine {
       const paths = this.#scanWanted ? undefined : [...this.#changedPaths];
       this.#scanWanted = false;
       this.#changedPaths.clear();
-      const skip = (p: string) => this.#inflight.has(p);
+      for (const p of paths ?? []) if (this.#hashing.has(p)) this.#hashingEvents.add(p);
+      const skip = (p: string) => this.#inflight.has(p) || this.#hashing.has(p);
+      const backgroundBytes = this.opts.backgroundHashBytes ?? HUGE_FILE_BYTES;
       // The scan writes the records of these paths, what lies below them and their directories
       // (of the whole tree if it falls back to a full scan), even if it fails half-way.
       let whole = true;
       let scan;
       try {
-        if (paths === undefined) scan = await scanTree(store, { skip });
+        if (paths === undefined) scan = await scanTree(store, { skip, backgroundBytes });
         else {
-          scan = await scanPaths(store, paths, { skip });
+          scan = await scanPaths(store, paths, { skip, backgroundBytes });
           whole = scan.whole;
         }
       } finally {
@@ -516,6 +534,7 @@ export class SyncEngine {
       }
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
       hashedFiles = scan.hashedFiles;
+      if (scan.background) this.#hashInBackground(scan.background);
     }
     const scanned = performance.now();
     // This node's own proposals that committed unheard of (timed out, or it died first) are
@@ -535,7 +554,8 @@ export class SyncEngine {
     // Paths a background write still owns, or whose write ended while this pass read its
     // views, wait for the next pass.
     const raced = (path: string) => this.#endedDuringPass.has(path);
-    const busy = (path: string) => this.#inflight.has(path) || raced(path);
+    const busy = (path: string) =>
+      this.#inflight.has(path) || this.#hashing.has(path) || raced(path);
     const plannedPaths = [
       ...plan.materialize.map((r) => r.path),
       ...plan.conflicts.map((c) => c.path),
@@ -570,8 +590,9 @@ export class SyncEngine {
     const writes = plan.materialize.filter((r) => !r.deleted);
     this.#last = {
       ...this.#last,
-      pendingUp: ops.length,
-      pendingUpBytes: ops.reduce((n, op) => n + (op.op === "put" ? op.size : 0), 0),
+      pendingUp: ops.length + this.#hashing.size,
+      pendingUpBytes: ops.reduce((n, op) => n + (op.op === "put" ? op.size : 0), 0) +
+        this.#hashingBytes(),
       pendingDown: plan.materialize.length + this.#inflight.size,
       pendingDownBytes: writes.reduce((n, r) => n + r.size, 0) + this.#inflightBytes(),
     };
@@ -675,14 +696,17 @@ export class SyncEngine {
       this.#scanWanted = true;
     }
     // A reason holds while something still waits; a pass with nothing left clears it.
-    if (pending === 0) this.#waiting.up = null;
+    // Files still being hashed are local changes not committed yet.
+    const pendingUp = pending + this.#hashing.size;
+    const pendingUpBytes = pendingBytes + this.#hashingBytes();
+    if (pendingUp === 0) this.#waiting.up = null;
     if (pendingDown === 0) this.#waiting.down = null;
     return {
       uploaded,
       materialized,
       conflicts,
-      pendingUp: pending,
-      pendingUpBytes: pendingBytes,
+      pendingUp,
+      pendingUpBytes,
       pendingDown,
       pendingDownBytes,
       waitingUp: this.#waiting.up,
@@ -703,6 +727,43 @@ export class SyncEngine {
     if (this.#warned.size > 100) this.#warned.clear(); // reasons name peers and counts
     this.#warned.set(reason, now);
     this.deps.log.warn("local changes wait", { reason });
+  }
+
+  /** Bytes of the huge files being hashed in the background. */
+  #hashingBytes(): number {
+    let n = 0;
+    for (const size of this.#hashing.values()) n += size;
+    return n;
+  }
+
+  /**
+   * Wait for the files a scan hashes in the background, then let the next pass plan them
+   * (their records are written by then). An event on one of them meanwhile scans it again.
+   */
+  #hashInBackground(bg: BackgroundScan): void {
+    const { log } = this.deps;
+    const paths = bg.files.map((f) => f.path);
+    for (const f of bg.files) this.#hashing.set(f.path, f.size);
+    const run = bg.done.then(
+      (r) => {
+        for (const p of r.problems) log.warn("scan problem", { path: p.path, error: p.message });
+      },
+      (e) => {
+        // The index could not be written: a full scan takes these paths in again.
+        log.warn("background hashing failed", { error: (e as Error).message });
+        this.#scanWanted = true;
+      },
+    ).finally(() => {
+      for (const p of paths) {
+        this.#hashing.delete(p);
+        this.#endedDuringPass.add(p);
+        if (this.#hashingEvents.delete(p)) this.#changedPaths.add(p);
+      }
+      this.#views.touch(paths, "tree");
+      this.#backgroundScans.delete(run);
+      this.request({ scan: false });
+    });
+    this.#backgroundScans.add(run);
   }
 
   /** Bytes of the large files being written in the background. */
@@ -759,7 +820,8 @@ export class SyncEngine {
     const found = await compareWithStore(views, store.files, this.#synced, index);
     // A background write that ended meanwhile wrote its records after the load: not a miss.
     const missed = found.filter((d) =>
-      !this.#inflight.has(d.path) && !this.#endedDuringPass.has(d.path)
+      !this.#inflight.has(d.path) && !this.#hashing.has(d.path) &&
+      !this.#endedDuringPass.has(d.path)
     );
     if (missed.length === 0) return views;
     const { view, path, problem } = missed[0];
@@ -1053,5 +1115,6 @@ export class SyncEngine {
     await this.#watcher?.close();
     await this.#running?.catch(() => {});
     await Promise.all([...this.#inflight.values()].map((w) => w.done));
+    await Promise.all([...this.#backgroundScans]);
   }
 }

@@ -56,7 +56,25 @@ export interface ScanOptions {
    * never taken for a local edit.
    */
   skip?: (path: string) => boolean;
+  /**
+   * New or changed files of at least this many bytes are hashed in the background when the
+   * scan has other files to hash too: the scan returns once the others are recorded (their
+   * changes can be committed meanwhile), and `background` tells when these are. Until then
+   * such a path keeps its previous record, or has none.
+   */
+  backgroundBytes?: number;
 }
+
+/** The files a scan left to hash in the background. */
+export interface BackgroundScan {
+  /** The files, with their sizes as walked. */
+  files: { path: string; size: number }[];
+  /** Resolves once their records are written (or they failed, as problems). */
+  done: Promise<BackgroundScanResult>;
+}
+
+/** What the background part of a scan did. */
+export type BackgroundScanResult = Pick<ScanResult, "hashedFiles" | "hashedBytes" | "problems">;
 
 /** What a scan found and did. */
 export interface ScanResult {
@@ -75,6 +93,18 @@ export interface ScanResult {
   /** Entries that could not be taken in; the scan still covers everything else. */
   problems: WalkProblem[];
   durationMs: number;
+  /** Files still being hashed (see ScanOptions.backgroundBytes). */
+  background: BackgroundScan | null;
+}
+
+/** Where the records of hashed files go: the scan's own, or the background's. */
+interface HashSink {
+  kept: KeptObjects;
+  batch: KvBatch;
+  records: Map<string, LocalFileRecord>;
+  problems: WalkProblem[];
+  counts: { hashedFiles: number; hashedBytes: number };
+  failure: { error: unknown } | null;
 }
 
 /** Below these, files are hashed on the main thread: a worker's start-up costs more. */
@@ -133,7 +163,10 @@ export async function scanTree(store: LocalStore, options: ScanOptions = {}): Pr
 
 /** What scanPaths did: scanTree's result without the directory root and the counts. */
 export type PathsScanResult =
-  & Pick<ScanResult, "hashedFiles" | "hashedBytes" | "removed" | "problems" | "durationMs">
+  & Pick<
+    ScanResult,
+    "hashedFiles" | "hashedBytes" | "removed" | "problems" | "durationMs" | "background"
+  >
   & {
     /**
      * The whole tree was scanned (a listed path could not be scanned alone): any record may
@@ -154,12 +187,17 @@ export async function scanPaths(
   paths: readonly string[],
   options: Omit<ScanOptions, "paths"> = {},
 ): Promise<PathsScanResult> {
-  const { hashedFiles, hashedBytes, removed, problems, durationMs, root } = await scanCore(
-    store,
-    { ...options, paths },
-    false,
-  );
-  return { hashedFiles, hashedBytes, removed, problems, durationMs, whole: root !== null };
+  const { hashedFiles, hashedBytes, removed, problems, durationMs, root, background } =
+    await scanCore(store, { ...options, paths }, false);
+  return {
+    hashedFiles,
+    hashedBytes,
+    removed,
+    problems,
+    durationMs,
+    background,
+    whole: root !== null,
+  };
 }
 
 /** A scan; `withSummary` false skips the tree and summary of a scan of listed paths. */
@@ -245,8 +283,6 @@ async function scanCore(
     bytesTotal: toHash.reduce((n, e) => n + e.size, 0),
   };
   options.onProgress?.(progress);
-  let hashedFiles = 0;
-  let hashedBytes = 0;
   // One file gains nothing from a worker (one thread hashes it either way), and starting one
   // cost 400 ms more than hashing a 256 MiB file inline (1,032 vs 636 ms): the common case of an
   // edit to one large file.
@@ -255,19 +291,21 @@ async function scanCore(
   // No more workers than files: an idle worker is an isolate's worth of memory for nothing.
   const workers = options.workers ??
     (smallJob ? 0 : Math.min(navigator.hardwareConcurrency ?? 2, toHash.length));
+  // Huge files go to the background only beside other files, and only on a worker: hashed on
+  // the main thread, they would hold up everything the node does meanwhile.
+  const minBackground = options.backgroundBytes ?? Infinity;
+  const huge = (e: WalkEntry) => e.size >= minBackground;
+  const deferring = workers > 0 && toHash.some(huge) && !toHash.every(huge);
+  const later = deferring ? toHash.filter(huge) : [];
+  const now = deferring ? toHash.filter((e) => !huge(e)) : toHash;
   const pool = new HashPool(workers, chunker);
+  const counts = { hashedFiles: 0, hashedBytes: 0 };
+  let background: BackgroundScan | null = null;
   try {
-    // Keep a bounded number of files in flight so memory does not grow with the tree.
-    const inFlight = new Set<Promise<void>>();
-    let failure: unknown = null;
-    const maxInFlight = Math.max(4, workers * 8);
-    // Woken whenever a job finishes, so the loop below waits without racing every promise.
-    let slotFree: (() => void) | null = null;
-    for (const e of toHash) {
+    /** Hash `e` and queue its records into `into`; failures land in `into` too. */
+    const hashOne = async (e: WalkEntry, into: HashSink): Promise<void> => {
       // Locations are recorded as chunk batches arrive, so a huge file's chunk list is never
-      // held whole. The old content's locations are dropped first.
-      // The old content's locations are dropped before any new one is queued, so a chunk
-      // kept by the edit keeps its (new) location.
+      // held whole.
       // An edited file: only locations that changed are written (an overwrite of 4 KiB in a
       // 256 MiB file rewrote 3,400 locations and forgot as many, about half the scan's time).
       // Without the old chunk map (too large, or unreadable), the old locations are dropped
@@ -281,42 +319,77 @@ async function scanCore(
         ? oldList
         : undefined;
       const forgotten = prev && prev.kind === "file" && old === null
-        ? forgetChunks(store, batch, e.path, prev.root, located)
+        ? forgetChunks(store, into.batch, e.path, prev.root, located)
         : Promise.resolve();
       const seen = new Set<string>();
       const recording: Promise<void>[] = [];
       const onChunks = (chunks: HashedFile["chunks"]) => {
-        const recorded = recordLocations(store, batch, e.path, chunks, located, old, seen);
+        const recorded = recordLocations(store, into.batch, e.path, chunks, located, old, seen);
         recorded.catch(() => {}); // observed once the file is hashed (Promise.all below)
         recording.push(recorded);
       };
-      const job = forgotten.then(() =>
-        pool.hash(`${store.root}/${e.path}`, onChunks, guide, e.size)
-      ).then(
-        async (hashed) => {
-          try {
-            await Promise.all(recording);
-            if (old) await forgetGone(store, batch, e.path, old, seen, located);
-            hashedFiles++;
-            hashedBytes += hashed.size;
-            const rec = await recordHashed(store, kept, batch, e.path, hashed, located);
-            records.set(e.path, rec);
-          } catch (err) {
-            // The index could not be written (a failed KV commit fails every later one): the
-            // scan fails below, once the jobs in flight are done, rather than as an unhandled
-            // rejection of this job.
-            failure ??= err;
-          }
-        },
-        async (err) => {
-          await Promise.allSettled(recording);
-          if (err instanceof HashFileError && err.code === "gone") return;
-          problems.push({ path: e.path, message: (err as Error).message });
-        },
-      ).finally(() => {
-        progress.filesDone++;
-        progress.bytesDone += e.size;
-        options.onProgress?.(progress);
+      await forgotten.then(() => pool.hash(`${store.root}/${e.path}`, onChunks, guide, e.size))
+        .then(
+          async (hashed) => {
+            try {
+              await Promise.all(recording);
+              if (old) await forgetGone(store, into.batch, e.path, old, seen, located);
+              into.counts.hashedFiles++;
+              into.counts.hashedBytes += hashed.size;
+              const rec = await recordHashed(store, into.kept, into.batch, e.path, hashed, located);
+              into.records.set(e.path, rec);
+            } catch (err) {
+              // The index could not be written (a failed KV commit fails every later one): the
+              // scan fails once the jobs in flight are done, rather than as an unhandled
+              // rejection of this job.
+              into.failure ??= { error: err };
+            }
+          },
+          async (err) => {
+            await Promise.allSettled(recording);
+            if (err instanceof HashFileError && err.code === "gone") return;
+            into.problems.push({ path: e.path, message: (err as Error).message });
+          },
+        ).finally(() => {
+          progress.filesDone++;
+          progress.bytesDone += e.size;
+          options.onProgress?.(progress);
+        });
+    };
+    if (later.length > 0) {
+      // Started first: the pool hands them to its first workers, so the longest jobs begin at
+      // once, and the other workers take the rest of the tree.
+      const sink: HashSink = {
+        kept: new KeptObjects(store.packs),
+        batch: null!,
+        records: new Map(),
+        problems: [],
+        counts: { hashedFiles: 0, hashedBytes: 0 },
+        failure: null,
+      };
+      sink.batch = new KvBatch(store.kv, () => sink.kept.flush());
+      const done = (async (): Promise<BackgroundScanResult> => {
+        await Promise.all(later.map((e) => hashOne(e, sink)));
+        if (sink.failure !== null) throw sink.failure.error;
+        await sink.batch.flush();
+        await sink.kept.flush();
+        return { ...sink.counts, problems: sink.problems };
+      })();
+      background = { files: later.map((e) => ({ path: e.path, size: e.size })), done };
+      // Until they are recorded, these paths keep what they had (a new file is not yet there).
+      for (const e of later) {
+        const prev = previousOf(e.path);
+        if (prev) records.set(e.path, prev);
+      }
+    }
+    const sink: HashSink = { kept, batch, records, problems, counts, failure: null };
+    // Keep a bounded number of files in flight so memory does not grow with the tree.
+    const inFlight = new Set<Promise<void>>();
+    const maxInFlight = Math.max(4, workers * 8);
+    // Woken whenever a job finishes, so the loop below waits without racing every promise.
+    let slotFree: (() => void) | null = null;
+    for (const e of now) {
+      const job = hashOne(e, sink).finally(() => {
         inFlight.delete(job);
         slotFree?.();
       });
@@ -327,10 +400,16 @@ async function scanCore(
       }
     }
     await Promise.all(inFlight);
-    if (failure !== null) throw failure;
+    if (sink.failure !== null) throw sink.failure.error;
   } finally {
-    pool.close();
+    // The pool lives on for the files hashed in the background.
+    if (background === null) pool.close();
+    else {
+      const bg: BackgroundScan = background;
+      bg.done.catch(() => {}).finally(() => pool.close());
+    }
   }
+  const { hashedFiles, hashedBytes } = counts;
 
   // A file that could not be read this time keeps its previous record, and so does everything
   // below a directory that could not be read: one unreadable entry does not look like a
@@ -362,6 +441,7 @@ async function scanCore(
       removed,
       problems,
       durationMs: Date.now() - start,
+      background,
     };
   }
   const sorted = [...records.entries()].sort(([a], [b]) => comparePaths(a, b));
@@ -405,6 +485,7 @@ async function scanCore(
     removed,
     problems,
     durationMs: Date.now() - start,
+    background,
   };
 }
 

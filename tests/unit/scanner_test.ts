@@ -455,3 +455,94 @@ Deno.test("scanPaths: a file turned into a directory, only its new child reporte
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("scan: huge files hashed in the background are recorded as a plain scan records them", async () => {
+  const files = {
+    "big/huge.bin": bytesOf(7, 3 << 20),
+    "big/other.bin": bytesOf(8, 2 << 20),
+    "a.txt": "small one",
+    "d/b.txt": "small two",
+  };
+  const dir = await tempTree(files);
+  const plain = await tempTree(files);
+  const store = await LocalStore.open(dir);
+  try {
+    const scan = await scanTree(store, { workers: 2, backgroundBytes: 2 << 20 });
+    // Both files of 2 MiB and more are left to the background; the small ones are recorded.
+    assert.deepEqual(scan.background?.files.map((f) => f.path).sort(), [
+      "big/huge.bin",
+      "big/other.bin",
+    ]);
+    assert.deepEqual(scan.background?.files.map((f) => f.size).sort(), [2 << 20, 3 << 20]);
+    assert.ok(await store.files.get("a.txt"));
+    assert.ok(await store.files.get("d/b.txt"));
+    const done = await scan.background!.done;
+    assert.equal(done.hashedFiles, 2);
+    assert.equal(done.hashedBytes, 5 << 20);
+    assert.deepEqual(done.problems, []);
+    // Recorded as a scan of the same tree without a background part records them.
+    const plainStore = await LocalStore.open(plain);
+    try {
+      const again = await scanTree(plainStore, { workers: 2 });
+      assert.equal(again.background, null);
+      assert.deepEqual(await recordShapes(store), await recordShapes(plainStore));
+      // Every chunk of the huge file is located in it.
+      const rec = (await store.files.get("big/huge.bin"))!;
+      for await (const c of walkFileChunks(rec.root, store.packs)) {
+        assert.ok(await store.holds(c.hash), `chunk at ${c.offset}`);
+      }
+    } finally {
+      await plainStore.close();
+    }
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(plain, { recursive: true });
+  }
+});
+
+Deno.test("scan: nothing goes to the background alone, on the main thread, or in a plain scan", async () => {
+  const dir = await tempTree({ "huge.bin": bytesOf(9, 3 << 20), "x.txt": "x" });
+  const store = await LocalStore.open(dir);
+  try {
+    // Hashed on the calling thread: a huge file there would hold up the node anyway.
+    let scan = await scanTree(store, { workers: 0, backgroundBytes: 1 << 20 });
+    assert.equal(scan.background, null);
+    assert.ok(await store.files.get("huge.bin"));
+    // The huge file changed, and it is all there is to hash: nothing to gain from waiting.
+    await Deno.writeFile(`${dir}/huge.bin`, bytesOf(10, 3 << 20));
+    scan = await scanTree(store, { workers: 2, backgroundBytes: 1 << 20 });
+    assert.equal(scan.background, null);
+    assert.equal(scan.hashedFiles, 1);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan: a changed huge file is hashed in the background, its record kept meanwhile", async () => {
+  const dir = await tempTree({ "huge.bin": bytesOf(11, 3 << 20), "x.txt": "x" });
+  const store = await LocalStore.open(dir);
+  try {
+    await scanTree(store, { workers: 0 });
+    const before = (await store.files.get("huge.bin"))!;
+    await Deno.writeFile(`${dir}/huge.bin`, bytesOf(12, 3 << 20));
+    await Deno.writeTextFile(`${dir}/x.txt`, "x2");
+    const scan = await scanPaths(store, ["huge.bin", "x.txt"], {
+      workers: 2,
+      backgroundBytes: 1 << 20,
+    });
+    assert.deepEqual(scan.background?.files.map((f) => f.path), ["huge.bin"]);
+    // Kept, not taken for removed; the scan itself hashed only the small file.
+    assert.equal(scan.removed, 0);
+    assert.equal(scan.hashedFiles, 1);
+    assert.equal((await scan.background!.done).hashedFiles, 1);
+    const after = (await store.files.get("huge.bin"))!;
+    assert.notDeepEqual(after.root, before.root);
+    const fresh = await hashFile(`${dir}/huge.bin`);
+    assert.deepEqual(after.root, fresh.root);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

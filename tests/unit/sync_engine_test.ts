@@ -229,6 +229,40 @@ Deno.test("engine: files moved in land before a large file next to their folders
   });
 });
 
+Deno.test("engine: small files are committed while a huge file beside them is still hashed", async () => {
+  await withNode(async (store) => {
+    const index = new IndexState(store.kv);
+    const engine = loneEngine(store, index, {}, { backgroundHashBytes: 16 << 20 });
+    try {
+      await Deno.writeFile(`${store.root}/huge.bin`, seededBytes(95, 64 << 20));
+      for (let i = 0; i < 5; i++) {
+        await Deno.writeFile(`${store.root}/s${i}.txt`, seededBytes(96 + i, 3_000));
+      }
+      const first = await engine.syncNow();
+      for (let i = 0; i < 5; i++) assert.ok(await index.get(`s${i}.txt`), `s${i}.txt committed`);
+      // The huge file is still being hashed: not committed, and counted as a local change.
+      assert.equal(await index.get("huge.bin"), null);
+      assert.ok(first.pendingUp >= 1, `pendingUp ${first.pendingUp}`);
+      assert.ok(first.pendingUpBytes >= 64 << 20);
+      // Once hashed, a pass of its own commits it, and nothing is left pending.
+      await until(
+        "the huge file to be committed",
+        async () => (await index.get("huge.bin")) !== null,
+      );
+      const rec = (await index.get("huge.bin"))!;
+      assert.equal(rec.size, 64 << 20);
+      const local = (await store.files.get("huge.bin"))!;
+      assert.deepEqual(rec.root, local.root);
+      await until("nothing pending", async () => {
+        const r = await engine.syncNow();
+        return r.pendingUp === 0 && !engine.lastPass.busy;
+      });
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 Deno.test("engine: syncNow calls made during a pass share the next pass, never run passes at once", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
