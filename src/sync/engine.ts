@@ -188,6 +188,13 @@ function writtenInBackground(rec: IndexRecord): boolean {
   return !rec.deleted && rec.kind === "file" && rec.size > PREFETCH_MAX_FILE_BYTES;
 }
 
+/** The sizes of `entries` added up. */
+function totalSize(entries: Iterable<{ size: number }>): number {
+  let n = 0;
+  for (const { size } of entries) n += size;
+  return n;
+}
+
 /** Content bytes an op makes durable before its commit. */
 function opBytes(op: FileOp): number {
   return op.op === "put" ? op.size : 0;
@@ -343,7 +350,7 @@ export class SyncEngine {
    * ones commits the small ones while the large one is hashed. Passes leave these paths alone
    * until their records are written, then a pass is asked for.
    */
-  #hashing = new Map<string, number>();
+  #hashing = new Map<string, { size: number }>();
   /** Paths being hashed that a file event named meanwhile: scanned again once hashed. */
   #hashingEvents = new Set<string>();
   /** The background hashing runs, for stop(). */
@@ -729,13 +736,6 @@ export class SyncEngine {
     this.deps.log.warn("local changes wait", { reason });
   }
 
-  /** Bytes of the huge files being hashed in the background. */
-  #hashingBytes(): number {
-    let n = 0;
-    for (const size of this.#hashing.values()) n += size;
-    return n;
-  }
-
   /**
    * Wait for the files a scan hashes in the background, then let the next pass plan them
    * (their records are written by then). An event on one of them meanwhile scans it again.
@@ -743,7 +743,7 @@ export class SyncEngine {
   #hashInBackground(bg: BackgroundScan): void {
     const { log } = this.deps;
     const paths = bg.files.map((f) => f.path);
-    for (const f of bg.files) this.#hashing.set(f.path, f.size);
+    for (const f of bg.files) this.#hashing.set(f.path, { size: f.size });
     const run = bg.done.then(
       (r) => {
         for (const p of r.problems) log.warn("scan problem", { path: p.path, error: p.message });
@@ -768,9 +768,12 @@ export class SyncEngine {
 
   /** Bytes of the large files being written in the background. */
   #inflightBytes(): number {
-    let n = 0;
-    for (const { size } of this.#inflight.values()) n += size;
-    return n;
+    return totalSize(this.#inflight.values());
+  }
+
+  /** Bytes of the huge files being hashed in the background. */
+  #hashingBytes(): number {
+    return totalSize(this.#hashing.values());
   }
 
   /**

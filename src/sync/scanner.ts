@@ -359,15 +359,16 @@ async function scanCore(
     if (later.length > 0) {
       // Started first: the pool hands them to its first workers, so the longest jobs begin at
       // once, and the other workers take the rest of the tree.
+      // Its own tree nodes and KV batch: committed when these files are done, not with the scan.
+      const bgKept = new KeptObjects(store.packs);
       const sink: HashSink = {
-        kept: new KeptObjects(store.packs),
-        batch: null!,
+        kept: bgKept,
+        batch: new KvBatch(store.kv, () => bgKept.flush()),
         records: new Map(),
         problems: [],
         counts: { hashedFiles: 0, hashedBytes: 0 },
         failure: null,
       };
-      sink.batch = new KvBatch(store.kv, () => sink.kept.flush());
       const done = (async (): Promise<BackgroundScanResult> => {
         await Promise.all(later.map((e) => hashOne(e, sink)));
         if (sink.failure !== null) throw sink.failure.error;
