@@ -50,6 +50,7 @@ import { type Entry, KvRaftStorage, RaftError, RaftNode, RaftRole } from "./raft
 import {
   type ClusterInfo,
   DEFAULT_GC_GRACE_MS,
+  HeldCheck,
   loadCluster,
   LocalStore,
   metaKey,
@@ -268,6 +269,7 @@ export class Daemon {
   /** Bytes pushed to this node when garbage was last collected. */
   #receivedAtGc = 0;
   #collecting = false;
+  readonly #heldCheck = new HeldCheck();
   #gcIntervalMs = 60_000;
   /** Pack objects a pusher was told we hold, and when: GC keeps them for CLAIM_KEEP_MS. */
   readonly #claimed = new Map<string, number>();
@@ -703,7 +705,8 @@ export class Daemon {
 
   async #collectGarbage(): Promise<void> {
     const received = this.#receivedBytes;
-    if (this.#collecting || this.#engine?.lastPass.busy) return;
+    const pass = this.#engine?.lastPass;
+    if (this.#collecting || pass?.busy) return;
     const now = Date.now();
     const pushed = received !== this.#receivedAtGc;
     // The unreferenced rule walks every retained version's tree (5 of 8 s with 20,000 files),
@@ -714,7 +717,9 @@ export class Daemon {
       this.#unreferencedDueAt = now + DEFAULT_GC_GRACE_MS;
     }
     const unreferenced = now >= this.#unreferencedDueAt;
-    if (!pushed && !unreferenced) return;
+    // A run between a push and the write of its file kept the pushed chunks: look again once
+    // the engine has written newer commits (HeldCheck).
+    if (!pushed && !unreferenced && !this.#heldCheck.due(now, pass)) return;
     const started = performance.now();
     const asked = this.#unreferencedAsked;
     this.#collecting = true;
@@ -726,6 +731,7 @@ export class Daemon {
         nodes: this.#nodesFromPeers(),
       });
       this.#receivedAtGc = received;
+      this.#heldCheck.ran(now, pass?.plannedAt, pushed);
       if (unreferenced) {
         // A walk that could not finish (a peer holding some retained nodes is away) collected
         // nothing by that rule: it is tried again a while later.

@@ -25,6 +25,7 @@ export {
   heldByTree,
   UNREFERENCED,
 } from "./gc.ts";
+export { HELD_CHECK_WINDOW_MS, HeldCheck, type PassState } from "./held_check.ts";
 export { type LiveSet, liveSet } from "./liveness.ts";
 export { Pins } from "./pins.ts";
 export { ChunkLocator } from "./locator.ts";
