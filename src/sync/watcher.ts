@@ -1,6 +1,6 @@
 /**
- * The watcher: turns Deno.watchFs events into batches of changed relative paths for the sync
- * loop, which rescans and reconciles them.
+ * The watcher: turns file system events (inotify.ts on Linux, else Deno.watchFs) into batches
+ * of changed relative paths for the sync loop, which rescans and reconciles them.
  *
  * - Debounced: a batch is emitted after a quiet period (default 100 ms without events), or at
  *   the latest 1 s after its first event under a continuous stream, so a burst of writes
@@ -9,8 +9,8 @@
  *   (default 50 ms) is stat'ed again after it; if its size or mtime moved, it is retried in a
  *   later batch, until it settles (or until the 1 s limit, after which it goes out anyway: the
  *   scanner copes with a file that changes while read, and a later event follows).
- * - Never reported: the `.filesync/` data folder, materializer temp files (isTempName), and
- *   whatever the `ignore` option rejects.
+ * - Never reported: the `.filesync/` data folder (not even watched, where inotify is used),
+ *   materializer temp files (isTempName), and whatever the `ignore` option rejects.
  * - This node's own writes: the materializer announces each write (expect()); an event whose
  *   path then looks exactly as announced (a file's size and mtime, a symlink's target, a
  *   directory, or absence) is dropped. Announcements expire (default 10 s).
@@ -24,6 +24,7 @@
 import { DATA_DIR_NAME } from "../store/mod.ts";
 import { isTempName } from "./materializer.ts";
 import { statFields } from "./walk.ts";
+import { type TreeWatch, watchTree } from "./inotify.ts";
 
 /** What the materializer is about to leave at a path. */
 export type ExpectedEntry =
@@ -78,7 +79,7 @@ export class Watcher {
   readonly #ignore: (path: string) => boolean;
   readonly #onError: (error: unknown) => void;
 
-  readonly #fs: Deno.FsWatcher;
+  readonly #fs: TreeWatch;
   readonly #loop: Promise<void>;
   /** Pending path -> when it was first seen (for the max delay of retried paths). */
   #pending = new Map<string, number>();
@@ -106,7 +107,10 @@ export class Watcher {
     this.#maxExpected = options.maxExpected ?? 10_000;
     this.#ignore = options.ignore ?? (() => false);
     this.#onError = options.onError ?? ((e) => console.error("watcher:", e));
-    this.#fs = Deno.watchFs(this.root, { recursive: true });
+    this.#fs = watchTree(this.root, {
+      exclude: (rel) => rel === DATA_DIR_NAME,
+      onError: this.#onError,
+    });
     this.#loop = this.#pump();
   }
 
@@ -159,7 +163,9 @@ export class Watcher {
     try {
       for await (const event of this.#fs) {
         if (this.#closed) break;
-        for (const abs of event.paths) this.#add(abs, Date.now());
+        const now = Date.now();
+        for (const abs of event.paths) this.#add(abs, now);
+        if (event.rescan) this.#overflowed();
       }
     } catch (e) {
       if (!this.#closed) this.#onError(e);
@@ -180,6 +186,14 @@ export class Watcher {
     const rel = this.#relative(abs);
     if (rel === null) return;
     this.#addRelative(rel, firstSeen);
+  }
+
+  /** Events were lost: the next batch asks for a whole rescan. */
+  #overflowed(): void {
+    if (this.#pending.size === 0 && !this.#overflow) this.#batchStart = Date.now();
+    this.#pending.clear();
+    this.#overflow = true;
+    this.#schedule();
   }
 
   #addRelative(rel: string, firstSeen: number): void {
