@@ -23,6 +23,7 @@ import {
   joinCluster,
   JoinRefusal,
   loadOrCreateIdentity,
+  makeTlsIdentity,
   type MemberInfo,
   type MessageChannel,
   ObjectFetcher,
@@ -34,6 +35,7 @@ import {
   serveJoin,
   serveObjects,
   serveSession,
+  type TlsIdentity,
 } from "./net/mod.ts";
 import {
   type ApplyResult,
@@ -301,6 +303,10 @@ export class Daemon {
   /** Open the directory, join or create the cluster, and start serving. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const log = opts.logger ?? new Logger();
+    // The bulk listener's certificate (a key, a signature, and the x509 package to load):
+    // made while the store opens and the host starts, instead of after them.
+    const tlsIdentity = (opts.bulk ?? true) ? makeTlsIdentity() : null;
+    tlsIdentity?.catch(() => {}); // awaited where the listener starts
     const store = await LocalStore.open(opts.dir);
     const cleanups: (() => Promise<unknown> | unknown)[] = [() => store.close()];
     try {
@@ -422,7 +428,7 @@ export class Daemon {
       self.#refreshMembers();
       ref.daemon = self;
       cleanups.push(() => self.#bulkServer?.close());
-      await self.#serveProtocols();
+      await self.#serveProtocols(tlsIdentity);
       self.#gcIntervalMs = opts.gcIntervalMs ?? 60_000;
       self.#retention = { ...DEFAULT_RETENTION, ...opts.retention };
       self.#startBackgroundTasks();
@@ -448,7 +454,7 @@ export class Daemon {
     return until !== undefined && until > Date.now();
   }
 
-  async #serveProtocols(): Promise<void> {
+  async #serveProtocols(tlsIdentity: Promise<TlsIdentity> | null): Promise<void> {
     await serveJoin(this.host, {
       clusterId: this.cluster.clusterId,
       resolveInvite: (id) => resolveInvite(this.cluster.secret, id),
@@ -507,6 +513,7 @@ export class Daemon {
         this.host,
         bulkHostname(this.host.addrs()),
         objectsHandler,
+        await (tlsIdentity ?? makeTlsIdentity()),
       );
       this.#bulkServer = server;
     }

@@ -17,7 +17,6 @@
  * The ticket's peer must still be a member or admitted client at every connection and, like on
  * libp2p streams, at every request.
  */
-import * as x509 from "@peculiar/x509";
 import tls from "node:tls";
 import { toHex } from "../chunk/mod.ts";
 import { concatBytes } from "../wire/mod.ts";
@@ -55,7 +54,7 @@ const RETRY_AFTER_MS = 10_000;
 export type BulkStreamHandler = (stream: MessageStream, peer: string) => Promise<void>;
 
 /** A certificate and its private key, both PEM. */
-interface TlsIdentity {
+export interface TlsIdentity {
   cert: string;
   key: string;
 }
@@ -67,6 +66,9 @@ function pem(label: string, der: ArrayBuffer): string {
 
 /** A fresh ECDSA P-256 key and a self-signed end-entity certificate for BULK_NAME. */
 export async function makeTlsIdentity(): Promise<TlsIdentity> {
+  // Loaded here, not with the module: about 80 ms that one-shot clients, which never listen,
+  // would pay on every start.
+  const x509 = await import("@peculiar/x509");
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]);
   x509.cryptoProvider.set(crypto);
@@ -154,13 +156,17 @@ export class BulkServer {
     this.#server.on("error", (e: Error) => host.logger.warn(`bulk listener: ${e.message}`));
   }
 
-  /** Listen on `hostname` (an IP; port chosen by the system) and answer offer requests. */
+  /**
+   * Listen on `hostname` (an IP; port chosen by the system) and answer offer requests, with
+   * `identity` (default: a fresh one).
+   */
   static async start(
     host: Host,
     hostname: string,
     onStream: BulkStreamHandler,
+    identity?: TlsIdentity,
   ): Promise<BulkServer> {
-    const server = new BulkServer(host, await makeTlsIdentity(), onStream);
+    const server = new BulkServer(host, identity ?? await makeTlsIdentity(), onStream);
     await new Promise<void>((resolve, reject) => {
       server.#server.once("error", reject);
       server.#server.listen(0, hostname, () => {

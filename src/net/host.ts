@@ -7,9 +7,6 @@
 import "./deno_compat_install.ts";
 import { createLibp2p, type Libp2p, type Libp2pOptions } from "libp2p";
 import { quic } from "@chainsafe/libp2p-quic";
-import { tcp } from "@libp2p/tcp";
-import { noise } from "@chainsafe/libp2p-noise";
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import type { Connection, Stream } from "@libp2p/interface";
@@ -173,6 +170,26 @@ function withTcp(listen: string[]): string[] {
   return out;
 }
 
+/**
+ * The TCP fallback's transport, encrypter (noise) and muxer (yamux), loaded only for hosts
+ * that enable it: the three packages take about 40 ms to load, on every start of a node or a
+ * one-shot client that would never use them.
+ */
+async function loadTcpStack() {
+  const [{ tcp }, { noise }, { yamux }] = await Promise.all([
+    import("@libp2p/tcp"),
+    import("@chainsafe/libp2p-noise"),
+    import("@chainsafe/libp2p-yamux"),
+  ]);
+  return {
+    transport: tcp(),
+    encrypter: noise(),
+    // yamux's types reference a second copy of uint8arraylist in node_modules; the runtime
+    // objects are compatible, only the declarations differ.
+    muxer: yamux() as unknown as MuxerFactory,
+  };
+}
+
 /** Create and start a host. */
 export async function createHost(options: HostOptions): Promise<Host> {
   const { readSize, ...tuning } = { ...DEFAULT_QUIC_TUNING, ...options.quic };
@@ -193,14 +210,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return n;
   });
 
+  const tcpStack = options.enableTcp ? await loadTcpStack() : null;
   const libp2p = await createLibp2p({
     privateKey: identity.privateKey,
-    addresses: { listen: options.enableTcp ? withTcp(listen) : listen },
-    transports: options.enableTcp ? [quic(tuning), tcp()] : [quic(tuning)],
-    connectionEncrypters: options.enableTcp ? [noise()] : [],
-    // yamux's types reference a second copy of uint8arraylist in node_modules; the runtime
-    // objects are compatible, only the declarations differ.
-    streamMuxers: options.enableTcp ? [yamux() as unknown as MuxerFactory] : [],
+    addresses: { listen: tcpStack ? withTcp(listen) : listen },
+    transports: tcpStack ? [quic(tuning), tcpStack.transport] : [quic(tuning)],
+    connectionEncrypters: tcpStack ? [tcpStack.encrypter] : [],
+    streamMuxers: tcpStack ? [tcpStack.muxer] : [],
     connectionGater: gate.connectionGater(),
     // No ping protocol is served (only FileSync protocols are), so the monitor must not run;
     // QUIC keep-alives detect dead peers.

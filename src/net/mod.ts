@@ -16,7 +16,14 @@ export {
 } from "./host.ts";
 export { type Identity, loadOrCreateIdentity } from "./identity.ts";
 export { pinFreePorts } from "./listen_ports.ts";
-export { BULK_PROTOCOL, BulkDialer, bulkHostname, BulkServer, makeTlsIdentity } from "./bulk.ts";
+export {
+  BULK_PROTOCOL,
+  BulkDialer,
+  bulkHostname,
+  BulkServer,
+  makeTlsIdentity,
+  type TlsIdentity,
+} from "./bulk.ts";
 export { ConnStream, type MessageStream } from "./conn_stream.ts";
 export { type AdmissionLimits, DEFAULT_ADMISSION_LIMITS, PeerGate } from "./gate.ts";
 export type { RateLimit } from "./rate_limit.ts";

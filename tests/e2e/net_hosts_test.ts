@@ -86,6 +86,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "net: with the TCP fallback on, members reach each other over TCP (noise + yamux)",
+  ...opts,
+  async fn() {
+    await using h = await hosts(2, {}, { enableTcp: true });
+    const [a, b] = h.list;
+    const tcpAddrs = b.host.addrs().filter((x) => x.includes("/tcp/"));
+    assert.ok(tcpAddrs.length > 0, `b listens on TCP too: ${b.host.addrs().join(" ")}`);
+    a.members.add(b.host.peerId);
+    b.members.add(a.host.peerId);
+    await a.host.rememberPeer(b.host.peerId, tcpAddrs);
+    await b.host.handle("/test/echo/1", async (stream) => {
+      for await (const m of stream) stream.send(m);
+      await stream.close();
+    }, { membersOnly: true });
+    const s = await a.host.openStream(b.host.peerId, "/test/echo/1");
+    s.send(new TextEncoder().encode("over tcp"));
+    await s.close();
+    let got = "";
+    for await (const m of s) got += new TextDecoder().decode(m.subarray());
+    assert.equal(got, "over tcp");
+    const conn = a.host.connections().find((c) => c.peerId === b.host.peerId);
+    assert.match(conn?.remoteAddr ?? "", /\/tcp\/\d+/);
+  },
+});
+
+Deno.test({
   name: "net: join with the invite's secret makes the joiner a member; both sides authenticated",
   ...opts,
   async fn() {

@@ -47,7 +47,11 @@ export interface TestHost {
 }
 
 /** In-process hosts on 127.0.0.1 with their own member sets (each host always counts itself). */
-export async function hosts(n: number, admission: Partial<AdmissionLimits> = {}) {
+export async function hosts(
+  n: number,
+  admission: Partial<AdmissionLimits> = {},
+  options: { enableTcp?: boolean } = {},
+) {
   const dir = await Deno.makeTempDir({ prefix: "net-e2e-" });
   const made: TestHost[] = [];
   for (let i = 0; i < n; i++) {
@@ -59,6 +63,7 @@ export async function hosts(n: number, admission: Partial<AdmissionLimits> = {})
       isAllowedPeer: (p) => members.has(p),
       admission,
       logger: log,
+      enableTcp: options.enableTcp,
     });
     members.add(host.peerId);
     made.push({ host, members, log });
