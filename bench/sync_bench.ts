@@ -3,7 +3,8 @@
  * 1,000 small files, 20 of 1-8 MiB and one large file (../shared/anchors/syncthing/run.py
  * --gen-only writes the same bytes). For FileSync with two and with three nodes on 127.0.0.1:
  *   - initial sync: from starting node A (with the data already in its folder) until every
- *     other node holds a byte-identical tree (A's first scan and all commits included);
+ *     other node holds a byte-identical tree (A's first scan and all commits included); the
+ *     other nodes start as soon as A prints its invite, all at once;
  *   - one byte inserted in the middle of the large file, and 4 KiB overwritten in place: time
  *     until node B's copy matches, timed as the anchor times Syncthing (from after hashing A's
  *     edited file until B's copy hashes equal), the time from the edit until B's new file was
@@ -17,7 +18,6 @@
  * Usage: deno task bench:sync [--large-mib 256] [--trials 30] [--no-anchor]
  */
 import { NodeProcess, tempDirs, waitFor } from "../tests/helpers/cluster.ts";
-import { runCli } from "../tests/helpers/cli.ts";
 import { ANCHOR, arg, contentHash, fileHash, generateWorkload, sh, shape } from "./workload.ts";
 
 // Timings of nodes as users run them: no test-only consistency checks.
@@ -71,6 +71,14 @@ interface Row {
   movedInS?: number;
 }
 
+/**
+ * Start the other nodes at once, each joining with the invite the first node printed (the
+ * quick start's two steps; the invite is good for 24 hours and for any number of joins).
+ */
+function startJoiners(dirs: string[], first: NodeProcess): Promise<NodeProcess[]> {
+  return Promise.all(dirs.map((d) => NodeProcess.start(d, ["--join", first.invite])));
+}
+
 async function runFileSync(src: string, nodeCount: number): Promise<Row> {
   const dirs = await tempDirs(nodeCount, `filesync-syncbench-${nodeCount}-`);
   await sh(["cp", "-a", `${src}/.`, dirs[0]]);
@@ -80,10 +88,7 @@ async function runFileSync(src: string, nodeCount: number): Promise<Row> {
   try {
     const t0 = performance.now();
     nodes.push(await NodeProcess.start(dirs[0]));
-    for (let i = 1; i < nodeCount; i++) {
-      const inv = await runCli(["invite", dirs[0]]);
-      nodes.push(await NodeProcess.start(dirs[i], ["--join", inv.stdout.trim()]));
-    }
+    nodes.push(...await startJoiners(dirs.slice(1), nodes[0]));
     for (const d of dirs.slice(1)) {
       await waitFor("initial sync", async () => (await shape(d)) === want, 1_800_000, 100);
     }
@@ -192,10 +197,7 @@ async function runMovedIn(src: string, nodeCount: number): Promise<number> {
   const nodes: NodeProcess[] = [];
   try {
     nodes.push(await NodeProcess.start(dirs[0]));
-    for (let i = 1; i < nodeCount; i++) {
-      const inv = await runCli(["invite", dirs[0]]);
-      nodes.push(await NodeProcess.start(dirs[i], ["--join", inv.stdout.trim()]));
-    }
+    nodes.push(...await startJoiners(dirs.slice(1), nodes[0]));
     await waitFor("all voters", async () => {
       const s = await nodes[0].status();
       return s.members.filter((m) => m.role === "voter").length === nodeCount;
