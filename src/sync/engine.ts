@@ -118,6 +118,13 @@ export interface EngineOptions {
    * files to hash (default 64 MiB; see ScanOptions.backgroundBytes).
    */
   backgroundHashBytes?: number;
+  /**
+   * A scan that has run this long leaves the files it has not started to the background, in
+   * groups committed one by one (default 250 ms; see ScanOptions.backgroundAfterMs): the
+   * first files of a large folder are committed, and fetched by the others, while the rest
+   * is read.
+   */
+  backgroundScanAfterMs?: number;
 }
 
 /** What one pass did. */
@@ -179,6 +186,9 @@ const BACKGROUND_WRITES = 8;
  */
 const HUGE_FILE_WRITES = 2;
 const HUGE_FILE_BYTES = 64 << 20;
+
+/** Default of EngineOptions.backgroundScanAfterMs. */
+const BACKGROUND_SCAN_AFTER_MS = 250;
 /** Small files whose objects are fetched ahead together: at most this many, or bytes. */
 const PREFETCH_BATCH_FILES = 256;
 const PREFETCH_BATCH_BYTES = 32 << 20;
@@ -521,15 +531,18 @@ export class SyncEngine {
       this.#changedPaths.clear();
       for (const p of paths ?? []) if (this.#hashing.has(p)) this.#hashingEvents.add(p);
       const skip = (p: string) => this.#inflight.has(p) || this.#hashing.has(p);
-      const backgroundBytes = this.opts.backgroundHashBytes ?? HUGE_FILE_BYTES;
+      const background = {
+        backgroundBytes: this.opts.backgroundHashBytes ?? HUGE_FILE_BYTES,
+        backgroundAfterMs: this.opts.backgroundScanAfterMs ?? BACKGROUND_SCAN_AFTER_MS,
+      };
       // The scan writes the records of these paths, what lies below them and their directories
       // (of the whole tree if it falls back to a full scan), even if it fails half-way.
       let whole = true;
       let scan;
       try {
-        if (paths === undefined) scan = await scanTree(store, { skip, backgroundBytes });
+        if (paths === undefined) scan = await scanTree(store, { skip, ...background });
         else {
-          scan = await scanPaths(store, paths, { skip, backgroundBytes });
+          scan = await scanPaths(store, paths, { skip, ...background });
           whole = scan.whole;
         }
       } finally {
@@ -541,7 +554,7 @@ export class SyncEngine {
       }
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
       hashedFiles = scan.hashedFiles;
-      if (scan.background) this.#hashInBackground(scan.background);
+      for (const group of scan.background) this.#hashInBackground(group);
     }
     const scanned = performance.now();
     // This node's own proposals that committed unheard of (timed out, or it died first) are
