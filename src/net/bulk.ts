@@ -49,6 +49,23 @@ const MAX_HANDSHAKING = 64;
 const MAX_CONNS_PER_PEER = 32;
 /** After a failed bulk dial, the peer is reached over libp2p for this long, ms. */
 const RETRY_AFTER_MS = 10_000;
+/**
+ * After a peer could not be reached at all to ask for its offer, ms. Its fetches fail over
+ * libp2p too meanwhile; waiting RETRY_AFTER_MS left two members that joined at once moving a
+ * large file's stripes over libp2p QUIC (a core's worth of CPU) once they could reach each other.
+ */
+const UNREACHABLE_RETRY_MS = 500;
+
+/** After a peer answered without an offer, ms. */
+const NO_OFFER_RETRY_MS = 1_000;
+
+/** The peer could not be reached over libp2p to ask for an offer. */
+class PeerUnreachable extends Error {
+  constructor(cause: Error) {
+    super(cause.message);
+    this.name = "PeerUnreachable";
+  }
+}
 
 /** What the objects server does with an accepted bulk connection. */
 export type BulkStreamHandler = (stream: MessageStream, peer: string) => Promise<void>;
@@ -311,7 +328,12 @@ export class BulkDialer {
         this.#offers.set(peer, asking);
       }
       const offer = await asking;
-      if (offer === null) return this.#failed(peer);
+      if (offer === null) {
+        // No offer: a peer without a bulk listener, or one that does not count us as a member
+        // yet (a member that joined a moment ago). Cheap to ask again a little later.
+        this.host.logger.info?.(`no bulk offer from ${peer}`);
+        return this.#failed(peer, NO_OFFER_RETRY_MS);
+      }
       // Dialed at the address libp2p reached it on (asking for the offer connected us).
       const via = this.host.connections().find((c) => c.peerId === peer);
       const ip = via ? ipOf(via.remoteAddr) : null;
@@ -340,21 +362,32 @@ export class BulkDialer {
       }
       return new ConnStream(conn);
     } catch (e) {
+      if (e instanceof PeerUnreachable) {
+        // Not a failure of the bulk lane: libp2p cannot reach the peer either (a member that
+        // joined a moment ago, whose addresses are not known yet). Asked again soon.
+        this.host.logger.info?.(`no bulk offer from ${peer} yet: ${e.message}`);
+        return this.#failed(peer, UNREACHABLE_RETRY_MS);
+      }
       this.host.logger.warn(`bulk connection to ${peer} failed: ${(e as Error).message}`);
       return this.#failed(peer);
     }
   }
 
-  /** Forget `peer`'s offer and use libp2p for a while. */
-  #failed(peer: string): null {
+  /** Forget `peer`'s offer and use libp2p for a while (`retryMs`). */
+  #failed(peer: string, retryMs = RETRY_AFTER_MS): null {
     this.#offers.delete(peer);
-    this.#failedUntil.set(peer, Date.now() + RETRY_AFTER_MS);
+    this.#failedUntil.set(peer, Date.now() + retryMs);
     if (this.#failedUntil.size > 1024) this.#failedUntil.clear();
     return null;
   }
 
   async #askOffer(peer: string, signal?: AbortSignal): Promise<Offer | null> {
-    const stream = await this.host.openStream(peer, BULK_PROTOCOL, { signal });
+    let stream;
+    try {
+      stream = await this.host.openStream(peer, BULK_PROTOCOL, { signal });
+    } catch (e) {
+      throw new PeerUnreachable(e as Error);
+    }
     const fs = new FramedStream<BulkMessage, BulkMessage>(stream, bulkCodec, bulkCodec);
     const timer = deadline(HANDSHAKE_MS);
     try {

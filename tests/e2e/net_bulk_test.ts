@@ -207,6 +207,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "bulk: a peer that could not be reached yet is offered bulk as soon as it can be",
+  ...opts,
+  async fn() {
+    await using h = await hosts(2);
+    const [client, server] = h.list;
+    // Members, but the client does not know the server's addresses yet (a member that joined
+    // a moment ago): no offer can be asked for.
+    client.members.add(server.host.peerId);
+    server.members.add(client.host.peerId);
+    const store = randomObjects(20, 30_000);
+    const bulk = await serveBoth(server, store);
+    const dialer = new BulkDialer(client.host);
+    try {
+      assert.equal(await dialer.open(server.host.peerId), null, "unreachable: no connection");
+      await client.host.rememberPeer(server.host.peerId, server.host.addrs());
+      // Within the 10 s a failed bulk dial waits: this was no failure of the bulk lane.
+      let conn = null;
+      for (let i = 0; i < 40 && conn === null; i++) {
+        conn = await dialer.open(server.host.peerId);
+        if (conn === null) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(conn !== null, "a bulk connection once the peer can be reached");
+      conn.abort(new Error("only the connection was wanted"));
+      assert.ok(bulk.accepted > 0);
+    } finally {
+      await bulk.close();
+    }
+  },
+});
+
+Deno.test({
   name: "bulk: a push goes over a bulk connection and ends durable on the receiver",
   ...opts,
   async fn() {
