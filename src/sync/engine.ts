@@ -118,13 +118,6 @@ export interface EngineOptions {
    * files to hash (default 64 MiB; see ScanOptions.backgroundBytes).
    */
   backgroundHashBytes?: number;
-  /**
-   * A scan that has run this long leaves the files it has not started to the background, in
-   * groups committed one by one (default 250 ms; see ScanOptions.backgroundAfterMs): the
-   * first files of a large folder are committed, and fetched by the others, while the rest
-   * is read.
-   */
-  backgroundScanAfterMs?: number;
 }
 
 /** What one pass did. */
@@ -186,9 +179,6 @@ const BACKGROUND_WRITES = 8;
  */
 const HUGE_FILE_WRITES = 2;
 const HUGE_FILE_BYTES = 64 << 20;
-
-/** Default of EngineOptions.backgroundScanAfterMs. */
-const BACKGROUND_SCAN_AFTER_MS = 250;
 /** Small files whose objects are fetched ahead together: at most this many, or bytes. */
 const PREFETCH_BATCH_FILES = 256;
 const PREFETCH_BATCH_BYTES = 32 << 20;
@@ -531,18 +521,15 @@ export class SyncEngine {
       this.#changedPaths.clear();
       for (const p of paths ?? []) if (this.#hashing.has(p)) this.#hashingEvents.add(p);
       const skip = (p: string) => this.#inflight.has(p) || this.#hashing.has(p);
-      const background = {
-        backgroundBytes: this.opts.backgroundHashBytes ?? HUGE_FILE_BYTES,
-        backgroundAfterMs: this.opts.backgroundScanAfterMs ?? BACKGROUND_SCAN_AFTER_MS,
-      };
+      const backgroundBytes = this.opts.backgroundHashBytes ?? HUGE_FILE_BYTES;
       // The scan writes the records of these paths, what lies below them and their directories
       // (of the whole tree if it falls back to a full scan), even if it fails half-way.
       let whole = true;
       let scan;
       try {
-        if (paths === undefined) scan = await scanTree(store, { skip, ...background });
+        if (paths === undefined) scan = await scanTree(store, { skip, backgroundBytes });
         else {
-          scan = await scanPaths(store, paths, { skip, ...background });
+          scan = await scanPaths(store, paths, { skip, backgroundBytes });
           whole = scan.whole;
         }
       } finally {
@@ -554,7 +541,7 @@ export class SyncEngine {
       }
       for (const p of scan.problems) log.warn("scan problem", { path: p.path, error: p.message });
       hashedFiles = scan.hashedFiles;
-      for (const group of scan.background) this.#hashInBackground(group);
+      if (scan.background) this.#hashInBackground(scan.background);
     }
     const scanned = performance.now();
     // This node's own proposals that committed unheard of (timed out, or it died first) are

@@ -63,14 +63,6 @@ export interface ScanOptions {
    * such a path keeps its previous record, or has none.
    */
   backgroundBytes?: number;
-  /**
-   * Once the scan has run this long, the files it has not started hashing are hashed in the
-   * background too, in groups of BACKGROUND_GROUP_FILES files or BACKGROUND_GROUP_BYTES bytes,
-   * hashed one after the other and recorded in order (each its own `done`), so a first scan
-   * of a large folder lets its first files be committed while it reads the rest.
-   * Only with workers, as for backgroundBytes.
-   */
-  backgroundAfterMs?: number;
 }
 
 /** The files a scan left to hash in the background. */
@@ -101,11 +93,8 @@ export interface ScanResult {
   /** Entries that could not be taken in; the scan still covers everything else. */
   problems: WalkProblem[];
   durationMs: number;
-  /**
-   * Files still being hashed (see ScanOptions.backgroundBytes and backgroundAfterMs), in
-   * groups recorded one by one; empty when the scan hashed everything itself.
-   */
-  background: BackgroundScan[];
+  /** Files still being hashed (see ScanOptions.backgroundBytes). */
+  background: BackgroundScan | null;
 }
 
 /** Where the records of hashed files go: the scan's own, or the background's. */
@@ -121,34 +110,8 @@ interface HashSink {
 /** Below these, files are hashed on the main thread: a worker's start-up costs more. */
 const INLINE_HASH_BYTES = 8 * 1024 * 1024;
 const INLINE_HASH_FILES = 100;
-/** A group of files a scan leaves to the background past its deadline (backgroundAfterMs). */
-const BACKGROUND_GROUP_FILES = 256;
-const BACKGROUND_GROUP_BYTES = 32 << 20;
-/** Fewer files than this left at the deadline are hashed by the scan itself. */
-const MIN_DEFERRED_FILES = 64;
 /** Files from this size are re-chunked guided by their previous chunks (see rechunkStream). */
 const GUIDED_RECHUNK_BYTES = 1 << 20;
-
-/** Split files into groups of at most BACKGROUND_GROUP_FILES files and _BYTES bytes. */
-function groupsOf(files: WalkEntry[]): WalkEntry[][] {
-  const groups: WalkEntry[][] = [];
-  let group: WalkEntry[] = [];
-  let bytes = 0;
-  for (const e of files) {
-    if (
-      group.length > 0 &&
-      (group.length >= BACKGROUND_GROUP_FILES || bytes + e.size > BACKGROUND_GROUP_BYTES)
-    ) {
-      groups.push(group);
-      group = [];
-      bytes = 0;
-    }
-    group.push(e);
-    bytes += e.size;
-  }
-  if (group.length > 0) groups.push(group);
-  return groups;
-}
 
 /**
  * Index record of a symlink or directory: no content to chunk, so the root is the empty
@@ -337,33 +300,7 @@ async function scanCore(
   const now = deferring ? toHash.filter((e) => !huge(e)) : toHash;
   const pool = new HashPool(workers, chunker);
   const counts = { hashedFiles: 0, hashedBytes: 0 };
-  const background: BackgroundScan[] = [];
-  /** A sink of its own for files hashed in the background: committed when they are done. */
-  const backgroundSink = (): HashSink => {
-    const bgKept = new KeptObjects(store.packs);
-    return {
-      kept: bgKept,
-      batch: new KvBatch(store.kv, () => bgKept.flush()),
-      records: new Map(),
-      problems: [],
-      counts: { hashedFiles: 0, hashedBytes: 0 },
-      failure: null,
-    };
-  };
-  /** Record what a background sink hashed, and say what it did. */
-  const finish = async (sink: HashSink): Promise<BackgroundScanResult> => {
-    if (sink.failure !== null) throw sink.failure.error;
-    await sink.batch.flush();
-    await sink.kept.flush();
-    return { ...sink.counts, problems: sink.problems };
-  };
-  /** Until they are recorded, background paths keep what they had (a new file is not yet). */
-  const keepPrevious = (files: WalkEntry[]) => {
-    for (const e of files) {
-      const prev = previousOf(e.path);
-      if (prev) records.set(e.path, prev);
-    }
-  };
+  let background: BackgroundScan | null = null;
   try {
     /** Hash `e` and queue its records into `into`; failures land in `into` too. */
     const hashOne = async (e: WalkEntry, into: HashSink): Promise<void> => {
@@ -422,73 +359,55 @@ async function scanCore(
     if (later.length > 0) {
       // Started first: the pool hands them to its first workers, so the longest jobs begin at
       // once, and the other workers take the rest of the tree.
-      const sink = backgroundSink();
-      const done = Promise.all(later.map((e) => hashOne(e, sink))).then(() => finish(sink));
-      background.push({ files: later.map((e) => ({ path: e.path, size: e.size })), done });
-      keepPrevious(later);
-    }
-    /**
-     * Hash `files` into `sink`, a bounded number in flight so memory does not grow with the
-     * tree; stop starting files once `stop(started)` says so. Returns how many were started.
-     */
-    const hashAll = async (
-      files: WalkEntry[],
-      sink: HashSink,
-      stop: (started: number) => boolean = () => false,
-    ) => {
-      const inFlight = new Set<Promise<void>>();
-      const maxInFlight = Math.max(4, workers * 8);
-      // Woken whenever a job finishes, so the loop waits without racing every promise.
-      let slotFree: (() => void) | null = null;
-      let started = 0;
-      for (const e of files) {
-        if (stop(started)) break;
-        const job = hashOne(e, sink).finally(() => {
-          inFlight.delete(job);
-          slotFree?.();
-        });
-        inFlight.add(job);
-        started++;
-        while (inFlight.size >= maxInFlight) {
-          await new Promise<void>((resolve) => slotFree = resolve);
-          slotFree = null;
-        }
+      // Its own tree nodes and KV batch: committed when these files are done, not with the scan.
+      const bgKept = new KeptObjects(store.packs);
+      const sink: HashSink = {
+        kept: bgKept,
+        batch: new KvBatch(store.kv, () => bgKept.flush()),
+        records: new Map(),
+        problems: [],
+        counts: { hashedFiles: 0, hashedBytes: 0 },
+        failure: null,
+      };
+      const done = (async (): Promise<BackgroundScanResult> => {
+        await Promise.all(later.map((e) => hashOne(e, sink)));
+        if (sink.failure !== null) throw sink.failure.error;
+        await sink.batch.flush();
+        await sink.kept.flush();
+        return { ...sink.counts, problems: sink.problems };
+      })();
+      background = { files: later.map((e) => ({ path: e.path, size: e.size })), done };
+      // Until they are recorded, these paths keep what they had (a new file is not yet there).
+      for (const e of later) {
+        const prev = previousOf(e.path);
+        if (prev) records.set(e.path, prev);
       }
-      await Promise.all(inFlight);
-      return started;
-    };
+    }
     const sink: HashSink = { kept, batch, records, problems, counts, failure: null };
-    const deadline = workers > 0 && options.backgroundAfterMs !== undefined
-      ? start + options.backgroundAfterMs
-      : Infinity;
-    const started = await hashAll(
-      now,
-      sink,
-      (n) => now.length - n >= MIN_DEFERRED_FILES && Date.now() >= deadline,
-    );
-    if (sink.failure !== null) throw sink.failure.error;
-    const rest = now.slice(started);
-    if (rest.length > 0) {
-      // Past the deadline: the rest in groups, hashed one after the other (the next group's
-      // files while the last one's records are written) and recorded in order.
-      let hashing: Promise<unknown> = Promise.resolve();
-      let recording: Promise<unknown> = Promise.resolve();
-      for (const group of groupsOf(rest)) {
-        const groupSink = backgroundSink();
-        const hashed = hashing.then(() => hashAll(group, groupSink));
-        hashing = hashed.catch(() => {});
-        const done = Promise.all([hashed, recording.catch(() => {})])
-          .then(() => finish(groupSink));
-        recording = done;
-        background.push({ files: group.map((e) => ({ path: e.path, size: e.size })), done });
-        keepPrevious(group);
+    // Keep a bounded number of files in flight so memory does not grow with the tree.
+    const inFlight = new Set<Promise<void>>();
+    const maxInFlight = Math.max(4, workers * 8);
+    // Woken whenever a job finishes, so the loop below waits without racing every promise.
+    let slotFree: (() => void) | null = null;
+    for (const e of now) {
+      const job = hashOne(e, sink).finally(() => {
+        inFlight.delete(job);
+        slotFree?.();
+      });
+      inFlight.add(job);
+      while (inFlight.size >= maxInFlight) {
+        await new Promise<void>((resolve) => slotFree = resolve);
+        slotFree = null;
       }
     }
+    await Promise.all(inFlight);
+    if (sink.failure !== null) throw sink.failure.error;
   } finally {
     // The pool lives on for the files hashed in the background.
-    if (background.length === 0) pool.close();
+    if (background === null) pool.close();
     else {
-      Promise.allSettled(background.map((bg) => bg.done)).finally(() => pool.close());
+      const bg: BackgroundScan = background;
+      bg.done.catch(() => {}).finally(() => pool.close());
     }
   }
   const { hashedFiles, hashedBytes } = counts;

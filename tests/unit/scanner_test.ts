@@ -469,15 +469,14 @@ Deno.test("scan: huge files hashed in the background are recorded as a plain sca
   try {
     const scan = await scanTree(store, { workers: 2, backgroundBytes: 2 << 20 });
     // Both files of 2 MiB and more are left to the background; the small ones are recorded.
-    assert.equal(scan.background.length, 1);
-    assert.deepEqual(scan.background[0]?.files.map((f) => f.path).sort(), [
+    assert.deepEqual(scan.background?.files.map((f) => f.path).sort(), [
       "big/huge.bin",
       "big/other.bin",
     ]);
-    assert.deepEqual(scan.background[0]?.files.map((f) => f.size).sort(), [2 << 20, 3 << 20]);
+    assert.deepEqual(scan.background?.files.map((f) => f.size).sort(), [2 << 20, 3 << 20]);
     assert.ok(await store.files.get("a.txt"));
     assert.ok(await store.files.get("d/b.txt"));
-    const done = await scan.background[0].done;
+    const done = await scan.background!.done;
     assert.equal(done.hashedFiles, 2);
     assert.equal(done.hashedBytes, 5 << 20);
     assert.deepEqual(done.problems, []);
@@ -485,7 +484,7 @@ Deno.test("scan: huge files hashed in the background are recorded as a plain sca
     const plainStore = await LocalStore.open(plain);
     try {
       const again = await scanTree(plainStore, { workers: 2 });
-      assert.deepEqual(again.background, []);
+      assert.equal(again.background, null);
       assert.deepEqual(await recordShapes(store), await recordShapes(plainStore));
       // Every chunk of the huge file is located in it.
       const rec = (await store.files.get("big/huge.bin"))!;
@@ -502,82 +501,18 @@ Deno.test("scan: huge files hashed in the background are recorded as a plain sca
   }
 });
 
-Deno.test("scan: past its deadline a scan leaves the rest to background groups, recorded in order", async () => {
-  const files: Record<string, Uint8Array> = {};
-  for (let i = 0; i < 600; i++) files[`d${i % 7}/f${i}.bin`] = bytesOf(100 + i, 1000 + i);
-  const dir = await tempTree(files);
-  const plain = await tempTree(files);
-  const store = await LocalStore.open(dir);
-  try {
-    // A deadline already past: the scan starts only a few files before it hands over.
-    const scan = await scanTree(store, { workers: 2, backgroundAfterMs: 0 });
-    const deferred = scan.background.flatMap((g) => g.files.map((f) => f.path));
-    assert.ok(scan.background.length >= 2, `groups: ${scan.background.length}`);
-    assert.ok(scan.background.every((g) => g.files.length <= 256));
-    assert.equal(scan.hashedFiles + deferred.length, 600, "every file hashed once");
-    assert.equal(new Set(deferred).size, deferred.length);
-    for (const p of deferred.slice(0, 5)) {
-      assert.equal(await store.files.get(p), null, `${p} is not recorded before its group`);
-    }
-    // Groups end in order, each with its files recorded.
-    const ended: number[] = [];
-    await Promise.all(scan.background.map((g, i) =>
-      g.done.then(async (r) => {
-        ended.push(i);
-        assert.equal(r.hashedFiles, g.files.length);
-        for (const f of g.files) assert.ok(await store.files.get(f.path), f.path);
-      })
-    ));
-    assert.deepEqual(ended, [...ended].sort((a, b) => a - b));
-    const plainStore = await LocalStore.open(plain);
-    try {
-      assert.deepEqual((await scanTree(plainStore, { workers: 2 })).background, []);
-      assert.deepEqual(await recordShapes(store), await recordShapes(plainStore));
-    } finally {
-      await plainStore.close();
-    }
-    // Nothing changed: the next scan hashes nothing and defers nothing.
-    const again = await scanTree(store, { workers: 2, backgroundAfterMs: 0 });
-    assert.equal(again.hashedFiles, 0);
-    assert.deepEqual(again.background, []);
-  } finally {
-    await store.close();
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(plain, { recursive: true });
-  }
-});
-
-Deno.test("scan: a deadline defers nothing on the main thread, or when few files are left", async () => {
-  const files: Record<string, Uint8Array> = {};
-  for (let i = 0; i < 40; i++) files[`f${i}.bin`] = bytesOf(700 + i, 2000);
-  const dir = await tempTree(files);
-  const store = await LocalStore.open(dir);
-  try {
-    let scan = await scanTree(store, { workers: 2, backgroundAfterMs: 0 });
-    assert.deepEqual(scan.background, [], "40 files: hashed by the scan itself");
-    assert.equal(scan.hashedFiles, 40);
-    for (let i = 0; i < 200; i++) await Deno.writeFile(`${dir}/g${i}.bin`, bytesOf(900 + i, 2000));
-    scan = await scanTree(store, { workers: 0, backgroundAfterMs: 0 });
-    assert.deepEqual(scan.background, [], "no workers: no background");
-    assert.equal(scan.hashedFiles, 200);
-  } finally {
-    await store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
 Deno.test("scan: nothing goes to the background alone, on the main thread, or in a plain scan", async () => {
   const dir = await tempTree({ "huge.bin": bytesOf(9, 3 << 20), "x.txt": "x" });
   const store = await LocalStore.open(dir);
   try {
     // Hashed on the calling thread: a huge file there would hold up the node anyway.
     let scan = await scanTree(store, { workers: 0, backgroundBytes: 1 << 20 });
-    assert.deepEqual(scan.background, []);
+    assert.equal(scan.background, null);
     assert.ok(await store.files.get("huge.bin"));
     // The huge file changed, and it is all there is to hash: nothing to gain from waiting.
     await Deno.writeFile(`${dir}/huge.bin`, bytesOf(10, 3 << 20));
     scan = await scanTree(store, { workers: 2, backgroundBytes: 1 << 20 });
-    assert.deepEqual(scan.background, []);
+    assert.equal(scan.background, null);
     assert.equal(scan.hashedFiles, 1);
   } finally {
     await store.close();
@@ -597,11 +532,11 @@ Deno.test("scan: a changed huge file is hashed in the background, its record kep
       workers: 2,
       backgroundBytes: 1 << 20,
     });
-    assert.deepEqual(scan.background[0]?.files.map((f) => f.path), ["huge.bin"]);
+    assert.deepEqual(scan.background?.files.map((f) => f.path), ["huge.bin"]);
     // Kept, not taken for removed; the scan itself hashed only the small file.
     assert.equal(scan.removed, 0);
     assert.equal(scan.hashedFiles, 1);
-    assert.equal((await scan.background[0].done).hashedFiles, 1);
+    assert.equal((await scan.background!.done).hashedFiles, 1);
     const after = (await store.files.get("huge.bin"))!;
     assert.notDeepEqual(after.root, before.root);
     const fresh = await hashFile(`${dir}/huge.bin`);

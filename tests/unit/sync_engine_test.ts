@@ -263,38 +263,6 @@ Deno.test("engine: small files are committed while a huge file beside them is st
   });
 });
 
-Deno.test("engine: a scan past its deadline commits its files group by group, counted pending meanwhile", async () => {
-  await withNode(async (store) => {
-    const index = new IndexState(store.kv);
-    // A deadline already past: the first scan leaves every file to background groups.
-    const engine = loneEngine(store, index, {}, { backgroundScanAfterMs: 0 });
-    try {
-      for (let i = 0; i < 300; i++) {
-        await Deno.mkdir(`${store.root}/d${i % 5}`, { recursive: true });
-        await Deno.writeFile(`${store.root}/d${i % 5}/f${i}.bin`, seededBytes(300 + i, 2_000));
-      }
-      const first = await engine.syncNow();
-      // The directories are committed; the files still being hashed count as local changes.
-      assert.ok(await index.get("d0"), "d0 committed");
-      assert.ok(first.pendingUp >= 64, `pendingUp ${first.pendingUp}`);
-      await until("every file committed", async () => {
-        for (let i = 0; i < 300; i++) {
-          if ((await index.get(`d${i % 5}/f${i}.bin`)) === null) return false;
-        }
-        return true;
-      });
-      await until("nothing pending", async () => {
-        const r = await engine.syncNow();
-        return r.pendingUp === 0 && !engine.lastPass.busy;
-      });
-      const rec = (await index.get("d1/f1.bin"))!;
-      assert.deepEqual(rec.root, (await store.files.get("d1/f1.bin"))!.root);
-    } finally {
-      await engine.stop();
-    }
-  });
-});
-
 Deno.test("engine: syncNow calls made during a pass share the next pass, never run passes at once", async () => {
   await withNode(async (store) => {
     const index = new IndexState(store.kv);
