@@ -113,6 +113,14 @@ const PUSH_FAILURE_MEMORY_MS = 30_000;
 const PROMOTE_ANYWAY_MS = 60_000;
 /** Pack objects claimed to a pusher are kept from GC this long (its commit lands by then), ms. */
 const CLAIM_KEEP_MS = 60 * 60_000;
+/**
+ * Garbage collection after pushes waits until none came for this long, ms (see
+ * #collectGarbage): a run each tick while an edit streamed in surveyed the whole pack each time
+ * (about 3 s with 20,000 files) and kept most of what it was run for.
+ */
+const PUSH_SETTLE_MS = 2_000;
+/** ...but no longer than this under a steady stream of pushes, ms. */
+const PUSH_WAIT_MAX_MS = 60_000;
 /** A GC walk of the retained trees that could not finish is tried again after this long, ms. */
 const UNREFERENCED_RETRY_MS = 10 * 60_000;
 /** Most claims remembered (the oldest are forgotten first; bounds memory against floods). */
@@ -271,6 +279,9 @@ export class Daemon {
   /** Bytes pushed to this node when garbage was last collected. */
   #receivedAtGc = 0;
   #collecting = false;
+  /** When the last object was pushed here, and the first one no collection has seen yet. */
+  #lastPushAt = 0;
+  #pushesWaitingSince = 0;
   readonly #heldCheck = new HeldCheck();
   #gcIntervalMs = 60_000;
   /** Pack objects a pusher was told we hold, and when: GC keeps them for CLAIM_KEEP_MS. */
@@ -503,6 +514,8 @@ export class Daemon {
       receiver: {
         store: (h, bytes) => {
           this.#receivedBytes += bytes.length;
+          this.#lastPushAt = Date.now();
+          if (this.#pushesWaitingSince === 0) this.#pushesWaitingSince = this.#lastPushAt;
           return Promise.resolve(this.store.packs.put(h, bytes));
         },
         flush: (hashes) => this.store.packs.flush(hashes),
@@ -724,9 +737,15 @@ export class Daemon {
       this.#unreferencedDueAt = now + DEFAULT_GC_GRACE_MS;
     }
     const unreferenced = now >= this.#unreferencedDueAt;
-    // A run between a push and the write of its file kept the pushed chunks: look again once
-    // the engine has written newer commits (HeldCheck).
-    if (!pushed && !unreferenced && !this.#heldCheck.due(now, pass)) return;
+    // Pushes still arriving: their commits and files are likely on their way, and a run now
+    // would keep their chunks (not in files yet) and survey the whole pack for little. Wait
+    // until they pause, or PUSH_WAIT_MAX_MS at most under a steady stream.
+    const pushesSettled = now - this.#lastPushAt >= PUSH_SETTLE_MS ||
+      now - this.#pushesWaitingSince >= PUSH_WAIT_MAX_MS;
+    const pushedRun = pushed && pushesSettled;
+    // A run between a push and the write of its file (a commit slower than the pause) kept the
+    // pushed chunks: look again once the engine has written newer commits (HeldCheck).
+    if (!pushedRun && !unreferenced && !this.#heldCheck.due(now, pass)) return;
     const started = performance.now();
     const asked = this.#unreferencedAsked;
     this.#collecting = true;
@@ -737,8 +756,11 @@ export class Daemon {
         keep: (hash) => this.#claimedLately(hash),
         nodes: this.#nodesFromPeers(),
       });
-      this.#receivedAtGc = received;
-      this.#heldCheck.ran(now, pass?.plannedAt, pushed);
+      if (pushedRun) {
+        this.#receivedAtGc = received;
+        this.#pushesWaitingSince = 0;
+      }
+      this.#heldCheck.ran(now, pass?.writes ?? 0, pushedRun);
       if (unreferenced) {
         // A walk that could not finish (a peer holding some retained nodes is away) collected
         // nothing by that rule: it is tried again a while later.

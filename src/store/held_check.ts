@@ -6,7 +6,7 @@
  * before that write keeps them, rightly; but pushes were the only thing that made the held rule
  * run, so without another push the copies stayed in the packs until the next unrelated one.
  * HeldCheck closes that gap: for a while after a collection that pushes called for, it asks
- * for one more each time the engine has applied newer commits and written all of them.
+ * for one more each time the engine has written files since and has nothing left to write.
  */
 
 /** How long after a push-triggered collection later writes still call for one, ms. */
@@ -18,34 +18,35 @@ export interface PassState {
   busy: boolean;
   /** Committed entries not yet on disk. */
   pendingDown: number;
-  /** The applied index the last pass planned from (absent before the first pass). */
-  plannedAt?: number;
+  /** Entries the engine has written to disk so far. */
+  writes: number;
 }
 
 /** Decides the extra collections that follow pushes (one object per node). */
 export class HeldCheck {
   #until = 0;
-  #plannedAtRun = -1;
+  #writesAtRun = 0;
 
   constructor(private readonly windowMs = HELD_CHECK_WINDOW_MS) {}
 
   /**
-   * A collection ran at `now`, after the engine had planned from `plannedAt`. `pushed`: objects
+   * A collection ran at `now`, after the engine had written `writes` entries. `pushed`: objects
    * had been pushed here since the run before, so some may be written into files later.
    */
-  ran(now: number, plannedAt: number | undefined, pushed: boolean): void {
+  ran(now: number, writes: number, pushed: boolean): void {
     if (pushed) this.#until = now + this.windowMs;
-    this.#plannedAtRun = plannedAt ?? -1;
+    this.#writesAtRun = writes;
   }
 
   /**
    * Whether a collection is due for the held rule alone: within the window after a pushed one,
-   * the engine is idle with every commit it planned from on disk, and it planned from a newer
-   * index than the last collection saw (the pushed objects' commit may be among those).
+   * the engine has written entries since the last collection (the pushed objects' file may be
+   * among them) and is idle with nothing left to write. Commits that wrote nothing (membership,
+   * addresses) call for none: each run surveys the whole pack.
    */
   due(now: number, pass: PassState | undefined): boolean {
     if (now >= this.#until || pass === undefined) return false;
-    if (pass.busy || pass.pendingDown > 0 || pass.plannedAt === undefined) return false;
-    return pass.plannedAt > this.#plannedAtRun;
+    if (pass.busy || pass.pendingDown > 0) return false;
+    return pass.writes > this.#writesAtRun;
   }
 }

@@ -334,6 +334,8 @@ export class SyncEngine {
   /** What passes plan from, kept between them (see plan_views.ts). */
   #views: PlanViews;
   #passes = 0;
+  /** Entries written to disk so far (in passes and in the background). */
+  #writes = 0;
   #lastPassEnd = 0;
   /** Directories deleted elsewhere and kept here (not empty), warned about once each. */
   #keptDirs = new Set<string>();
@@ -501,9 +503,15 @@ export class SyncEngine {
   }
 
   /** The last pass's result, for status. */
-  get lastPass(): PassResult & { passes: number; at: number; busy: boolean } {
+  get lastPass(): PassResult & { passes: number; at: number; busy: boolean; writes: number } {
     const busy = !!this.#running || this.#inflight.size > 0 || this.#hashing.size > 0;
-    return { ...this.#last, passes: this.#passes, at: this.#lastPassEnd, busy };
+    return {
+      ...this.#last,
+      passes: this.#passes,
+      at: this.#lastPassEnd,
+      busy,
+      writes: this.#writes,
+    };
   }
 
   async #pass(): Promise<PassResult> {
@@ -881,6 +889,7 @@ export class SyncEngine {
       }
       this.#keptDirs.delete(rec.path);
       if (r.status !== "unchanged") {
+        this.#writes++;
         this.deps.log.info("materialized", {
           path: rec.path,
           version: rec.version,
