@@ -744,7 +744,7 @@ export class Daemon {
       now - this.#pushesWaitingSince >= PUSH_WAIT_MAX_MS;
     const pushedRun = pushed && pushesSettled;
     // A run between a push and the write of its file (a commit slower than the pause) kept the
-    // pushed chunks: look again once the engine has written newer commits (HeldCheck).
+    // pushed chunks: look again once the engine has written files since (HeldCheck).
     if (!pushedRun && !unreferenced && !this.#heldCheck.due(now, pass)) return;
     const started = performance.now();
     const asked = this.#unreferencedAsked;

@@ -248,16 +248,11 @@ export class InotifyTree implements TreeWatch {
    * add every path found under `top` to it. False if `top` itself could not be watched.
    */
   #watch(top: string, found: string[] | null): boolean {
-    if (this.#excluded(top)) return false;
+    if (this.#excluded(top) || !this.#addWatch(top)) return false;
+    // Each directory is watched before it is listed, so nothing made in it goes unseen.
     const stack = [top];
-    let first = true;
-    let watchedTop = false;
     while (stack.length > 0) {
       const dir = stack.pop()!;
-      const ok = this.#addWatch(dir);
-      if (first) watchedTop = ok;
-      first = false;
-      if (!ok) continue;
       let entries: Deno.DirEntry[];
       try {
         entries = [...Deno.readDirSync(dir)];
@@ -267,10 +262,10 @@ export class InotifyTree implements TreeWatch {
       for (const e of entries) {
         const path = `${dir}/${e.name}`;
         found?.push(path);
-        if (e.isDirectory && !this.#excluded(path)) stack.push(path);
+        if (e.isDirectory && !this.#excluded(path) && this.#addWatch(path)) stack.push(path);
       }
     }
-    return watchedTop;
+    return true;
   }
 
   #excluded(path: string): boolean {

@@ -188,7 +188,7 @@ export class Watcher {
     this.#addRelative(rel, firstSeen);
   }
 
-  /** Events were lost: the next batch asks for a whole rescan. */
+  /** Events were lost, or too many paths wait: the next batch asks for a whole rescan. */
   #overflowed(): void {
     if (this.#pending.size === 0 && !this.#overflow) this.#batchStart = Date.now();
     this.#pending.clear();
@@ -204,11 +204,8 @@ export class Watcher {
     }
     const seen = this.#pending.get(rel);
     this.#pending.set(rel, seen === undefined ? firstSeen : Math.min(seen, firstSeen));
-    if (this.#pending.size > this.#maxPending) {
-      this.#pending.clear();
-      this.#overflow = true;
-    }
-    this.#schedule();
+    if (this.#pending.size > this.#maxPending) this.#overflowed();
+    else this.#schedule();
   }
 
   #schedule(): void {

@@ -8,14 +8,14 @@ import { InotifyTree, type TreeEvents, watchTree } from "../../src/sync/inotify.
 
 const LINUX = Deno.build.os === "linux";
 
-/** Collects a tree's events in the background; waitFor() polls what arrived, bounded in time. */
+/** Collects a watch's events in the background; waitFor() polls what arrived, bounded in time. */
 class Collector {
   readonly seen = new Set<string>();
   rescans = 0;
   readonly done: Promise<void>;
-  constructor(tree: InotifyTree) {
+  constructor(watch: AsyncIterable<TreeEvents>) {
     this.done = (async () => {
-      for await (const e of tree as AsyncIterable<TreeEvents>) {
+      for await (const e of watch) {
         for (const p of e.paths) this.seen.add(p);
         if (e.rescan) this.rescans++;
       }
@@ -148,22 +148,19 @@ Deno.test({
 Deno.test("watchTree: the Deno.watchFs fallback reports changes too", async () => {
   const root = Deno.realPathSync(await Deno.makeTempDir({ prefix: "filesync-inotify-" }));
   const watch = watchTree(root, { denoWatch: true });
-  const seen = new Set<string>();
-  const done = (async () => {
-    for await (const e of watch) for (const p of e.paths) seen.add(p);
-  })();
+  const events = new Collector(watch);
   try {
     const deadline = Date.now() + 5_000;
     let i = 0;
     // Deno's watcher may start a moment after watchFs returns: write until it is heard.
-    while (!seen.has(`${root}/f${i}`)) {
+    while (!events.seen.has(`${root}/f${i}`)) {
       assert.ok(Date.now() < deadline, "no event within 5 s");
       await Deno.writeTextFile(`${root}/f${++i}`, "x");
       await new Promise((r) => setTimeout(r, 50));
     }
   } finally {
     watch.close();
-    await done;
+    await events.done;
     await Deno.remove(root, { recursive: true });
   }
 });
