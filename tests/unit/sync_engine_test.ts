@@ -240,8 +240,10 @@ Deno.test("engine: small files are committed while a huge file beside them is st
       }
       const first = await engine.syncNow();
       for (let i = 0; i < 5; i++) assert.ok(await index.get(`s${i}.txt`), `s${i}.txt committed`);
-      // The huge file is still being hashed: not committed, and counted as a local change.
-      assert.equal(await index.get("huge.bin"), null);
+      // The huge file was still being hashed when that pass planned: not committed by it, and
+      // counted as a local change pending up. (The index is not read here: the hash may end,
+      // and a pass of its own commit the file, before the line after syncNow runs, as it did
+      // once under a loaded CI run.)
       assert.ok(first.pendingUp >= 1, `pendingUp ${first.pendingUp}`);
       assert.ok(first.pendingUpBytes >= 64 << 20);
       // Once hashed, a pass of its own commits it, and nothing is left pending.
